@@ -1,0 +1,38 @@
+//! `berth-monitor`: the per-container monitor (see `berth::monitor`). Started by berthd only.
+
+use std::path::PathBuf;
+
+use berth::monitor::process::{run, MonitorOptions};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(version, about = "berth's per-container monitor (started by berthd)")]
+struct Args {
+    #[arg(long)]
+    id: String,
+    #[arg(long)]
+    runtime: String,
+    #[arg(long)]
+    runtime_root: PathBuf,
+    #[arg(long)]
+    bundle: PathBuf,
+    #[arg(long)]
+    exit_file: PathBuf,
+    #[arg(long)]
+    log: Option<PathBuf>,
+    #[arg(long)]
+    oom_file: Option<PathBuf>,
+}
+
+fn main() {
+    let args = Args::parse();
+    std::process::exit(run(MonitorOptions {
+        id: args.id,
+        runtime: args.runtime,
+        runtime_root: args.runtime_root,
+        bundle: args.bundle,
+        exit_file: args.exit_file,
+        log_path: args.log,
+        oom_file: args.oom_file,
+    }));
+}

@@ -1,0 +1,335 @@
+//! `org.berth.Engine1.Container`: one object per container, holding only the engine handle
+//! and the id (stratisd's shape). Every method: authorize, parse, one engine call, map.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::OwnedObjectPath;
+use zbus::{interface, OwnedVariant};
+
+use super::auth::{Action, Authorizer};
+use super::error::{BusError, BusResult};
+use super::spec;
+use crate::engine::{ContainerConfig, ContainerStatus, Engine};
+
+pub const INTERFACE: &str = "org.berth.Engine1.Container";
+
+/// The object path of a container.
+pub fn path(id: &str) -> OwnedObjectPath {
+    OwnedObjectPath::try_from(format!("/org/berth/Engine1/container/{id}"))
+        .unwrap_or_else(|_| OwnedObjectPath::from(zbus::ObjectPath::from_static_str_unchecked("/org/berth/Engine1/container")))
+}
+
+pub struct ContainerObject {
+    pub engine: Engine,
+    pub auth: Arc<Authorizer>,
+    pub id: String,
+}
+
+impl ContainerObject {
+    fn status(&self) -> zbus::fdo::Result<ContainerStatus> {
+        self.engine.status(&self.id).map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+    }
+
+    fn config(&self) -> zbus::fdo::Result<ContainerConfig> {
+        self.engine.config(&self.id).map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+    }
+
+    async fn manage(&self, header: &Header<'_>) -> Result<crate::engine::Caller, BusError> {
+        self.auth.authorize(header, Action::Manage).await
+    }
+}
+
+#[interface(name = "org.berth.Engine1.Container")]
+impl ContainerObject {
+    /// Creates the container in the runtime (monitor + runtime create) → `created`.
+    async fn init(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.manage(&header).await?;
+        Ok(self.engine.init(caller, &self.id).await?)
+    }
+
+    /// Starts the container; `recursive` starts its dependencies first.
+    async fn start(&self, #[zbus(header)] header: Header<'_>, recursive: bool) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.manage(&header).await?;
+        Ok(self.engine.start(caller, &self.id, recursive).await?)
+    }
+
+    /// Stop signal, then SIGKILL after `timeout_sec`; returns once the process is gone.
+    async fn stop(&self, #[zbus(header)] header: Header<'_>, timeout_sec: u32) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.manage(&header).await?;
+        Ok(self.engine.stop(caller, &self.id, timeout_sec).await?)
+    }
+
+    async fn restart(&self, #[zbus(header)] header: Header<'_>, timeout_sec: u32) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.manage(&header).await?;
+        Ok(self.engine.restart(caller, &self.id, timeout_sec).await?)
+    }
+
+    /// Sends a signal, by name (`TERM`, `SIGTERM`) or number.
+    async fn kill(&self, #[zbus(header)] header: Header<'_>, signal: &str) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.manage(&header).await?;
+        Ok(self.engine.kill(caller, &self.id, signal).await?)
+    }
+
+    async fn pause(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.manage(&header).await?;
+        Ok(self.engine.pause(caller, &self.id).await?)
+    }
+
+    async fn unpause(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.manage(&header).await?;
+        Ok(self.engine.unpause(caller, &self.id).await?)
+    }
+
+    /// Replies with the exit code once the container is not running.
+    async fn wait(&self, #[zbus(header)] header: Header<'_>) -> Result<i32, BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.auth.caller(&header).await?;
+        Ok(self.engine.wait(caller, &self.id).await?)
+    }
+
+    /// Mounts the rootfs on the host and returns the mountpoint.
+    async fn mount(&self, #[zbus(header)] header: Header<'_>) -> Result<String, BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.auth.authorize(&header, Action::Filesystem).await?;
+        Ok(self.engine.mount(caller, &self.id).await?)
+    }
+
+    async fn unmount(&self, #[zbus(header)] header: Header<'_>, force: bool) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.auth.authorize(&header, Action::Filesystem).await?;
+        Ok(self.engine.unmount(caller, &self.id, force).await?)
+    }
+
+    /// The container as JSON, shaped like `podman inspect`.
+    async fn inspect(&self, size: bool) -> Result<String, BusError> {
+        let _busy = self.engine.busy();
+        Ok(self.engine.inspect(&self.id, size).await?)
+    }
+
+    async fn cleanup(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.manage(&header).await?;
+        Ok(self.engine.cleanup(caller, &self.id).await?)
+    }
+
+    async fn sync(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.manage(&header).await?;
+        Ok(self.engine.sync(caller, &self.id).await?)
+    }
+
+    async fn refresh(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.manage(&header).await?;
+        Ok(self.engine.refresh(caller, &self.id).await?)
+    }
+
+    /// Runs the verbs in order under the container's lock; the first failure is returned
+    /// with its index.
+    async fn batch(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        ops: Vec<(String, HashMap<String, OwnedVariant>)>,
+    ) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.manage(&header).await?;
+        let parsed = ops
+            .iter()
+            .enumerate()
+            .map(|(index, (verb, options))| spec::batch_op(verb, options).map_err(|e| e.context(&format!("operation {index}"))))
+            .collect::<BusResult<Vec<_>>>()?;
+        self.engine
+            .batch(caller, &self.id, parsed)
+            .await
+            .map_err(|(index, error)| BusError::from(error).context(&format!("operation {index} ({})", ops[index].0)))
+    }
+
+    /// Removes the container; `force` kills a running one.
+    async fn remove(&self, #[zbus(header)] header: Header<'_>, force: bool) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.manage(&header).await?;
+        Ok(self.engine.remove(caller, &self.id, force).await?)
+    }
+
+    async fn add_artifact(&self, #[zbus(header)] header: Header<'_>, name: String, data: Vec<u8>) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        self.auth.authorize(&header, Action::Filesystem).await?;
+        Ok(self.engine.add_artifact(&self.id, name, data).await?)
+    }
+
+    async fn get_artifact(&self, #[zbus(header)] header: Header<'_>, name: String) -> Result<Vec<u8>, BusError> {
+        let _busy = self.engine.busy();
+        self.auth.authorize(&header, Action::Filesystem).await?;
+        Ok(self.engine.get_artifact(&self.id, name).await?)
+    }
+
+    async fn remove_artifact(&self, #[zbus(header)] header: Header<'_>, name: String) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        self.auth.authorize(&header, Action::Filesystem).await?;
+        Ok(self.engine.remove_artifact(&self.id, name).await?)
+    }
+
+    async fn list_artifacts(&self) -> Result<Vec<String>, BusError> {
+        let _busy = self.engine.busy();
+        Ok(self.engine.list_artifacts(&self.id).await?)
+    }
+
+    /// Every event of this container, with the sequence number of the durable log.
+    #[zbus(signal)]
+    pub async fn event(
+        emitter: &SignalEmitter<'_>,
+        seq: u64,
+        timestamp: u64,
+        r#type: &str,
+        attributes: HashMap<String, String>,
+    ) -> zbus::Result<()>;
+
+    /// The container's main process exited with this code (128+signal when killed).
+    #[zbus(signal)]
+    pub async fn exited(emitter: &SignalEmitter<'_>, exit_code: i32) -> zbus::Result<()>;
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn name(&self) -> zbus::fdo::Result<String> {
+        Ok(self.config()?.name)
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn image(&self) -> zbus::fdo::Result<String> {
+        Ok(self.config()?.image)
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn image_id(&self) -> zbus::fdo::Result<String> {
+        Ok(self.config()?.image_id)
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn command(&self) -> zbus::fdo::Result<Vec<String>> {
+        Ok(self.config()?.process_args())
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn created_at(&self) -> zbus::fdo::Result<u64> {
+        Ok(self.config()?.created_at)
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn terminal(&self) -> zbus::fdo::Result<bool> {
+        Ok(self.config()?.terminal)
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn stop_timeout(&self) -> zbus::fdo::Result<u32> {
+        Ok(self.config()?.stop_timeout)
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn stop_signal(&self) -> zbus::fdo::Result<String> {
+        Ok(self.config()?.stop_signal)
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn restart_policy(&self) -> zbus::fdo::Result<String> {
+        Ok(self.config()?.restart_policy.to_string())
+    }
+
+    #[zbus(property(emits_changed_signal = "invalidates"))]
+    fn labels(&self) -> zbus::fdo::Result<HashMap<String, String>> {
+        Ok(self.config()?.labels.into_iter().collect())
+    }
+
+    #[zbus(property)]
+    fn state(&self) -> zbus::fdo::Result<String> {
+        Ok(self.status()?.state.as_str().to_string())
+    }
+
+    #[zbus(property)]
+    fn pid(&self) -> zbus::fdo::Result<u32> {
+        Ok(self.status()?.pid)
+    }
+
+    #[zbus(property)]
+    fn exit_code(&self) -> zbus::fdo::Result<i32> {
+        Ok(self.status()?.exit_code)
+    }
+
+    #[zbus(property, name = "OOMKilled")]
+    fn oom_killed(&self) -> zbus::fdo::Result<bool> {
+        Ok(self.status()?.oom_killed)
+    }
+
+    #[zbus(property)]
+    fn started_at(&self) -> zbus::fdo::Result<u64> {
+        Ok(self.status()?.started_at)
+    }
+
+    #[zbus(property)]
+    fn finished_at(&self) -> zbus::fdo::Result<u64> {
+        Ok(self.status()?.finished_at)
+    }
+
+    #[zbus(property)]
+    fn restart_count(&self) -> zbus::fdo::Result<u32> {
+        Ok(self.status()?.restart_count)
+    }
+
+    #[zbus(property)]
+    fn mounted(&self) -> zbus::fdo::Result<bool> {
+        Ok(self.status()?.mounted())
+    }
+
+    #[zbus(property)]
+    fn mountpoint(&self) -> zbus::fdo::Result<String> {
+        Ok(self.status()?.mountpoint)
+    }
+
+    #[zbus(property)]
+    fn exec_sessions(&self) -> zbus::fdo::Result<Vec<OwnedObjectPath>> {
+        Ok(Vec::new())
+    }
+
+    #[zbus(property)]
+    fn error(&self) -> zbus::fdo::Result<String> {
+        Ok(self.status()?.error)
+    }
+}
+
+/// The `PropertiesChanged` payload between two statuses: every property whose value differs.
+pub fn changed_properties(before: Option<&ContainerStatus>, after: &ContainerStatus) -> Vec<(&'static str, zbus::Variant<'static>)> {
+    use zbus::Variant;
+    let mut changed: Vec<(&'static str, Variant<'static>)> = Vec::new();
+    let differs = |f: fn(&ContainerStatus) -> Variant<'static>| before.map(f) != Some(f(after));
+    let fields: [(&'static str, fn(&ContainerStatus) -> Variant<'static>); 10] = [
+        ("State", |s| Variant::from(s.state.as_str().to_string())),
+        ("Pid", |s| Variant::from(s.pid)),
+        ("ExitCode", |s| Variant::from(s.exit_code)),
+        ("OOMKilled", |s| Variant::from(s.oom_killed)),
+        ("StartedAt", |s| Variant::from(s.started_at)),
+        ("FinishedAt", |s| Variant::from(s.finished_at)),
+        ("RestartCount", |s| Variant::from(s.restart_count)),
+        ("Mounted", |s| Variant::from(s.mounted())),
+        ("Mountpoint", |s| Variant::from(s.mountpoint.clone())),
+        ("Error", |s| Variant::from(s.error.clone())),
+    ];
+    for (name, field) in fields {
+        if differs(field) {
+            changed.push((name, field(after)));
+        }
+    }
+    changed
+}

@@ -1,0 +1,101 @@
+//! `org.berth.Engine1.Manager` at `/org/berth/Engine1`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use zbus::message::Header;
+use zbus::OwnedObjectPath;
+use zbus::{interface, OwnedVariant};
+
+use super::auth::{Action, Authorizer};
+use super::container;
+use super::error::BusError;
+use super::spec;
+use crate::engine::Engine;
+
+pub const PATH: &str = "/org/berth/Engine1";
+
+pub struct Manager {
+    pub engine: Engine,
+    pub auth: Arc<Authorizer>,
+}
+
+/// (seq, timestamp, container id, type, attributes), as `GetEvents` returns them.
+type EventTuple = (u64, u64, String, String, HashMap<String, String>);
+
+#[interface(name = "org.berth.Engine1.Manager")]
+impl Manager {
+    /// Stores a `configured` container from the spec; does not start it.
+    async fn create_container(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        spec: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.auth.authorize(&header, Action::Manage).await?;
+        let request = spec::create_request(spec)?;
+        let id = self.engine.create(caller, request).await?;
+        Ok(container::path(&id))
+    }
+
+    /// A name, full id, or unique id prefix.
+    async fn get_container(&self, name_or_id: &str) -> Result<OwnedObjectPath, BusError> {
+        let _busy = self.engine.busy();
+        Ok(container::path(&self.engine.lookup(name_or_id)?))
+    }
+
+    /// (id, name, state, path) of every container, oldest first.
+    async fn list_containers(&self) -> Vec<(String, String, String, OwnedObjectPath)> {
+        let _busy = self.engine.busy();
+        self.engine
+            .list()
+            .into_iter()
+            .map(|(id, name, state)| {
+                let path = container::path(&id);
+                (id, name, state.as_str().to_string(), path)
+            })
+            .collect()
+    }
+
+    async fn remove_container(&self, #[zbus(header)] header: Header<'_>, name_or_id: &str, force: bool) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.auth.authorize(&header, Action::Manage).await?;
+        let id = self.engine.lookup(name_or_id)?;
+        Ok(self.engine.remove(caller, &id, force).await?)
+    }
+
+    /// The durable event log after `after_seq` (at most `limit` events, 0 = all).
+    async fn get_events(&self, after_seq: u64, limit: u32) -> Result<Vec<EventTuple>, BusError> {
+        let _busy = self.engine.busy();
+        let events = self.engine.events(after_seq, limit).await?;
+        Ok(events
+            .into_iter()
+            .map(|e| (e.seq, e.timestamp, e.container_id, e.kind, e.attributes.into_iter().collect()))
+            .collect())
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn runtime(&self) -> String {
+        self.engine.runtime_name()
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn storage_driver(&self) -> String {
+        "overlay".to_string()
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn root(&self) -> String {
+        self.engine.root().display().to_string()
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn run_root(&self) -> String {
+        self.engine.runroot().display().to_string()
+    }
+}

@@ -1,0 +1,182 @@
+//! The D-Bus face of the engine: objects, signals, authorization, error mapping.
+//!
+//! `serve` owns the connection. Objects are served before the name is requested, so no call
+//! is lost; engine notifications are turned into `PropertiesChanged`, `Event`, `Exited` and
+//! ObjectManager signals by one publisher task, in commit order.
+
+pub mod auth;
+pub mod container;
+pub mod error;
+pub mod manager;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use zbus::fdo::{ObjectManager, RequestNameFlags, RequestNameReply};
+use zbus::names::InterfaceName;
+use zbus::object_server::SignalEmitter;
+use zbus::Connection;
+
+use crate::engine::{ContainerStatus, Engine, Notification};
+use auth::Authorizer;
+use container::ContainerObject;
+use manager::Manager;
+
+/// The well-known name berthd owns.
+pub const BUS_NAME: &str = "org.berth.Engine1";
+
+/// Which bus to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusAddress {
+    System,
+    Session,
+    Address(String),
+}
+
+impl BusAddress {
+    /// `system`, `session` or a D-Bus address.
+    pub fn parse(text: &str) -> BusAddress {
+        match text {
+            "system" => BusAddress::System,
+            "session" => BusAddress::Session,
+            address => BusAddress::Address(address.to_string()),
+        }
+    }
+
+    pub fn builder(&self) -> zbus::connection::Builder<'static> {
+        match self {
+            BusAddress::System => zbus::connection::Builder::system(),
+            BusAddress::Session => zbus::connection::Builder::session(),
+            BusAddress::Address(address) => zbus::connection::Builder::address(address.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("d-bus: {0}")]
+    Bus(#[from] zbus::Error),
+    #[error("the name {BUS_NAME} is already owned on this bus")]
+    NameTaken,
+    #[error("{0}")]
+    Engine(#[from] crate::engine::EngineError),
+}
+
+/// Serves the engine on `address` until the idle timeout (if any) expires.
+pub async fn serve(
+    engine: Engine,
+    notifications: mpsc::UnboundedReceiver<Notification>,
+    address: &BusAddress,
+    idle_timeout: Option<Duration>,
+) -> Result<(), ServeError> {
+    let connection = address.builder().build().await?;
+    // On a session or private bus, the bus's owner is trusted like root (DESIGN §2.5).
+    let trusted_uid = (*address != BusAddress::System).then(|| nix::unistd::geteuid().as_raw());
+    let auth = Arc::new(Authorizer::new(connection.clone(), trusted_uid));
+    let server = connection.object_server();
+    server.at(manager::PATH, ObjectManager).await?;
+    server
+        .at(manager::PATH, Manager { engine: engine.clone(), auth: auth.clone() })
+        .await?;
+    for id in engine.container_ids() {
+        add_container(&connection, &engine, &auth, &id).await?;
+    }
+    let publisher = Publisher {
+        connection: connection.clone(),
+        engine: engine.clone(),
+        auth: auth.clone(),
+        last: HashMap::new(),
+    };
+    tokio::spawn(publisher.run(notifications));
+    engine.start_up().await?;
+
+    let reply = connection
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+        .await?;
+    if reply != RequestNameReply::PrimaryOwner {
+        return Err(ServeError::NameTaken);
+    }
+    tracing::info!(containers = engine.container_ids().len(), "serving {BUS_NAME}");
+
+    match idle_timeout {
+        Some(timeout) => {
+            engine.wait_idle(timeout).await;
+            tracing::info!("idle for {}s, exiting; containers keep running", timeout.as_secs());
+            let _ = connection.release_name(BUS_NAME).await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+    Ok(())
+}
+
+async fn add_container(connection: &Connection, engine: &Engine, auth: &Arc<Authorizer>, id: &str) -> zbus::Result<()> {
+    let object = ContainerObject {
+        engine: engine.clone(),
+        auth: auth.clone(),
+        id: id.to_string(),
+    };
+    connection.object_server().at(container::path(id), object).await?;
+    Ok(())
+}
+
+/// Turns engine notifications into signals, in order.
+struct Publisher {
+    connection: Connection,
+    engine: Engine,
+    auth: Arc<Authorizer>,
+    /// What each container's last `PropertiesChanged` said.
+    last: HashMap<String, ContainerStatus>,
+}
+
+impl Publisher {
+    async fn run(mut self, mut notifications: mpsc::UnboundedReceiver<Notification>) {
+        while let Some(notification) = notifications.recv().await {
+            if let Err(error) = self.publish(notification).await {
+                tracing::warn!(%error, "emitting a signal failed");
+            }
+        }
+    }
+
+    async fn publish(&mut self, notification: Notification) -> zbus::Result<()> {
+        match notification {
+            Notification::Added { id } => {
+                add_container(&self.connection, &self.engine, &self.auth, &id).await?;
+                if let Ok(status) = self.engine.status(&id) {
+                    self.last.insert(id, status);
+                }
+            }
+            Notification::Removed { id } => {
+                self.last.remove(&id);
+                self.connection.object_server().remove::<ContainerObject, _>(container::path(&id)).await?;
+            }
+            Notification::Status { id, status } => {
+                let changed = container::changed_properties(self.last.get(&id), &status);
+                self.last.insert(id.clone(), status);
+                if !changed.is_empty() {
+                    let emitter = SignalEmitter::new(&self.connection, container::path(&id))?;
+                    let changed: HashMap<&str, zbus::Variant<'_>> = changed.into_iter().collect();
+                    zbus::fdo::Properties::properties_changed(
+                        &emitter,
+                        InterfaceName::from_static_str_unchecked(container::INTERFACE),
+                        changed,
+                        std::borrow::Cow::Borrowed(&[]),
+                    )
+                    .await?;
+                }
+            }
+            Notification::Event(record) => {
+                let emitter = SignalEmitter::new(&self.connection, container::path(&record.container_id))?;
+                let attributes: HashMap<String, String> = record.attributes.into_iter().collect();
+                ContainerObject::event(&emitter, record.seq, record.timestamp, &record.kind, attributes).await?;
+            }
+            Notification::Exited { id, exit_code } => {
+                let emitter = SignalEmitter::new(&self.connection, container::path(&id))?;
+                ContainerObject::exited(&emitter, exit_code).await?;
+            }
+        }
+        Ok(())
+    }
+}

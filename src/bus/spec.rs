@@ -1,0 +1,186 @@
+//! Parses `a{sv}` arguments (the `CreateContainer` spec, `Batch` options) into engine types.
+//! An unknown key or a value of the wrong type is `InvalidArgs` naming the key.
+
+use std::collections::{BTreeMap, HashMap};
+
+use zbus::OwnedVariant;
+
+use super::error::{BusError, BusResult};
+use crate::engine::{BatchOp, CreateRequest, MountSpec};
+
+/// Takes one value of type `T` out of a variant, naming `key` on a type mismatch.
+fn take<T>(key: &str, value: &OwnedVariant, expected: &str) -> BusResult<T>
+where
+    T: TryFrom<OwnedVariant>,
+{
+    let copy = value
+        .try_clone()
+        .map_err(|e| BusError::invalid_args(format!("{key}: {e}")))?;
+    T::try_from(copy).map_err(|_| {
+        BusError::invalid_args(format!(
+            "{key}: expected type {expected}, got {}",
+            value.value_signature()
+        ))
+    })
+}
+
+fn strings(key: &str, value: &OwnedVariant) -> BusResult<Vec<String>> {
+    take::<Vec<String>>(key, value, "as")
+}
+
+fn string_map(key: &str, value: &OwnedVariant) -> BusResult<BTreeMap<String, String>> {
+    Ok(take::<HashMap<String, String>>(key, value, "a{ss}")?.into_iter().collect())
+}
+
+/// The `CreateContainer` spec (DESIGN §2.1).
+pub fn create_request(spec: HashMap<String, OwnedVariant>) -> BusResult<CreateRequest> {
+    let mut request = CreateRequest::default();
+    for (key, value) in &spec {
+        let key = key.as_str();
+        match key {
+            "Image" => request.image = Some(take(key, value, "s")?),
+            "Rootfs" => request.rootfs = Some(take(key, value, "s")?),
+            "Name" => request.name = Some(take(key, value, "s")?),
+            "Command" => request.command = strings(key, value)?,
+            "Entrypoint" => request.entrypoint = strings(key, value)?,
+            "Env" => request.env = strings(key, value)?,
+            "WorkingDir" => request.working_dir = Some(take(key, value, "s")?),
+            "User" => request.user = Some(take(key, value, "s")?),
+            "Hostname" => request.hostname = Some(take(key, value, "s")?),
+            "Terminal" => request.terminal = take(key, value, "b")?,
+            "Stdin" => request.stdin = take(key, value, "b")?,
+            "Labels" => request.labels = string_map(key, value)?,
+            "Annotations" => request.annotations = string_map(key, value)?,
+            "StopSignal" => request.stop_signal = Some(take(key, value, "s")?),
+            "StopTimeout" => request.stop_timeout = Some(take(key, value, "u")?),
+            "Mounts" => request.mounts = mounts(value)?,
+            "Network" => request.network = Some(take(key, value, "s")?),
+            "Dependencies" => request.dependencies = strings(key, value)?,
+            "RestartPolicy" => request.restart_policy = Some(take(key, value, "s")?),
+            "AutoRemove" => request.auto_remove = take(key, value, "b")?,
+            "MemoryMax" => request.memory_max = Some(take(key, value, "t")?),
+            "PidsMax" => request.pids_max = Some(take(key, value, "t")?),
+            "CpuQuota" => request.cpu_quota = Some(take(key, value, "d")?),
+            "ReadOnlyRootfs" => request.read_only_rootfs = take(key, value, "b")?,
+            "Init" => request.init = take(key, value, "b")?,
+            "Privileged" => request.privileged = take(key, value, "b")?,
+            "CapAdd" => request.cap_add = strings(key, value)?,
+            "CapDrop" => request.cap_drop = strings(key, value)?,
+            "LogDriver" => request.log_driver = Some(take(key, value, "s")?),
+            other => return Err(BusError::invalid_args(format!("{other}: unknown spec key"))),
+        }
+    }
+    Ok(request)
+}
+
+fn mounts(value: &OwnedVariant) -> BusResult<Vec<MountSpec>> {
+    let entries: Vec<HashMap<String, OwnedVariant>> = take("Mounts", value, "aa{sv}")?;
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let mut mount = MountSpec {
+                kind: "bind".into(),
+                source: String::new(),
+                destination: String::new(),
+                options: Vec::new(),
+                read_only: false,
+            };
+            for (key, value) in &entry {
+                let label = format!("Mounts[{index}].{key}");
+                match key.as_str() {
+                    "Type" => mount.kind = take(&label, value, "s")?,
+                    "Source" => mount.source = take(&label, value, "s")?,
+                    "Destination" => mount.destination = take(&label, value, "s")?,
+                    "Options" => mount.options = strings(&label, value)?,
+                    "ReadOnly" => mount.read_only = take(&label, value, "b")?,
+                    _ => return Err(BusError::invalid_args(format!("{label}: unknown mount key"))),
+                }
+            }
+            Ok(mount)
+        })
+        .collect()
+}
+
+/// One `Batch` operation: a verb name and its options.
+pub fn batch_op(verb: &str, options: &HashMap<String, OwnedVariant>) -> BusResult<BatchOp> {
+    let allowed: &[&str] = match verb {
+        "Start" => &["Recursive"],
+        "Stop" | "Restart" => &["Timeout"],
+        "Kill" => &["Signal"],
+        _ => &[],
+    };
+    if let Some(unknown) = options.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(BusError::invalid_args(format!("{verb}: unknown option {unknown}")));
+    }
+    let get = |key: &str| options.get(key);
+    Ok(match verb {
+        "Init" => BatchOp::Init,
+        "Start" => BatchOp::Start {
+            recursive: get("Recursive").map(|v| take(verb, v, "b")).transpose()?.unwrap_or(false),
+        },
+        "Stop" => BatchOp::Stop {
+            timeout: get("Timeout").map(|v| take(verb, v, "u")).transpose()?,
+        },
+        "Restart" => BatchOp::Restart {
+            timeout: get("Timeout").map(|v| take(verb, v, "u")).transpose()?,
+        },
+        "Kill" => BatchOp::Kill {
+            signal: get("Signal").map(|v| take(verb, v, "s")).transpose()?.unwrap_or_else(|| "KILL".into()),
+        },
+        "Pause" => BatchOp::Pause,
+        "Unpause" => BatchOp::Unpause,
+        "Cleanup" => BatchOp::Cleanup,
+        "Sync" => BatchOp::Sync,
+        "Refresh" => BatchOp::Refresh,
+        other => return Err(BusError::invalid_args(format!("Batch: unknown verb {other:?}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zbus::Variant;
+
+    fn variant<'a>(value: impl Into<Variant<'a>>) -> OwnedVariant {
+        value.into().try_to_owned().unwrap()
+    }
+
+    #[test]
+    fn known_keys_fill_the_request() {
+        let spec = HashMap::from([
+            ("Rootfs".to_string(), variant("/srv/rootfs")),
+            ("Command".to_string(), variant(vec!["/bin/sh", "-c", "exit 3"])),
+            ("StopTimeout".to_string(), variant(1u32)),
+            ("Labels".to_string(), variant(HashMap::from([("a", "b")]))),
+        ]);
+        let request = create_request(spec).unwrap();
+        assert_eq!(request.rootfs.as_deref(), Some("/srv/rootfs"));
+        assert_eq!(request.command, vec!["/bin/sh", "-c", "exit 3"]);
+        assert_eq!(request.stop_timeout, Some(1));
+        assert_eq!(request.labels.get("a").map(String::as_str), Some("b"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let spec = HashMap::from([("Bogus".to_string(), variant(true))]);
+        let error = create_request(spec).unwrap_err();
+        assert_eq!(error.error_name(), "org.freedesktop.DBus.Error.InvalidArgs");
+        assert!(error.to_string().contains("Bogus"));
+    }
+
+    #[test]
+    fn a_wrong_type_is_named_with_both_types() {
+        let spec = HashMap::from([("StopTimeout".to_string(), variant("ten"))]);
+        let error = create_request(spec).unwrap_err().to_string();
+        assert!(error.contains("StopTimeout") && error.contains('u') && error.contains('s'), "{error}");
+    }
+
+    #[test]
+    fn batch_verbs_take_only_their_options() {
+        let timeout = HashMap::from([("Timeout".to_string(), variant(2u32))]);
+        assert_eq!(batch_op("Stop", &timeout).unwrap(), BatchOp::Stop { timeout: Some(2) });
+        assert!(batch_op("Pause", &timeout).is_err());
+        assert!(batch_op("Remove", &HashMap::new()).is_err());
+    }
+}

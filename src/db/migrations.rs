@@ -1,0 +1,84 @@
+//! Schema migrations, applied in order on `PRAGMA user_version` (containerd's habit).
+
+use rusqlite::Connection;
+
+/// Each entry upgrades the schema from version `index` to `index + 1`. Never edit a released
+/// entry; append a new one.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: containers with their immutable config and their runtime status; the event log.
+    "CREATE TABLE containers (
+         id         TEXT PRIMARY KEY NOT NULL,
+         name       TEXT NOT NULL UNIQUE,
+         config     TEXT NOT NULL,
+         status     TEXT NOT NULL,
+         created_at INTEGER NOT NULL
+     );
+     CREATE TABLE events (
+         seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+         timestamp    INTEGER NOT NULL,
+         container_id TEXT NOT NULL,
+         type         TEXT NOT NULL,
+         attributes   TEXT NOT NULL
+     );
+     CREATE INDEX events_by_container ON events (container_id, seq);",
+];
+
+/// Brings the database up to the latest schema, each step in its own transaction.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: u32 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version as u32 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_a_new_database_reaches_the_latest_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn migrating_twice_changes_nothing() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO containers VALUES ('a', 'n', '{}', '{}', 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let rows: i64 = conn.query_row("SELECT count(*) FROM containers", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 1);
+    }
+
+    #[test]
+    fn migration_one_creates_the_event_log_with_increasing_sequence_numbers() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        for kind in ["create", "start"] {
+            conn.execute(
+                "INSERT INTO events (timestamp, container_id, type, attributes) VALUES (1, 'a', ?1, '{}')",
+                [kind],
+            )
+            .unwrap();
+        }
+        let seqs: Vec<i64> = conn
+            .prepare("SELECT seq FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(seqs, vec![1, 2]);
+    }
+}

@@ -1,0 +1,260 @@
+//! The SQLite store: one database file, WAL with `synchronous=FULL`, one transaction per
+//! container state transition together with the events it produces.
+
+mod migrations;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+pub use migrations::MIGRATIONS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("name {0:?} is already in use")]
+    NameInUse(String),
+}
+
+/// An event as stored in the durable log.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EventRecord {
+    pub seq: u64,
+    /// Microseconds since the Unix epoch.
+    pub timestamp: u64,
+    pub container_id: String,
+    pub kind: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// An event about to be written; the database gives it its sequence number.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A container row: its id, name and the two JSON documents the engine owns.
+#[derive(Debug, Clone)]
+pub struct ContainerRow {
+    pub id: String,
+    pub name: String,
+    pub config: String,
+    pub status: String,
+}
+
+/// What a transition writes besides its events.
+pub enum Change<'a> {
+    Insert(&'a ContainerRow, u64),
+    Status(&'a str, &'a str),
+    Delete(&'a str),
+    /// Events only (e.g. `wait`, `sync` with no change).
+    Nothing,
+}
+
+/// The database handle. SQLite serialises writers anyway; one connection behind a mutex means
+/// no "database is locked" however many callers there are.
+pub struct Db {
+    conn: Mutex<Connection>,
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let open_error = |source| DbError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_error)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(open_error)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(open_error)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_error)?;
+        migrations::migrate(&mut conn).map_err(open_error)?;
+        Ok(Db {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the connection leaves SQLite consistent (the transaction
+        // rolls back on drop), so a poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn containers(&self) -> Result<Vec<ContainerRow>, DbError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT id, name, config, status FROM containers ORDER BY created_at, id")?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(ContainerRow {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                    config: row.get(2)?,
+                    status: row.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Writes one transition atomically: the row change and its events. `published` runs
+    /// after the commit while the connection is still held, so whatever it announces leaves in
+    /// sequence-number order.
+    pub fn commit(
+        &self,
+        container_id: &str,
+        change: Change<'_>,
+        events: &[NewEvent],
+        timestamp: u64,
+        published: impl FnOnce(Vec<EventRecord>),
+    ) -> Result<(), DbError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        match change {
+            Change::Insert(row, created_at) => {
+                let taken: Option<String> = tx
+                    .query_row("SELECT id FROM containers WHERE name = ?1", [&row.name], |r| r.get(0))
+                    .optional()?;
+                if taken.is_some() {
+                    return Err(DbError::NameInUse(row.name.clone()));
+                }
+                tx.execute(
+                    "INSERT INTO containers (id, name, config, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![row.id, row.name, row.config, row.status, created_at as i64],
+                )?;
+            }
+            Change::Status(id, status) => {
+                tx.execute("UPDATE containers SET status = ?2 WHERE id = ?1", params![id, status])?;
+            }
+            Change::Delete(id) => {
+                tx.execute("DELETE FROM containers WHERE id = ?1", [id])?;
+            }
+            Change::Nothing => {}
+        }
+        let mut records = Vec::with_capacity(events.len());
+        for event in events {
+            let attributes = serde_json::to_string(&event.attributes).unwrap_or_default();
+            tx.execute(
+                "INSERT INTO events (timestamp, container_id, type, attributes) VALUES (?1, ?2, ?3, ?4)",
+                params![timestamp as i64, container_id, event.kind, attributes],
+            )?;
+            records.push(EventRecord {
+                seq: tx.last_insert_rowid() as u64,
+                timestamp,
+                container_id: container_id.to_string(),
+                kind: event.kind.to_string(),
+                attributes: event.attributes.clone(),
+            });
+        }
+        tx.commit()?;
+        published(records);
+        Ok(())
+    }
+
+    /// Events with a sequence number above `after`, oldest first; `limit` 0 means all.
+    pub fn events_after(&self, after: u64, limit: u32) -> Result<Vec<EventRecord>, DbError> {
+        let conn = self.lock();
+        let limit = if limit == 0 { -1 } else { i64::from(limit) };
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, timestamp, container_id, type, attributes FROM events
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![after as i64, limit], |row| {
+                let attributes: String = row.get(4)?;
+                Ok(EventRecord {
+                    seq: row.get::<_, i64>(0)? as u64,
+                    timestamp: row.get::<_, i64>(1)? as u64,
+                    container_id: row.get(2)?,
+                    kind: row.get(3)?,
+                    attributes: serde_json::from_str(&attributes).unwrap_or_default(),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, name: &str) -> ContainerRow {
+        ContainerRow {
+            id: id.into(),
+            name: name.into(),
+            config: "{}".into(),
+            status: "{}".into(),
+        }
+    }
+
+    fn event(kind: &'static str) -> NewEvent {
+        NewEvent {
+            kind,
+            attributes: BTreeMap::from([("name".to_string(), "n".to_string())]),
+        }
+    }
+
+    #[test]
+    fn a_transition_commits_its_row_and_events_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("berth.db")).unwrap();
+        let mut seen = Vec::new();
+        db.commit("a", Change::Insert(&row("a", "one"), 1), &[event("create")], 5, |r| seen = r)
+            .unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].kind, "create");
+        assert_eq!(db.containers().unwrap().len(), 1);
+        assert_eq!(db.events_after(0, 0).unwrap(), seen);
+    }
+
+    #[test]
+    fn a_duplicate_name_is_refused_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("berth.db")).unwrap();
+        db.commit("a", Change::Insert(&row("a", "one"), 1), &[event("create")], 5, |_| {})
+            .unwrap();
+        let err = db
+            .commit("b", Change::Insert(&row("b", "one"), 1), &[event("create")], 6, |_| {})
+            .unwrap_err();
+        assert!(matches!(err, DbError::NameInUse(name) if name == "one"));
+        assert_eq!(db.containers().unwrap().len(), 1);
+        assert_eq!(db.events_after(0, 0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn events_replay_after_a_sequence_number_with_a_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("berth.db")).unwrap();
+        let kinds = [event("create"), event("init"), event("start"), event("died")];
+        db.commit("a", Change::Insert(&row("a", "one"), 1), &kinds, 5, |_| {}).unwrap();
+        let replay = db.events_after(1, 2).unwrap();
+        let names: Vec<_> = replay.iter().map(|e| (e.seq, e.kind.as_str())).collect();
+        assert_eq!(names, vec![(2, "init"), (3, "start")]);
+    }
+
+    #[test]
+    fn the_store_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.db");
+        {
+            let db = Db::open(&path).unwrap();
+            db.commit("a", Change::Insert(&row("a", "one"), 1), &[event("create")], 5, |_| {})
+                .unwrap();
+            db.commit("a", Change::Status("a", "{\"x\":1}"), &[], 6, |_| {}).unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        let rows = db.containers().unwrap();
+        assert_eq!(rows[0].status, "{\"x\":1}");
+    }
+}

@@ -1,0 +1,270 @@
+//! What a container is made of: the immutable configuration chosen at create time and the
+//! mutable status the engine keeps in step with the runtime.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::State;
+
+/// `Network` spec key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// Own network namespace with only loopback up.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// `RestartPolicy` spec key, as podman spells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    /// Restart after a non-zero exit, at most `max_retries` times (0 = no limit).
+    OnFailure { max_retries: u32 },
+    Always,
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    pub fn parse(text: &str) -> Option<RestartPolicy> {
+        match text {
+            "" | "no" => Some(RestartPolicy::No),
+            "always" => Some(RestartPolicy::Always),
+            "unless-stopped" => Some(RestartPolicy::UnlessStopped),
+            "on-failure" => Some(RestartPolicy::OnFailure { max_retries: 0 }),
+            _ => {
+                let count = text.strip_prefix("on-failure:")?;
+                Some(RestartPolicy::OnFailure {
+                    max_retries: count.parse().ok()?,
+                })
+            }
+        }
+    }
+
+    /// Whether an exit with `exit_code` after `restarts` restarts calls for another start.
+    /// A user's `Stop` or `Kill` never does (podman's rule).
+    pub fn wants_restart(&self, exit_code: i32, restarts: u32, stopped_by_user: bool) -> bool {
+        if stopped_by_user {
+            return false;
+        }
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure { max_retries } => {
+                exit_code != 0 && (*max_retries == 0 || restarts < *max_retries)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestartPolicy::No => f.write_str("no"),
+            RestartPolicy::Always => f.write_str("always"),
+            RestartPolicy::UnlessStopped => f.write_str("unless-stopped"),
+            RestartPolicy::OnFailure { max_retries: 0 } => f.write_str("on-failure"),
+            RestartPolicy::OnFailure { max_retries } => write!(f, "on-failure:{max_retries}"),
+        }
+    }
+}
+
+/// One entry of the `Mounts` spec key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// `bind` or `tmpfs`.
+    pub kind: String,
+    pub source: String,
+    pub destination: String,
+    pub options: Vec<String>,
+    pub read_only: bool,
+}
+
+/// What the client asked for in `CreateContainer`; every field optional or defaulted.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub name: Option<String>,
+    pub rootfs: Option<String>,
+    pub image: Option<String>,
+    pub command: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub terminal: bool,
+    pub stdin: bool,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub stop_signal: Option<String>,
+    pub stop_timeout: Option<u32>,
+    pub mounts: Vec<MountSpec>,
+    pub network: Option<String>,
+    pub dependencies: Vec<String>,
+    pub restart_policy: Option<String>,
+    pub auto_remove: bool,
+    pub memory_max: Option<u64>,
+    pub pids_max: Option<u64>,
+    pub cpu_quota: Option<f64>,
+    pub read_only_rootfs: bool,
+    pub init: bool,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub log_driver: Option<String>,
+}
+
+/// The validated, immutable configuration of a container, stored as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    pub id: String,
+    pub name: String,
+    /// Host directory used read-only as the lower layer.
+    pub rootfs: String,
+    pub image: String,
+    pub image_id: String,
+    pub command: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+    pub hostname: String,
+    pub terminal: bool,
+    pub stdin: bool,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Canonical signal name without `SIG` (`TERM`).
+    pub stop_signal: String,
+    pub stop_timeout: u32,
+    pub mounts: Vec<MountSpec>,
+    pub network: Network,
+    /// Ids of the containers that must run first.
+    pub dependencies: Vec<String>,
+    pub restart_policy: RestartPolicy,
+    pub auto_remove: bool,
+    pub memory_max: Option<u64>,
+    pub pids_max: Option<u64>,
+    pub cpu_quota: Option<f64>,
+    pub read_only_rootfs: bool,
+    pub init: bool,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `k8s-file` or `none`.
+    pub log_driver: String,
+    pub created_at: u64,
+}
+
+impl ContainerConfig {
+    /// The process arguments: entrypoint followed by command, as OCI image configs combine them.
+    pub fn process_args(&self) -> Vec<String> {
+        self.entrypoint.iter().chain(&self.command).cloned().collect()
+    }
+}
+
+/// The mutable half of a container, rewritten by every transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    pub state: State,
+    /// Host pid of the container's main process (0 when none).
+    pub pid: u32,
+    /// Host pid of its berth-monitor (0 when none).
+    pub monitor_pid: u32,
+    pub exit_code: i32,
+    pub oom_killed: bool,
+    pub started_at: u64,
+    pub finished_at: u64,
+    pub restart_count: u32,
+    /// Mount references: one for the runtime while created/running, one per `Mount` call.
+    pub mount_count: u32,
+    pub mountpoint: String,
+    pub error: String,
+    /// The last exit was asked for (`Stop`, `Kill`); the restart policy leaves it alone.
+    pub stopped_by_user: bool,
+    /// `Mount()` calls not yet matched by `Unmount`.
+    pub user_mounts: u32,
+}
+
+impl ContainerStatus {
+    pub fn new() -> ContainerStatus {
+        ContainerStatus {
+            state: State::Configured,
+            pid: 0,
+            monitor_pid: 0,
+            exit_code: 0,
+            oom_killed: false,
+            started_at: 0,
+            finished_at: 0,
+            restart_count: 0,
+            mount_count: 0,
+            mountpoint: String::new(),
+            error: String::new(),
+            stopped_by_user: false,
+            user_mounts: 0,
+        }
+    }
+
+    pub fn mounted(&self) -> bool {
+        self.mount_count > 0
+    }
+}
+
+impl Default for ContainerStatus {
+    fn default() -> Self {
+        ContainerStatus::new()
+    }
+}
+
+/// Names of containers and artifacts: `[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}` (DESIGN §2.1).
+pub fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[1..]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_design_pattern() {
+        for good in ["a", "web-1", "A.b_c", &"x".repeat(128)] {
+            assert!(is_valid_name(good), "{good}");
+        }
+        for bad in ["", "-a", ".x", "a/b", "..", "a b", &"x".repeat(129), "é"] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn restart_policies_parse_as_podman_spells_them() {
+        assert_eq!(RestartPolicy::parse("no"), Some(RestartPolicy::No));
+        assert_eq!(
+            RestartPolicy::parse("on-failure:3"),
+            Some(RestartPolicy::OnFailure { max_retries: 3 })
+        );
+        assert_eq!(RestartPolicy::parse("on-failure:x"), None);
+        assert_eq!(RestartPolicy::parse("sometimes"), None);
+        assert_eq!(RestartPolicy::OnFailure { max_retries: 3 }.to_string(), "on-failure:3");
+    }
+
+    #[test]
+    fn on_failure_restarts_only_failures_up_to_its_limit() {
+        let policy = RestartPolicy::OnFailure { max_retries: 2 };
+        assert!(policy.wants_restart(1, 0, false));
+        assert!(policy.wants_restart(1, 1, false));
+        assert!(!policy.wants_restart(1, 2, false));
+        assert!(!policy.wants_restart(0, 0, false));
+        assert!(!RestartPolicy::Always.wants_restart(1, 0, true));
+        assert!(RestartPolicy::Always.wants_restart(0, 100, false));
+    }
+}

@@ -1,0 +1,229 @@
+//! `CreateContainer` and `Remove`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::config::{is_valid_name, ContainerConfig, ContainerStatus, CreateRequest, Network, RestartPolicy};
+use super::{blocking, event, Caller, Engine, EngineError, Entry, Locked, Notification, Result, State};
+use crate::clock::now_micros;
+use crate::db::{Change, ContainerRow};
+use crate::runtime::signal::parse_signal;
+use crate::runtime::spec::capability_set;
+use crate::storage::rootfs::is_mountable_path;
+
+fn invalid(message: impl Into<String>) -> EngineError {
+    EngineError::InvalidArgument(message.into())
+}
+
+fn new_id() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Engine {
+    /// Validates the request and stores a `configured` container. Nothing touches the disk
+    /// until every check has passed.
+    pub async fn create(&self, caller: Caller, request: CreateRequest) -> Result<String> {
+        let config = self.validate(request)?;
+        let inner = self.inner().clone();
+        let id = config.id.clone();
+        let row = ContainerRow {
+            id: id.clone(),
+            name: config.name.clone(),
+            config: serde_json::to_string(&config).map_err(|e| EngineError::Internal(e.to_string()))?,
+            status: serde_json::to_string(&ContainerStatus::new()).map_err(|e| EngineError::Internal(e.to_string()))?,
+        };
+        let events = vec![event("create", &config, caller, &[])];
+        let dir = inner.container_dir(&id);
+        blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
+            let entry = Entry::new(config.clone(), ContainerStatus::new());
+            let result = inner.db.commit(&id, Change::Insert(&row, config.created_at), &events, now_micros(), |records| {
+                inner.write_containers().insert(id.clone(), entry);
+                let _ = inner.notify.send(Notification::Added { id: id.clone() });
+                for record in records {
+                    let _ = inner.notify.send(Notification::Event(record));
+                }
+            });
+            if let Err(error) = result {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(error.into());
+            }
+            Ok(id)
+        })
+        .await
+    }
+
+    fn validate(&self, request: CreateRequest) -> Result<ContainerConfig> {
+        let id = new_id();
+        let name = match request.name {
+            Some(name) if !is_valid_name(&name) => {
+                return Err(invalid(format!("Name: {name:?} does not match [a-zA-Z0-9][a-zA-Z0-9_.-]{{0,127}}")))
+            }
+            Some(name) => name,
+            None => id[..12].to_string(),
+        };
+        let names_taken = self.inner().read_containers().values().any(|e| e.config.name == name);
+        if names_taken {
+            return Err(EngineError::NameInUse(name));
+        }
+        let rootfs = match (request.rootfs, request.image) {
+            (Some(_), Some(_)) => return Err(invalid("Image and Rootfs: give exactly one")),
+            (None, None) => return Err(invalid("Image or Rootfs: one is required")),
+            (None, Some(image)) => return Err(EngineError::NoSuchImage(image)),
+            (Some(rootfs), None) => rootfs,
+        };
+        let rootfs_path = Path::new(&rootfs);
+        if !rootfs_path.is_absolute() || !rootfs_path.is_dir() {
+            return Err(invalid(format!("Rootfs: {rootfs:?} is not an absolute path to a directory")));
+        }
+        if !is_mountable_path(rootfs_path) {
+            return Err(invalid(format!("Rootfs: {rootfs:?} contains ',' or ':', which overlayfs cannot take")));
+        }
+        let stop_signal = match request.stop_signal {
+            None => "TERM".to_string(),
+            Some(text) => parse_signal(&text).ok_or_else(|| invalid(format!("StopSignal: unknown signal {text:?}")))?.1,
+        };
+        let restart_policy = match request.restart_policy {
+            None => RestartPolicy::No,
+            Some(text) => RestartPolicy::parse(&text).ok_or_else(|| invalid(format!("RestartPolicy: unknown policy {text:?}")))?,
+        };
+        let network = match request.network.as_deref() {
+            None | Some("none") => Network::None,
+            Some("host") => Network::Host,
+            Some(other) => return Err(invalid(format!("Network: unknown mode {other:?} (none or host)"))),
+        };
+        let log_driver = match request.log_driver.as_deref() {
+            None | Some("k8s-file") => "k8s-file".to_string(),
+            Some("none") => "none".to_string(),
+            Some(other) => return Err(invalid(format!("LogDriver: unknown driver {other:?} (k8s-file or none)"))),
+        };
+        if let Some(bad) = request.env.iter().find(|e| !e.contains('=') || e.starts_with('=')) {
+            return Err(invalid(format!("Env: {bad:?} is not K=V")));
+        }
+        for mount in &request.mounts {
+            if !mount.destination.starts_with('/') {
+                return Err(invalid(format!("Mounts: destination {:?} is not absolute", mount.destination)));
+            }
+            match mount.kind.as_str() {
+                "bind" if !Path::new(&mount.source).is_absolute() || !Path::new(&mount.source).exists() => {
+                    return Err(invalid(format!("Mounts: bind source {:?} does not exist", mount.source)))
+                }
+                "bind" | "tmpfs" => {}
+                other => return Err(invalid(format!("Mounts: unknown type {other:?} (bind or tmpfs)"))),
+            }
+        }
+        capability_set(request.privileged, &request.cap_add, &request.cap_drop)
+            .map_err(|e| invalid(format!("CapAdd/CapDrop: {e}")))?;
+        if let Some(cpus) = request.cpu_quota {
+            if !(cpus > 0.0 && cpus.is_finite()) {
+                return Err(invalid(format!("CpuQuota: {cpus} is not a positive number of CPUs")));
+            }
+        }
+        if request.init && self.inner().options.init_binary.is_none() {
+            return Err(EngineError::NotSupported("Init: no init binary (catatonit) is installed".into()));
+        }
+        if request.terminal {
+            return Err(EngineError::NotSupported("Terminal: terminals arrive with attach support".into()));
+        }
+        let mut dependencies = Vec::new();
+        for dependency in &request.dependencies {
+            dependencies.push(self.lookup(dependency)?);
+        }
+        if request.command.is_empty() && request.entrypoint.is_empty() {
+            return Err(invalid("Command: a rootfs container needs a command"));
+        }
+        Ok(ContainerConfig {
+            hostname: request.hostname.unwrap_or_else(|| id[..12].to_string()),
+            id,
+            name,
+            rootfs,
+            image: String::new(),
+            image_id: String::new(),
+            command: request.command,
+            entrypoint: request.entrypoint,
+            env: request.env,
+            working_dir: request.working_dir.unwrap_or_else(|| "/".to_string()),
+            user: request.user.unwrap_or_default(),
+            terminal: request.terminal,
+            stdin: request.stdin,
+            labels: request.labels,
+            annotations: request.annotations,
+            stop_signal,
+            stop_timeout: request.stop_timeout.unwrap_or(10),
+            mounts: request.mounts,
+            network,
+            dependencies,
+            restart_policy,
+            auto_remove: request.auto_remove,
+            memory_max: request.memory_max,
+            pids_max: request.pids_max,
+            cpu_quota: request.cpu_quota,
+            read_only_rootfs: request.read_only_rootfs,
+            init: request.init,
+            privileged: request.privileged,
+            cap_add: request.cap_add,
+            cap_drop: request.cap_drop,
+            log_driver,
+            created_at: now_micros(),
+        })
+    }
+
+    /// Removes a container; `force` stops a live one first (SIGKILL, as podman rm -f).
+    pub async fn remove(&self, caller: Caller, id: &str, force: bool) -> Result<()> {
+        let inner = self.inner().clone();
+        let locked = inner.lock(id).await?;
+        remove_locked(&locked, caller, force).await
+    }
+}
+
+/// Removal under the container's lock.
+pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bool) -> Result<()> {
+    let id = locked.id().to_string();
+    let dependents: Vec<String> = locked
+        .engine()
+        .read_containers()
+        .values()
+        .filter(|e| e.config.dependencies.contains(&id))
+        .map(|e| e.config.name.clone())
+        .collect();
+    if !dependents.is_empty() {
+        return Err(EngineError::InvalidArgument(format!(
+            "container {id} cannot be removed: {} depend on it",
+            dependents.join(", ")
+        )));
+    }
+    let state = locked.status().state;
+    if (state.has_process() || state == State::Unknown) && !force {
+        return Err(locked.invalid("remove (use force)"));
+    }
+    let mut status = locked.status();
+    status.state = State::Removing;
+    locked.commit(status, Vec::new()).await?;
+    super::lifecycle::kill_and_reap(locked, caller).await?;
+    super::exit::release_runtime(locked).await?;
+    super::filesystem::unmount_all(locked).await?;
+
+    let inner: Arc<super::Inner> = locked.engine().clone();
+    let events = vec![event("remove", locked.config(), caller, &[])];
+    blocking(move || {
+        let dir = inner.container_dir(&id);
+        for path in [dir.clone(), inner.paths.bundle(&id)] {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(EngineError::Internal(format!("remove {}: {e}", path.display()))),
+            }
+        }
+        let _ = std::fs::remove_file(inner.paths.exit_file(&id));
+        inner.db.commit(&id, Change::Delete(&id), &events, now_micros(), |records| {
+            inner.write_containers().remove(&id);
+            for record in records {
+                let _ = inner.notify.send(Notification::Event(record));
+            }
+            let _ = inner.notify.send(Notification::Removed { id: id.clone() });
+        })?;
+        Ok(())
+    })
+    .await
+}

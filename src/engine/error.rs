@@ -1,0 +1,70 @@
+//! Engine errors: one variant per condition a caller can tell apart (DESIGN §2.4).
+
+use super::state::State;
+use crate::db::DbError;
+use crate::monitor::launcher::LaunchError;
+use crate::runtime::RuntimeError;
+use crate::storage::artifacts::ArtifactError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no such container {0:?}")]
+    NoSuchContainer(String),
+    #[error("no such image {0:?}")]
+    NoSuchImage(String),
+    #[error("name {0:?} is already in use")]
+    NameInUse(String),
+    #[error("container {id} is {state}: cannot {verb}")]
+    InvalidState {
+        id: String,
+        state: State,
+        verb: &'static str,
+    },
+    #[error("container {0} is already stopped")]
+    ContainerStopped(String),
+    #[error("dependency {dependency} of container {id} is not running")]
+    DependencyNotRunning { id: String, dependency: String },
+    #[error("{0}")]
+    Runtime(String),
+    #[error("{0}")]
+    NotSupported(String),
+    #[error("container {0} has been removed")]
+    Removed(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    LimitsExceeded(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<DbError> for EngineError {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::NameInUse(name) => EngineError::NameInUse(name),
+            other => EngineError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<RuntimeError> for EngineError {
+    fn from(error: RuntimeError) -> Self {
+        EngineError::Runtime(error.to_string())
+    }
+}
+
+impl From<LaunchError> for EngineError {
+    fn from(error: LaunchError) -> Self {
+        EngineError::Runtime(error.to_string())
+    }
+}
+
+impl From<ArtifactError> for EngineError {
+    fn from(error: ArtifactError) -> Self {
+        match error {
+            ArtifactError::InvalidName(_) | ArtifactError::NotFound(_) => EngineError::InvalidArgument(error.to_string()),
+            ArtifactError::TooLarge { .. } => EngineError::LimitsExceeded(error.to_string()),
+            ArtifactError::Io { .. } => EngineError::Internal(error.to_string()),
+        }
+    }
+}

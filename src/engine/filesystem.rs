@@ -1,0 +1,155 @@
+//! The container's filesystem verbs: Mount/Unmount with libpod's reference counting, and
+//! artifacts.
+//!
+//! References: the runtime holds one from Init until cleanup; each `Mount()` adds one that
+//! only `Unmount` drops. The overlay is mounted on the first and unmounted on the last.
+
+use std::path::PathBuf;
+
+use super::{blocking, event, Caller, ContainerStatus, Engine, EngineError, Locked, Result, State};
+use crate::storage::artifacts::Artifacts;
+
+struct Layout {
+    lower: PathBuf,
+    upper: PathBuf,
+    work: PathBuf,
+    merged: PathBuf,
+}
+
+fn layout(locked: &Locked<'_>) -> Layout {
+    let dir = locked.engine().container_dir(locked.id());
+    Layout {
+        lower: PathBuf::from(&locked.config().rootfs),
+        upper: dir.join("upper"),
+        work: dir.join("work"),
+        merged: dir.join("merged"),
+    }
+}
+
+/// Takes one mount reference, mounting the overlay if it is the first. The caller commits.
+pub(crate) async fn acquire_mount_into(locked: &Locked<'_>, status: &mut ContainerStatus) -> Result<String> {
+    let layout = layout(locked);
+    let merged = layout.merged.display().to_string();
+    if status.mount_count == 0 {
+        let mounter = locked.engine().backends.mounter.clone();
+        blocking(move || {
+            for dir in [&layout.upper, &layout.work, &layout.merged] {
+                std::fs::create_dir_all(dir).map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
+            }
+            mounter
+                .mount_overlay(&layout.lower, &layout.upper, &layout.work, &layout.merged)
+                .map_err(|e| EngineError::Internal(e.to_string()))
+        })
+        .await?;
+    }
+    status.mount_count += 1;
+    status.mountpoint = merged.clone();
+    Ok(merged)
+}
+
+/// Drops one reference, unmounting on the last. The caller commits.
+pub(crate) async fn release_mount_into(locked: &Locked<'_>, status: &mut ContainerStatus) {
+    if status.mount_count == 0 {
+        return;
+    }
+    status.mount_count -= 1;
+    if status.mount_count == 0 {
+        if let Err(error) = unmount(locked).await {
+            tracing::warn!(id = %locked.id(), %error, "unmount failed");
+        }
+        status.mountpoint.clear();
+    }
+}
+
+/// Drops the runtime's reference, if it holds one.
+pub(crate) async fn release_runtime_mount_into(locked: &Locked<'_>, status: &mut ContainerStatus) -> Result<()> {
+    if status.mount_count > status.user_mounts {
+        release_mount_into(locked, status).await;
+    }
+    Ok(())
+}
+
+async fn unmount(locked: &Locked<'_>) -> Result<()> {
+    let mounter = locked.engine().backends.mounter.clone();
+    let merged = layout(locked).merged;
+    blocking(move || mounter.unmount(&merged).map_err(|e| EngineError::Internal(e.to_string()))).await
+}
+
+/// Drops every reference (Remove).
+pub(crate) async fn unmount_all(locked: &Locked<'_>) -> Result<()> {
+    if locked.status().mount_count > 0 {
+        unmount(locked).await?;
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Mounts the rootfs for the caller and returns the mountpoint.
+    pub async fn mount(&self, caller: Caller, id: &str) -> Result<String> {
+        let locked = self.inner().lock(id).await?;
+        if !locked.status().state.can_mount() {
+            return Err(locked.invalid("mount"));
+        }
+        let mut status = locked.status();
+        let mountpoint = acquire_mount_into(&locked, &mut status).await?;
+        status.user_mounts += 1;
+        locked.commit(status, vec![event("mount", locked.config(), caller, &[])]).await?;
+        Ok(mountpoint)
+    }
+
+    /// Drops the caller's mount; `force` drops every user mount. The runtime's reference
+    /// is never dropped here: the last mount of a running container stays.
+    pub async fn unmount(&self, caller: Caller, id: &str, force: bool) -> Result<()> {
+        let locked = self.inner().lock(id).await?;
+        let mut status = locked.status();
+        if status.mount_count == 0 {
+            return Ok(());
+        }
+        if status.user_mounts == 0 {
+            let runtime_holds = status.state.has_process() || status.state == State::Stopped;
+            return Err(if runtime_holds {
+                EngineError::InvalidState {
+                    id: id.to_string(),
+                    state: status.state,
+                    verb: "unmount the storage of a live container",
+                }
+            } else {
+                EngineError::Internal(format!("container {id} is mounted with no user mount"))
+            });
+        }
+        let drops = if force { status.user_mounts } else { 1 };
+        for _ in 0..drops {
+            status.user_mounts -= 1;
+            release_mount_into(&locked, &mut status).await;
+        }
+        locked.commit(status, vec![event("unmount", locked.config(), caller, &[])]).await
+    }
+
+    fn artifacts(&self, id: &str) -> Artifacts {
+        Artifacts::new(&self.inner().container_dir(id).join("artifacts"))
+    }
+
+    pub async fn add_artifact(&self, id: &str, name: String, data: Vec<u8>) -> Result<()> {
+        let _locked = self.inner().lock(id).await?;
+        let store = self.artifacts(id);
+        blocking(move || Ok(store.add(&name, &data)?)).await
+    }
+
+    pub async fn get_artifact(&self, id: &str, name: String) -> Result<Vec<u8>> {
+        self.inner().entry(id)?;
+        let store = self.artifacts(id);
+        blocking(move || Ok(store.get(&name)?)).await
+    }
+
+    pub async fn remove_artifact(&self, id: &str, name: String) -> Result<()> {
+        let _locked = self.inner().lock(id).await?;
+        let store = self.artifacts(id);
+        blocking(move || Ok(store.remove(&name)?)).await
+    }
+
+    pub async fn list_artifacts(&self, id: &str) -> Result<Vec<String>> {
+        self.inner().entry(id)?;
+        let store = self.artifacts(id);
+        blocking(move || Ok(store.list()?)).await
+    }
+}

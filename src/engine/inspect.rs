@@ -1,0 +1,127 @@
+//! `Inspect`: the container as JSON, shaped like `podman inspect` where the fields exist.
+
+use serde_json::{json, Value};
+
+use super::config::RestartPolicy;
+use super::{blocking, Engine, Result, State};
+use crate::clock::rfc3339_micros;
+
+impl Engine {
+    pub async fn inspect(&self, id: &str, size: bool) -> Result<String> {
+        let entry = self.inner().entry(id)?;
+        let config = entry.config.clone();
+        let status = entry.status();
+        let dir = self.inner().container_dir(id);
+        let runroot_bundle = self.inner().paths.bundle(id);
+        blocking(move || {
+            let args = config.process_args();
+            let (restart_name, retries) = match &config.restart_policy {
+                RestartPolicy::OnFailure { max_retries } => ("on-failure".to_string(), *max_retries),
+                other => (other.to_string(), 0),
+            };
+            let log_path = if config.log_driver == "k8s-file" {
+                dir.join("ctr.log").display().to_string()
+            } else {
+                String::new()
+            };
+            let mut document = json!({
+                "Id": config.id,
+                "Created": rfc3339_micros(config.created_at),
+                "Path": args.first().cloned().unwrap_or_default(),
+                "Args": args.iter().skip(1).collect::<Vec<_>>(),
+                "State": {
+                    "Status": status.state.as_str(),
+                    "Running": status.state == State::Running,
+                    "Paused": status.state == State::Paused,
+                    "Restarting": false,
+                    "OOMKilled": status.oom_killed,
+                    "Dead": false,
+                    "Pid": status.pid,
+                    "MonitorPid": status.monitor_pid,
+                    "ExitCode": status.exit_code,
+                    "Error": status.error,
+                    "StartedAt": rfc3339_micros(status.started_at),
+                    "FinishedAt": rfc3339_micros(status.finished_at),
+                },
+                "Image": config.image_id,
+                "ImageName": config.image,
+                "Rootfs": config.rootfs,
+                "Name": config.name,
+                "RestartCount": status.restart_count,
+                "Driver": "overlay",
+                "Mounted": status.mounted(),
+                "Mountpoint": status.mountpoint,
+                "LogPath": log_path,
+                "BundlePath": runroot_bundle.display().to_string(),
+                "Dependencies": config.dependencies,
+                "GraphDriver": {
+                    "Name": "overlay",
+                    "Data": {
+                        "LowerDir": config.rootfs,
+                        "UpperDir": dir.join("upper").display().to_string(),
+                        "WorkDir": dir.join("work").display().to_string(),
+                        "MergedDir": dir.join("merged").display().to_string(),
+                    }
+                },
+                "Mounts": config.mounts.iter().map(|m| json!({
+                    "Type": m.kind,
+                    "Source": m.source,
+                    "Destination": m.destination,
+                    "Options": m.options,
+                    "RW": !m.read_only,
+                })).collect::<Vec<_>>(),
+                "Config": {
+                    "Hostname": config.hostname,
+                    "User": config.user,
+                    "Env": config.env,
+                    "Cmd": config.command,
+                    "Entrypoint": config.entrypoint,
+                    "WorkingDir": config.working_dir,
+                    "Labels": config.labels,
+                    "Annotations": config.annotations,
+                    "StopSignal": config.stop_signal,
+                    "StopTimeout": config.stop_timeout,
+                    "Tty": config.terminal,
+                    "OpenStdin": config.stdin,
+                },
+                "HostConfig": {
+                    "RestartPolicy": { "Name": restart_name, "MaximumRetryCount": retries },
+                    "AutoRemove": config.auto_remove,
+                    "NetworkMode": match config.network { super::config::Network::Host => "host", super::config::Network::None => "none" },
+                    "Memory": config.memory_max.unwrap_or(0),
+                    "PidsLimit": config.pids_max.unwrap_or(0),
+                    "NanoCpus": config.cpu_quota.map(|c| (c * 1e9) as u64).unwrap_or(0),
+                    "ReadonlyRootfs": config.read_only_rootfs,
+                    "Privileged": config.privileged,
+                    "CapAdd": config.cap_add,
+                    "CapDrop": config.cap_drop,
+                    "Init": config.init,
+                    "LogConfig": { "Type": config.log_driver },
+                },
+            });
+            if size {
+                let upper = dir.join("upper");
+                document["SizeRw"] = Value::from(disk_usage(&upper));
+                document["SizeRootFs"] = Value::from(disk_usage(std::path::Path::new(&config.rootfs)) + disk_usage(&upper));
+            }
+            Ok(serde_json::to_string_pretty(&document).unwrap_or_default())
+        })
+        .await
+    }
+}
+
+/// Bytes of regular files under `path`, not following symlinks.
+fn disk_usage(path: &std::path::Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if meta.is_dir() {
+        std::fs::read_dir(path)
+            .map(|entries| entries.filter_map(|e| e.ok()).map(|e| disk_usage(&e.path())).sum())
+            .unwrap_or(0)
+    } else if meta.is_file() {
+        meta.len()
+    } else {
+        0
+    }
+}

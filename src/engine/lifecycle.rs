@@ -1,0 +1,380 @@
+//! The lifecycle verbs: Init, Start, Stop, Restart, Kill, Pause, Unpause, Wait.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{blocking, event, Caller, Engine, EngineError, Locked, Result, State};
+use crate::clock::now_micros;
+use crate::monitor::launcher::LaunchRequest;
+use crate::runtime::signal::parse_signal;
+use crate::runtime::spec::{self, ExtraMount, SpecInput};
+use crate::storage::users;
+
+/// How long a SIGKILLed process may take to be reaped before `Stop` gives up.
+const KILL_GRACE: Duration = Duration::from_secs(30);
+
+impl Engine {
+    pub async fn init(&self, caller: Caller, id: &str) -> Result<()> {
+        let locked = self.inner().lock(id).await?;
+        init_locked(&locked, caller).await
+    }
+
+    pub async fn start(&self, caller: Caller, id: &str, recursive: bool) -> Result<()> {
+        let locked = self.inner().lock(id).await?;
+        start_locked(&locked, caller, recursive).await
+    }
+
+    /// Stops a container: its stop signal, then SIGKILL after `timeout` seconds. The lock is
+    /// not held while waiting, so `Kill`, `Inspect` and properties answer during a stop.
+    pub async fn stop(&self, caller: Caller, id: &str, timeout: u32) -> Result<()> {
+        let inner = self.inner().clone();
+        let entry = {
+            let locked = inner.lock(id).await?;
+            begin_stop(&locked).await?;
+            locked.entry.clone()
+        };
+        await_exit_or_kill(&self.inner().backends, &entry, timeout).await?;
+        let locked = inner.lock(id).await?;
+        finish_stop(&locked, caller).await
+    }
+
+    pub async fn restart(&self, caller: Caller, id: &str, timeout: u32) -> Result<()> {
+        let locked = self.inner().lock(id).await?;
+        restart_locked(&locked, caller, timeout).await
+    }
+
+    pub async fn kill(&self, caller: Caller, id: &str, signal: &str) -> Result<()> {
+        let locked = self.inner().lock(id).await?;
+        kill_locked(&locked, caller, signal).await
+    }
+
+    pub async fn pause(&self, caller: Caller, id: &str) -> Result<()> {
+        let locked = self.inner().lock(id).await?;
+        pause_locked(&locked, caller).await
+    }
+
+    pub async fn unpause(&self, caller: Caller, id: &str) -> Result<()> {
+        let locked = self.inner().lock(id).await?;
+        unpause_locked(&locked, caller).await
+    }
+
+    /// Replies once the container is not running (at once if it is not): event-driven,
+    /// holding no lock. Returns the exit code.
+    pub async fn wait(&self, caller: Caller, id: &str) -> Result<i32> {
+        let entry = self.inner().entry(id)?;
+        let mut receiver = entry.status.subscribe();
+        let exit_code = receiver
+            .wait_for(|status| !status.state.is_running())
+            .await
+            .map(|status| status.exit_code)
+            .map_err(|_| EngineError::Removed(id.to_string()))?;
+        if let Ok(locked) = self.inner().lock(id).await {
+            let _ = locked.record(vec![event("wait", locked.config(), caller, &[("exitCode", exit_code.to_string())])]).await;
+        }
+        Ok(exit_code)
+    }
+}
+
+/// Dependencies must be running; `recursive` starts them first.
+async fn check_dependencies(locked: &Locked<'_>, caller: Caller, recursive: bool) -> Result<()> {
+    for dependency in &locked.config().dependencies {
+        let entry = locked.engine().entry(dependency)?;
+        if entry.status().state == State::Running {
+            continue;
+        }
+        if !recursive {
+            return Err(EngineError::DependencyNotRunning {
+                id: locked.id().to_string(),
+                dependency: entry.config.name.clone(),
+            });
+        }
+        let dependency_locked = locked.engine().lock(dependency).await?;
+        Box::pin(start_locked(&dependency_locked, caller, true)).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn init_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
+    let state = locked.status().state;
+    if !state.can_init() {
+        return Err(locked.invalid("init"));
+    }
+    check_dependencies(locked, caller, false).await?;
+    if state != State::Configured {
+        // A previous run: make sure the runtime and storage are clean before re-creating.
+        super::exit::release_runtime(locked).await?;
+    }
+    let mut status = locked.status();
+    let mountpoint = super::filesystem::acquire_mount_into(locked, &mut status).await?;
+    locked.entry.exit_seen.send_replace(false);
+    let inner = locked.engine().clone();
+    let config = locked.config().clone();
+    let id = config.id.clone();
+    let bundle = inner.paths.bundle(&id);
+    let exit_file = inner.paths.exit_file(&id);
+    let log_path = (config.log_driver == "k8s-file").then(|| inner.container_dir(&id).join("ctr.log"));
+    let init_binary = if config.init { inner.options.init_binary.clone() } else { None };
+    let launched = {
+        let bundle = bundle.clone();
+        let launcher = inner.backends.launcher.clone();
+        let mountpoint = PathBuf::from(&mountpoint);
+        blocking(move || {
+            let user = users::lookup(&mountpoint, &config.user).map_err(|e| EngineError::InvalidArgument(format!("User: {e}")))?;
+            let input = spec_input(&config, &mountpoint, &user, init_binary);
+            let built = spec::build(&input).map_err(|e| EngineError::Runtime(e.to_string()))?;
+            std::fs::create_dir_all(&bundle).map_err(|e| EngineError::Internal(format!("create {}: {e}", bundle.display())))?;
+            spec::write(&built, &bundle).map_err(|e| EngineError::Internal(e.to_string()))?;
+            let _ = std::fs::remove_file(&exit_file);
+            let _ = std::fs::remove_file(bundle.join("pid"));
+            let request = LaunchRequest {
+                id: config.id.clone(),
+                bundle,
+                exit_file,
+                log_path,
+                oom_file: Some(oom_file(&config.id)),
+            };
+            Ok(launcher.launch(&request)?)
+        })
+        .await
+    };
+    let launched = match launched {
+        Ok(launched) => launched,
+        Err(error) => {
+            status.error = error.to_string();
+            super::filesystem::release_mount_into(locked, &mut status).await;
+            locked.commit(status, Vec::new()).await?;
+            return Err(error);
+        }
+    };
+    status.state = State::Created;
+    status.pid = launched.pid;
+    status.monitor_pid = launched.monitor_pid;
+    status.exit_code = 0;
+    status.oom_killed = false;
+    status.finished_at = 0;
+    status.error.clear();
+    status.stopped_by_user = false;
+    locked.commit(status, vec![event("init", locked.config(), caller, &[])]).await
+}
+
+/// The cgroup v1 memory controller's OOM counter for the container (cgroupfs driver).
+fn oom_file(id: &str) -> PathBuf {
+    let v2 = PathBuf::from(format!("/sys/fs/cgroup/berth/{id}/memory.events"));
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        v2
+    } else {
+        PathBuf::from(format!("/sys/fs/cgroup/memory/berth/{id}/memory.oom_control"))
+    }
+}
+
+fn spec_input(
+    config: &super::ContainerConfig,
+    rootfs: &std::path::Path,
+    user: &users::ExecUser,
+    init_binary: Option<PathBuf>,
+) -> SpecInput {
+    let mut env = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        "TERM=xterm".to_string(),
+        format!("HOSTNAME={}", config.hostname),
+        format!("HOME={}", user.home),
+        "container=berth".to_string(),
+    ];
+    for variable in &config.env {
+        let key = variable.split('=').next().unwrap_or_default();
+        env.retain(|existing| existing.split('=').next() != Some(key));
+        env.push(variable.clone());
+    }
+    SpecInput {
+        rootfs: rootfs.to_path_buf(),
+        args: config.process_args(),
+        env,
+        cwd: config.working_dir.clone(),
+        uid: user.uid,
+        gid: user.gid,
+        additional_gids: user.additional_gids.clone(),
+        hostname: config.hostname.clone(),
+        terminal: config.terminal,
+        host_network: config.network == super::config::Network::Host,
+        read_only_rootfs: config.read_only_rootfs,
+        privileged: config.privileged,
+        cap_add: config.cap_add.clone(),
+        cap_drop: config.cap_drop.clone(),
+        memory_max: config.memory_max,
+        pids_max: config.pids_max,
+        cpu_quota: config.cpu_quota,
+        cgroups_path: format!("/berth/{}", config.id),
+        mounts: config
+            .mounts
+            .iter()
+            .map(|m| ExtraMount {
+                kind: m.kind.clone(),
+                source: m.source.clone(),
+                destination: m.destination.clone(),
+                options: m.options.clone(),
+                read_only: m.read_only,
+            })
+            .collect(),
+        init_binary,
+        annotations: config.annotations.clone().into_iter().collect(),
+    }
+}
+
+pub(crate) async fn start_locked(locked: &Locked<'_>, caller: Caller, recursive: bool) -> Result<()> {
+    let state = locked.status().state;
+    if state == State::Running {
+        return Ok(());
+    }
+    if !state.can_start() {
+        return Err(locked.invalid("start"));
+    }
+    check_dependencies(locked, caller, recursive).await?;
+    if state != State::Created {
+        init_locked(locked, caller).await?;
+    }
+    let runtime = locked.engine().backends.runtime.clone();
+    let id = locked.id().to_string();
+    if let Err(error) = blocking(move || Ok(runtime.start(&id)?)).await {
+        let mut status = locked.status();
+        status.error = error.to_string();
+        locked.commit(status, Vec::new()).await?;
+        return Err(error);
+    }
+    let mut status = locked.status();
+    status.state = State::Running;
+    status.started_at = now_micros();
+    locked.commit(status, vec![event("start", locked.config(), caller, &[])]).await
+}
+
+/// First half of `Stop`: checks the state, marks it `stopping`, sends the stop signal.
+async fn begin_stop(locked: &Locked<'_>) -> Result<()> {
+    let mut status = locked.status();
+    if status.state.is_stopped() {
+        return Err(EngineError::ContainerStopped(locked.id().to_string()));
+    }
+    if !status.state.can_stop() {
+        return Err(locked.invalid("stop"));
+    }
+    // A created process never ran the user's command; it has no handler for anything.
+    let signal = if status.state == State::Created {
+        nix::sys::signal::Signal::SIGKILL as i32
+    } else {
+        parse_signal(&locked.config().stop_signal).map(|(n, _)| n).unwrap_or(15)
+    };
+    status.state = State::Stopping;
+    status.stopped_by_user = true;
+    locked.commit(status, Vec::new()).await?;
+    send_signal(locked, signal).await
+}
+
+async fn send_signal(locked: &Locked<'_>, signal: i32) -> Result<()> {
+    let runtime = locked.engine().backends.runtime.clone();
+    let id = locked.id().to_string();
+    let result = blocking(move || Ok(runtime.kill(&id, signal)?)).await;
+    // The process may have exited on its own meanwhile: that is what we wanted.
+    if result.is_err() && *locked.entry.exit_seen.borrow() {
+        return Ok(());
+    }
+    result
+}
+
+/// Waits for the exit file up to `timeout` seconds, then SIGKILLs and waits again.
+async fn await_exit_or_kill(backends: &super::Backends, entry: &super::Entry, timeout: u32) -> Result<()> {
+    let mut seen = entry.exit_seen.subscribe();
+    let exited = tokio::time::timeout(Duration::from_secs(u64::from(timeout)), seen.wait_for(|s| *s))
+        .await
+        .is_ok_and(|result| result.is_ok());
+    if exited {
+        return Ok(());
+    }
+    let runtime = backends.runtime.clone();
+    let id = entry.config.id.clone();
+    let killed = blocking(move || Ok(runtime.kill(&id, nix::sys::signal::Signal::SIGKILL as i32)?)).await;
+    let exited = tokio::time::timeout(KILL_GRACE, seen.wait_for(|s| *s))
+        .await
+        .is_ok_and(|result| result.is_ok());
+    match exited {
+        true => Ok(()),
+        false => killed.and(Err(EngineError::Runtime(format!(
+            "container {} did not exit {}s after SIGKILL",
+            entry.config.id,
+            KILL_GRACE.as_secs()
+        )))),
+    }
+}
+
+/// Last half of `Stop`: records the exit (if the exit watcher has not yet) and the event.
+async fn finish_stop(locked: &Locked<'_>, caller: Caller) -> Result<()> {
+    super::exit::record_exit_locked(locked, caller).await?;
+    locked.record(vec![event("stop", locked.config(), caller, &[])]).await?;
+    super::exit::after_exit_locked(locked).await
+}
+
+/// `Stop` with the lock held throughout (Restart, Batch, Refresh): the exit is awaited on
+/// the exit file, which needs no lock, and then recorded here.
+pub(crate) async fn stop_locked(locked: &Locked<'_>, caller: Caller, timeout: u32) -> Result<()> {
+    begin_stop(locked).await?;
+    await_exit_or_kill(&locked.engine().backends, &locked.entry, timeout).await?;
+    finish_stop(locked, caller).await
+}
+
+/// SIGKILLs a live container and records its exit (force-remove); no-op for others.
+pub(crate) async fn kill_and_reap(locked: &Locked<'_>, caller: Caller) -> Result<()> {
+    let status = locked.status();
+    if status.pid == 0 {
+        return Ok(());
+    }
+    if status.state == State::Paused {
+        let runtime = locked.engine().backends.runtime.clone();
+        let id = locked.id().to_string();
+        let _ = blocking(move || Ok(runtime.resume(&id)?)).await;
+    }
+    let _ = send_signal(locked, nix::sys::signal::Signal::SIGKILL as i32).await;
+    await_exit_or_kill(&locked.engine().backends, &locked.entry, 0).await?;
+    super::exit::record_exit_locked(locked, caller).await
+}
+
+pub(crate) async fn restart_locked(locked: &Locked<'_>, caller: Caller, timeout: u32) -> Result<()> {
+    let state = locked.status().state;
+    if !state.can_restart() {
+        return Err(locked.invalid("restart"));
+    }
+    if state.can_stop() {
+        stop_locked(locked, caller, timeout).await?;
+    }
+    start_locked(locked, caller, false).await?;
+    locked.record(vec![event("restart", locked.config(), caller, &[])]).await
+}
+
+pub(crate) async fn kill_locked(locked: &Locked<'_>, caller: Caller, signal: &str) -> Result<()> {
+    let (number, name) = parse_signal(signal).ok_or_else(|| EngineError::InvalidArgument(format!("unknown signal {signal:?}")))?;
+    if !locked.status().state.can_kill() {
+        return Err(locked.invalid("kill"));
+    }
+    send_signal(locked, number).await?;
+    locked.record(vec![event("kill", locked.config(), caller, &[("signal", name)])]).await
+}
+
+pub(crate) async fn pause_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
+    if !locked.status().state.can_pause() {
+        return Err(locked.invalid("pause"));
+    }
+    let runtime = locked.engine().backends.runtime.clone();
+    let id = locked.id().to_string();
+    blocking(move || Ok(runtime.pause(&id)?)).await?;
+    let mut status = locked.status();
+    status.state = State::Paused;
+    locked.commit(status, vec![event("pause", locked.config(), caller, &[])]).await
+}
+
+pub(crate) async fn unpause_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
+    if !locked.status().state.can_unpause() {
+        return Err(locked.invalid("unpause"));
+    }
+    let runtime = locked.engine().backends.runtime.clone();
+    let id = locked.id().to_string();
+    blocking(move || Ok(runtime.resume(&id)?)).await?;
+    let mut status = locked.status();
+    status.state = State::Running;
+    locked.commit(status, vec![event("unpause", locked.config(), caller, &[])]).await
+}

@@ -1,0 +1,139 @@
+//! Cleanup, Sync, Refresh and Batch: the seed's verbs that repair or group others.
+
+use super::{blocking, event, Caller, Engine, EngineError, Locked, Result, State};
+use crate::runtime::RuntimeStatus;
+
+/// One step of a `Batch`, run under the container's lock.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchOp {
+    Init,
+    Start { recursive: bool },
+    Stop { timeout: Option<u32> },
+    Restart { timeout: Option<u32> },
+    Kill { signal: String },
+    Pause,
+    Unpause,
+    Cleanup,
+    Sync,
+    Refresh,
+}
+
+impl Engine {
+    pub async fn cleanup(&self, caller: Caller, id: &str) -> Result<()> {
+        let locked = self.inner().lock(id).await?;
+        cleanup_locked(&locked, caller).await
+    }
+
+    pub async fn sync(&self, caller: Caller, id: &str) -> Result<()> {
+        let locked = self.inner().lock(id).await?;
+        sync_locked(&locked, caller).await
+    }
+
+    pub async fn refresh(&self, caller: Caller, id: &str) -> Result<()> {
+        let locked = self.inner().lock(id).await?;
+        refresh_locked(&locked, caller).await
+    }
+
+    /// Runs `ops` in order under one hold of the lock; the first failure is returned with
+    /// its index and the rest are not run.
+    pub async fn batch(&self, caller: Caller, id: &str, ops: Vec<BatchOp>) -> std::result::Result<(), (usize, EngineError)> {
+        let locked = self.inner().lock(id).await.map_err(|e| (0, e))?;
+        for (index, op) in ops.into_iter().enumerate() {
+            run_op(&locked, caller, op).await.map_err(|e| (index, e))?;
+        }
+        Ok(())
+    }
+}
+
+async fn run_op(locked: &Locked<'_>, caller: Caller, op: BatchOp) -> Result<()> {
+    use super::lifecycle::*;
+    let default_timeout = locked.config().stop_timeout;
+    match op {
+        BatchOp::Init => init_locked(locked, caller).await,
+        BatchOp::Start { recursive } => start_locked(locked, caller, recursive).await,
+        BatchOp::Stop { timeout } => stop_locked(locked, caller, timeout.unwrap_or(default_timeout)).await,
+        BatchOp::Restart { timeout } => restart_locked(locked, caller, timeout.unwrap_or(default_timeout)).await,
+        BatchOp::Kill { signal } => kill_locked(locked, caller, &signal).await,
+        BatchOp::Pause => pause_locked(locked, caller).await,
+        BatchOp::Unpause => unpause_locked(locked, caller).await,
+        BatchOp::Cleanup => cleanup_locked(locked, caller).await,
+        BatchOp::Sync => sync_locked(locked, caller).await,
+        BatchOp::Refresh => refresh_locked(locked, caller).await,
+    }
+}
+
+/// libpod's Cleanup: refuses running and paused containers; deletes the runtime state and
+/// drops the runtime's mount.
+pub(crate) async fn cleanup_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
+    if !locked.status().state.can_cleanup() {
+        return Err(locked.invalid("clean up"));
+    }
+    super::exit::record_exit_locked(locked, caller).await?;
+    super::exit::release_runtime(locked).await?;
+    locked.record(vec![event("cleanup", locked.config(), caller, &[])]).await
+}
+
+/// Re-reads the runtime's view: a process the runtime says is gone is looked for in the
+/// exit file; a pause done behind our back is adopted.
+pub(crate) async fn sync_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
+    let status = locked.status();
+    if status.state.has_process() {
+        let runtime = locked.engine().backends.runtime.clone();
+        let id = locked.id().to_string();
+        let seen = blocking(move || Ok(runtime.state(&id)?)).await?;
+        let mut updated = status.clone();
+        match seen {
+            Some(RuntimeStatus::Paused) if status.state == State::Running => updated.state = State::Paused,
+            Some(RuntimeStatus::Running) if status.state == State::Paused => updated.state = State::Running,
+            Some(RuntimeStatus::Stopped) | None => {
+                super::exit::record_exit_locked(locked, caller).await?;
+                updated = locked.status();
+                if updated.state.has_process() {
+                    // No exit file: the monitor is gone too, and the exit code with it.
+                    updated.state = State::Stopped;
+                    updated.exit_code = -1;
+                    updated.pid = 0;
+                    updated.monitor_pid = 0;
+                    updated.error = "the container's process and monitor are gone; exit code unknown".into();
+                    locked.commit(updated, Vec::new()).await?;
+                    super::exit::release_runtime(locked).await?;
+                    updated = locked.status();
+                }
+            }
+            _ => {}
+        }
+        if updated != locked.status() {
+            locked.commit(updated, Vec::new()).await?;
+        }
+    }
+    locked.record(vec![event("sync", locked.config(), caller, &[])]).await
+}
+
+/// libpod's Refresh: unwind the container to `configured`, then bring it back to the state
+/// it was in (created, running or paused).
+pub(crate) async fn refresh_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
+    use super::lifecycle::*;
+    let before = locked.status().state;
+    if before == State::Paused {
+        unpause_locked(locked, caller).await?;
+    }
+    if locked.status().state.can_stop() {
+        stop_locked(locked, caller, locked.config().stop_timeout).await?;
+    }
+    super::exit::release_runtime(locked).await?;
+    let mut status = locked.status();
+    if matches!(status.state, State::Exited | State::Stopped | State::Unknown) {
+        status.state = State::Configured;
+    }
+    status.error.clear();
+    locked.commit(status, vec![event("refresh", locked.config(), caller, &[])]).await?;
+    match before {
+        State::Created => init_locked(locked, caller).await,
+        State::Running | State::Stopping => start_locked(locked, caller, false).await,
+        State::Paused => {
+            start_locked(locked, caller, false).await?;
+            pause_locked(locked, caller).await
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,407 @@
+//! The domain: containers, their state machine and verbs, events — no zbus here.
+//!
+//! Each container is an [`Entry`]: its immutable config, a lock every verb takes, and its
+//! status in a `watch` channel that readers (properties, `Wait`) borrow without the lock.
+//! A transition writes the status and its events in one SQLite transaction, then announces
+//! them as [`Notification`]s in sequence order; the bus layer turns those into signals.
+
+pub mod config;
+mod create;
+mod error;
+mod exit;
+mod filesystem;
+mod inspect;
+mod lifecycle;
+mod maintenance;
+mod reconcile;
+pub mod state;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{mpsc, watch, Mutex, OwnedMutexGuard};
+
+pub use config::{ContainerConfig, ContainerStatus, CreateRequest, MountSpec};
+pub use error::EngineError;
+pub use maintenance::BatchOp;
+pub use state::State;
+
+use crate::clock::now_micros;
+use crate::db::{Change, Db, EventRecord, NewEvent};
+use crate::monitor::launcher::MonitorLauncher;
+use crate::monitor::protocol::RunPaths;
+use crate::runtime::OciRuntime;
+use crate::storage::rootfs::Mounter;
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+/// Who asked: recorded in the events a call produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+}
+
+impl Caller {
+    /// berthd itself (restart policies, reconciliation).
+    pub const ENGINE: Caller = Caller { uid: u32::MAX };
+}
+
+/// What the engine announces, in commit order.
+#[derive(Debug, Clone)]
+pub enum Notification {
+    Added { id: String },
+    Status { id: String, status: ContainerStatus },
+    Event(EventRecord),
+    Exited { id: String, exit_code: i32 },
+    Removed { id: String },
+}
+
+/// The seams to the outside world, real or fake.
+pub struct Backends {
+    pub runtime: Arc<dyn OciRuntime>,
+    pub launcher: Arc<dyn MonitorLauncher>,
+    pub mounter: Arc<dyn Mounter>,
+}
+
+/// Where the engine keeps things.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub root: PathBuf,
+    pub runroot: PathBuf,
+    /// Host path of the init binary for the `Init` spec key (catatonit), if there is one.
+    pub init_binary: Option<PathBuf>,
+}
+
+/// One container: config, verb lock and observable status.
+pub(crate) struct Entry {
+    pub config: ContainerConfig,
+    lock: Arc<Mutex<()>>,
+    status: watch::Sender<ContainerStatus>,
+    /// Raised when this container's exit file appears, before the exit is recorded.
+    exit_seen: watch::Sender<bool>,
+}
+
+impl Entry {
+    fn new(config: ContainerConfig, status: ContainerStatus) -> Arc<Entry> {
+        Arc::new(Entry {
+            config,
+            lock: Arc::new(Mutex::new(())),
+            status: watch::Sender::new(status),
+            exit_seen: watch::Sender::new(false),
+        })
+    }
+
+    pub fn status(&self) -> ContainerStatus {
+        self.status.borrow().clone()
+    }
+}
+
+/// A container whose lock is held: every transition goes through here.
+pub(crate) struct Locked<'a> {
+    engine: &'a Arc<Inner>,
+    pub entry: Arc<Entry>,
+    _guard: OwnedMutexGuard<()>,
+}
+
+pub(crate) struct Inner {
+    db: Arc<Db>,
+    backends: Backends,
+    options: EngineOptions,
+    paths: RunPaths,
+    containers: RwLock<HashMap<String, Arc<Entry>>>,
+    notify: mpsc::UnboundedSender<Notification>,
+    /// Calls and background tasks in flight (for `--idle-timeout`).
+    busy: AtomicUsize,
+    /// Bumped whenever `busy` changes, so idling is awaited, not polled.
+    activity: watch::Sender<u64>,
+}
+
+/// Cheap to clone handle on the engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// Held while a call or task is in flight; the service only idles out with none.
+pub struct BusyGuard {
+    inner: Arc<Inner>,
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.inner.busy.fetch_sub(1, Ordering::SeqCst);
+        self.inner.activity.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+impl Engine {
+    /// Opens the database and loads every container. Exits are not looked at yet: call
+    /// [`Engine::start`] once the notifications have a reader.
+    pub fn open(
+        options: EngineOptions,
+        backends: Backends,
+    ) -> Result<(Engine, mpsc::UnboundedReceiver<Notification>)> {
+        let paths = RunPaths::new(&options.runroot);
+        for dir in [
+            options.root.join("containers"),
+            paths.exits_dir(),
+            paths.runtime_root(),
+            options.runroot.join("containers"),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
+        }
+        let db = Db::open(&options.root.join("berth.db"))?;
+        let mut containers = HashMap::new();
+        for row in db.containers()? {
+            let config: ContainerConfig = serde_json::from_str(&row.config)
+                .map_err(|e| EngineError::Internal(format!("container {} config: {e}", row.id)))?;
+            let status: ContainerStatus = serde_json::from_str(&row.status)
+                .map_err(|e| EngineError::Internal(format!("container {} status: {e}", row.id)))?;
+            containers.insert(row.id.clone(), Entry::new(config, status));
+        }
+        let (notify, notifications) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            db: Arc::new(db),
+            backends,
+            options,
+            paths,
+            containers: RwLock::new(containers),
+            notify,
+            busy: AtomicUsize::new(0),
+            activity: watch::Sender::new(0),
+        });
+        Ok((Engine { inner }, notifications))
+    }
+
+    /// Watches for exits, then reconciles every container with its monitor, exit file and
+    /// the runtime (adopting the live ones, recording exits missed while berthd was down).
+    pub async fn start_up(&self) -> Result<()> {
+        let exits = crate::monitor::exits::watch(&self.inner.paths.exits_dir())
+            .map_err(|e| EngineError::Internal(format!("watch exits: {e}")))?;
+        let engine = self.clone();
+        tokio::spawn(async move { engine.follow_exits(exits).await });
+        self.reconcile().await;
+        Ok(())
+    }
+
+    pub fn busy(&self) -> BusyGuard {
+        self.inner.busy.fetch_add(1, Ordering::SeqCst);
+        self.inner.activity.send_modify(|n| *n = n.wrapping_add(1));
+        BusyGuard {
+            inner: self.inner.clone(),
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.inner.busy.load(Ordering::SeqCst) == 0
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.options.root
+    }
+
+    pub fn runroot(&self) -> &Path {
+        &self.inner.options.runroot
+    }
+
+    pub fn runtime_name(&self) -> String {
+        self.inner.backends.runtime.name()
+    }
+
+    /// Ids of every container, oldest first.
+    pub fn container_ids(&self) -> Vec<String> {
+        let mut entries: Vec<(u64, String)> = self
+            .inner
+            .read_containers()
+            .values()
+            .map(|e| (e.config.created_at, e.config.id.clone()))
+            .collect();
+        entries.sort();
+        entries.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// (id, name, state) of every container, oldest first.
+    pub fn list(&self) -> Vec<(String, String, State)> {
+        let containers = self.inner.read_containers();
+        let mut rows: Vec<(u64, String, String, State)> = containers
+            .values()
+            .map(|e| (e.config.created_at, e.config.id.clone(), e.config.name.clone(), e.status.borrow().state))
+            .collect();
+        rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        rows.into_iter().map(|(_, id, name, state)| (id, name, state)).collect()
+    }
+
+    /// Resolves a name, a full id or a unique id prefix to an id.
+    pub fn lookup(&self, name_or_id: &str) -> Result<String> {
+        let containers = self.inner.read_containers();
+        if containers.contains_key(name_or_id) {
+            return Ok(name_or_id.to_string());
+        }
+        if let Some(entry) = containers.values().find(|e| e.config.name == name_or_id) {
+            return Ok(entry.config.id.clone());
+        }
+        let mut matches = containers.keys().filter(|id| !name_or_id.is_empty() && id.starts_with(name_or_id));
+        match (matches.next(), matches.next()) {
+            (Some(id), None) => Ok(id.clone()),
+            (Some(_), Some(_)) => Err(EngineError::InvalidArgument(format!(
+                "id prefix {name_or_id:?} matches more than one container"
+            ))),
+            _ => Err(EngineError::NoSuchContainer(name_or_id.to_string())),
+        }
+    }
+
+    pub fn config(&self, id: &str) -> Result<ContainerConfig> {
+        Ok(self.inner.entry(id)?.config.clone())
+    }
+
+    pub fn status(&self, id: &str) -> Result<ContainerStatus> {
+        Ok(self.inner.entry(id)?.status())
+    }
+
+    /// The durable event log after `after` (DESIGN §2.1 `GetEvents`).
+    pub async fn events(&self, after: u64, limit: u32) -> Result<Vec<EventRecord>> {
+        let db = self.inner.db.clone();
+        blocking(move || db.events_after(after, limit).map_err(EngineError::from)).await
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+}
+
+impl Inner {
+    fn read_containers(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Entry>>> {
+        self.containers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_containers(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Entry>>> {
+        self.containers.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn entry(&self, id: &str) -> Result<Arc<Entry>> {
+        self.read_containers()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| EngineError::NoSuchContainer(id.to_string()))
+    }
+
+    /// Takes the container's lock. A container removed while we waited answers `Removed`.
+    pub(crate) async fn lock<'a>(self: &'a Arc<Self>, id: &str) -> Result<Locked<'a>> {
+        let entry = self.entry(id)?;
+        let guard = entry.lock.clone().lock_owned().await;
+        if !self.read_containers().contains_key(id) {
+            return Err(EngineError::Removed(id.to_string()));
+        }
+        Ok(Locked {
+            engine: self,
+            entry,
+            _guard: guard,
+        })
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.options.root.join("containers").join(id)
+    }
+}
+
+/// Runs blocking work (SQLite with fsync, runtime commands) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| EngineError::Internal(format!("blocking task: {e}")))?
+}
+
+/// Event attributes every event carries: name, image, caller uid.
+pub(crate) fn event(kind: &'static str, config: &ContainerConfig, caller: Caller, extra: &[(&str, String)]) -> NewEvent {
+    let mut attributes = BTreeMap::new();
+    attributes.insert("name".to_string(), config.name.clone());
+    attributes.insert("image".to_string(), if config.image.is_empty() { config.rootfs.clone() } else { config.image.clone() });
+    if caller != Caller::ENGINE {
+        attributes.insert("uid".to_string(), caller.uid.to_string());
+    }
+    for (key, value) in extra {
+        attributes.insert(key.to_string(), value.clone());
+    }
+    NewEvent { kind, attributes }
+}
+
+impl Locked<'_> {
+    pub fn id(&self) -> &str {
+        &self.entry.config.id
+    }
+
+    pub fn config(&self) -> &ContainerConfig {
+        &self.entry.config
+    }
+
+    pub fn status(&self) -> ContainerStatus {
+        self.entry.status()
+    }
+
+    pub fn engine(&self) -> &Arc<Inner> {
+        self.engine
+    }
+
+    pub fn invalid(&self, verb: &'static str) -> EngineError {
+        EngineError::InvalidState {
+            id: self.id().to_string(),
+            state: self.status().state,
+            verb,
+        }
+    }
+
+    /// Commits a new status with its events in one transaction, then publishes both.
+    pub async fn commit(&self, status: ContainerStatus, events: Vec<NewEvent>) -> Result<()> {
+        self.commit_with(status, events, None).await
+    }
+
+    /// As [`Locked::commit`], also announcing the container's exit after its events.
+    pub async fn commit_with(&self, status: ContainerStatus, events: Vec<NewEvent>, exited: Option<i32>) -> Result<()> {
+        let json = serde_json::to_string(&status).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let db = self.engine.db.clone();
+        let entry = self.entry.clone();
+        let notify = self.engine.notify.clone();
+        let id = self.id().to_string();
+        blocking(move || {
+            db.commit(&id, Change::Status(&id, &json), &events, now_micros(), |records| {
+                entry.status.send_replace(status.clone());
+                let _ = notify.send(Notification::Status { id: id.clone(), status });
+                for record in records {
+                    let _ = notify.send(Notification::Event(record));
+                }
+                if let Some(exit_code) = exited {
+                    let _ = notify.send(Notification::Exited { id: id.clone(), exit_code });
+                }
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records events that change no state (`wait`, `sync`, `mount` of a mounted one…).
+    pub async fn record(&self, events: Vec<NewEvent>) -> Result<()> {
+        let status = self.status();
+        self.commit(status, events).await
+    }
+}
+
+impl Engine {
+    /// Returns once nothing has been in flight for `timeout` (event-driven: woken by every
+    /// call and task that starts or ends).
+    pub async fn wait_idle(&self, timeout: std::time::Duration) {
+        let mut activity = self.inner.activity.subscribe();
+        loop {
+            activity.borrow_and_update();
+            if !self.is_idle() {
+                let _ = activity.changed().await;
+                continue;
+            }
+            if tokio::time::timeout(timeout, activity.changed()).await.is_err() && self.is_idle() {
+                return;
+            }
+        }
+    }
+}

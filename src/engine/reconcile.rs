@@ -1,0 +1,50 @@
+//! Start-up: every container in the database is reconciled with its monitor, its exit file
+//! and the runtime (containerd's shim re-adoption). Cheap checks only — /proc and a stat —
+//! so a start-up with many containers stays fast.
+
+use super::{Caller, Engine, State};
+
+impl Engine {
+    pub(crate) async fn reconcile(&self) {
+        for id in self.container_ids() {
+            if let Err(error) = self.reconcile_one(&id).await {
+                tracing::warn!(id = %id, %error, "reconciling a container failed");
+            }
+        }
+    }
+
+    async fn reconcile_one(&self, id: &str) -> super::Result<()> {
+        let locked = self.inner().lock(id).await?;
+        let status = locked.status();
+        if status.state == State::Removing {
+            drop(locked);
+            return self.remove(Caller::ENGINE, id, true).await;
+        }
+        if !status.state.has_process() {
+            return Ok(());
+        }
+        // An exit that happened while berthd was away: record it now, in order.
+        super::exit::record_exit_locked(&locked, Caller::ENGINE).await?;
+        if !locked.status().state.has_process() {
+            return super::exit::after_exit_locked(&locked).await;
+        }
+        let monitor_alive = self.inner().backends.launcher.is_alive(status.monitor_pid, id);
+        if monitor_alive {
+            // Adopted: the monitor still watches it and will write its exit file.
+            if status.state == State::Stopping {
+                let mut running = status.clone();
+                running.state = State::Running;
+                locked.commit(running, Vec::new()).await?;
+            }
+            return Ok(());
+        }
+        // The monitor is gone without an exit file (killed, or a reboot wiped --runroot).
+        // The exit file may have landed between our two looks.
+        super::exit::record_exit_locked(&locked, Caller::ENGINE).await?;
+        if locked.status().state.has_process() {
+            tracing::warn!(id = %id, pid = status.pid, "monitor lost; syncing with the runtime");
+            super::maintenance::sync_locked(&locked, Caller::ENGINE).await?;
+        }
+        Ok(())
+    }
+}

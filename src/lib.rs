@@ -1,0 +1,22 @@
+//! berth: a container engine that is a D-Bus system service.
+//!
+//! - `engine`: the domain — containers, the state machine, verbs, events. No zbus.
+//! - `db`: SQLite state; each transition is one transaction with its events.
+//! - `runtime`: the OCI runtime seam (runc/crun CLI) and the `config.json` builder.
+//! - `monitor`: `berth-monitor`, one per container, outliving berthd; it runs
+//!   `runc create`, logs the output, waits with a pidfd and writes the exit file.
+//! - `storage`: overlay rootfs, paths resolved beneath a root, users, artifacts.
+//! - `bus`: the zbus objects (Manager, Container), authorization and error mapping.
+//! - `cli`: `berthctl`, a D-Bus client only.
+//!
+//! Dependencies point one way: bus → engine → {runtime, storage, db, monitor}.
+#![deny(unsafe_code)]
+
+pub mod bus;
+pub mod cli;
+pub mod clock;
+pub mod db;
+pub mod engine;
+pub mod monitor;
+pub mod runtime;
+pub mod storage;

@@ -1,0 +1,128 @@
+//! The runc (or crun) command-line driver.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use super::{OciRuntime, RuntimeError, RuntimeStatus};
+
+/// Drives `runc --root <runroot>/runtime …` for every container of one berthd.
+pub struct RuncCli {
+    program: String,
+    state_root: PathBuf,
+}
+
+impl RuncCli {
+    pub fn new(program: impl Into<String>, state_root: PathBuf) -> RuncCli {
+        RuncCli {
+            program: program.into(),
+            state_root,
+        }
+    }
+
+    /// The command line that creates a container: the monitor runs it (see `monitor`).
+    pub fn create_command(&self, id: &str, bundle: &std::path::Path, pid_file: &std::path::Path) -> Command {
+        let mut command = self.command();
+        command
+            .arg("create")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id);
+        command
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.arg("--root").arg(&self.state_root);
+        command
+    }
+
+    fn run(&self, verb: &str, id: &str, options: &[&str]) -> Result<Output, RuntimeError> {
+        self.run_with(verb, id, options, &[])
+    }
+
+    /// `runc VERB OPTIONS… ID ARGS…`, failing with runc's stderr.
+    fn run_with(&self, verb: &str, id: &str, options: &[&str], args: &[&str]) -> Result<Output, RuntimeError> {
+        let output = self
+            .command()
+            .arg(verb)
+            .args(options)
+            .arg(id)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| RuntimeError::Spawn {
+                program: self.program.clone(),
+                source,
+            })?;
+        if output.status.success() {
+            Ok(output)
+        } else {
+            Err(RuntimeError::Failed {
+                command: format!("{} {verb}", self.program),
+                id: id.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            })
+        }
+    }
+}
+
+/// runc says "does not exist" (or crun "not exist"/"No such file") for unknown containers.
+fn is_unknown_container(error: &RuntimeError) -> bool {
+    matches!(error, RuntimeError::Failed { stderr, .. }
+        if stderr.contains("does not exist") || stderr.contains("not exist") || stderr.contains("No such file"))
+}
+
+impl OciRuntime for RuncCli {
+    fn name(&self) -> String {
+        self.program.clone()
+    }
+
+    fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.run("start", id, &[]).map(drop)
+    }
+
+    fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
+        self.run_with("kill", id, &[], &[&signal.to_string()]).map(drop)
+    }
+
+    fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        self.run("pause", id, &[]).map(drop)
+    }
+
+    fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+        self.run("resume", id, &[]).map(drop)
+    }
+
+    fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        let args: &[&str] = if force { &["--force"] } else { &[] };
+        match self.run("delete", id, args) {
+            Err(error) if is_unknown_container(&error) => Ok(()),
+            result => result.map(drop),
+        }
+    }
+
+    fn state(&self, id: &str) -> Result<Option<RuntimeStatus>, RuntimeError> {
+        let output = match self.run("state", id, &[]) {
+            Err(error) if is_unknown_container(&error) => return Ok(None),
+            result => result?,
+        };
+        #[derive(serde::Deserialize)]
+        struct StateJson {
+            status: String,
+        }
+        let parsed: StateJson =
+            serde_json::from_slice(&output.stdout).map_err(|error| RuntimeError::Failed {
+                command: format!("{} state", self.program),
+                id: id.to_string(),
+                stderr: format!("unreadable output: {error}"),
+            })?;
+        Ok(match parsed.status.as_str() {
+            "created" | "creating" => Some(RuntimeStatus::Created),
+            "running" => Some(RuntimeStatus::Running),
+            "paused" | "pausing" => Some(RuntimeStatus::Paused),
+            _ => Some(RuntimeStatus::Stopped),
+        })
+    }
+}

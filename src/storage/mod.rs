@@ -1,0 +1,7 @@
+//! Container filesystems: the overlay rootfs, paths resolved beneath a root, users looked up
+//! inside it, and artifacts.
+
+pub mod artifacts;
+pub mod resolve;
+pub mod rootfs;
+pub mod users;
