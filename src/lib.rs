@@ -17,6 +17,7 @@ pub mod cli;
 pub mod clock;
 pub mod db;
 pub mod engine;
+mod inotify;
 pub mod monitor;
 pub mod runtime;
 pub mod storage;

@@ -87,6 +87,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let (engine, notifications) = Engine::open(options, backends).context("open the engine")?;
     let idle = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
-    serve(engine, notifications, &bus, idle).await.context("serve on the bus")?;
+    serve(engine, notifications, &bus, idle)
+        .await
+        .context("serve on the bus")?;
     Ok(())
 }

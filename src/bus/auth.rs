@@ -56,7 +56,12 @@ impl Authorizer {
             .sender()
             .ok_or_else(|| BusError::access_denied("the call has no sender"))?
             .to_string();
-        if let Some(uid) = self.uids.lock().unwrap_or_else(|p| p.into_inner()).get(&sender) {
+        if let Some(uid) = self
+            .uids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&sender)
+        {
             return Ok(Caller { uid: *uid });
         }
         let proxy = zbus::fdo::DBusProxy::new(&self.connection)

@@ -18,8 +18,11 @@ pub const INTERFACE: &str = "org.berth.Engine1.Container";
 
 /// The object path of a container.
 pub fn path(id: &str) -> OwnedObjectPath {
-    OwnedObjectPath::try_from(format!("/org/berth/Engine1/container/{id}"))
-        .unwrap_or_else(|_| OwnedObjectPath::from(zbus::ObjectPath::from_static_str_unchecked("/org/berth/Engine1/container")))
+    OwnedObjectPath::try_from(format!("/org/berth/Engine1/container/{id}")).unwrap_or_else(|_| {
+        OwnedObjectPath::from(zbus::ObjectPath::from_static_str_unchecked(
+            "/org/berth/Engine1/container",
+        ))
+    })
 }
 
 pub struct ContainerObject {
@@ -30,11 +33,15 @@ pub struct ContainerObject {
 
 impl ContainerObject {
     fn status(&self) -> zbus::fdo::Result<ContainerStatus> {
-        self.engine.status(&self.id).map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+        self.engine
+            .status(&self.id)
+            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
     }
 
     fn config(&self) -> zbus::fdo::Result<ContainerConfig> {
-        self.engine.config(&self.id).map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+        self.engine
+            .config(&self.id)
+            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
     }
 
     async fn manage(&self, header: &Header<'_>) -> Result<crate::engine::Caller, BusError> {
@@ -52,20 +59,32 @@ impl ContainerObject {
     }
 
     /// Starts the container; `recursive` starts its dependencies first.
-    async fn start(&self, #[zbus(header)] header: Header<'_>, recursive: bool) -> Result<(), BusError> {
+    async fn start(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        recursive: bool,
+    ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
         Ok(self.engine.start(caller, &self.id, recursive).await?)
     }
 
     /// Stop signal, then SIGKILL after `timeout_sec`; returns once the process is gone.
-    async fn stop(&self, #[zbus(header)] header: Header<'_>, timeout_sec: u32) -> Result<(), BusError> {
+    async fn stop(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        timeout_sec: u32,
+    ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
         Ok(self.engine.stop(caller, &self.id, timeout_sec).await?)
     }
 
-    async fn restart(&self, #[zbus(header)] header: Header<'_>, timeout_sec: u32) -> Result<(), BusError> {
+    async fn restart(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        timeout_sec: u32,
+    ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
         Ok(self.engine.restart(caller, &self.id, timeout_sec).await?)
@@ -104,7 +123,11 @@ impl ContainerObject {
         Ok(self.engine.mount(caller, &self.id).await?)
     }
 
-    async fn unmount(&self, #[zbus(header)] header: Header<'_>, force: bool) -> Result<(), BusError> {
+    async fn unmount(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        force: bool,
+    ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.auth.authorize(&header, Action::Filesystem).await?;
         Ok(self.engine.unmount(caller, &self.id, force).await?)
@@ -114,6 +137,21 @@ impl ContainerObject {
     async fn inspect(&self, size: bool) -> Result<String, BusError> {
         let _busy = self.engine.busy();
         Ok(self.engine.inspect(&self.id, size).await?)
+    }
+
+    /// The log as a stream into a pipe: `Follow` b, `Tail` u, `Since` t, `Until` t,
+    /// `Timestamps` b.
+    async fn logs(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<zbus::OwnedFd, BusError> {
+        let _busy = self.engine.busy();
+        self.auth.authorize(&header, Action::Exec).await?;
+        let options = spec::log_options(&options)?;
+        Ok(zbus::OwnedFd::from(
+            self.engine.logs(&self.id, options).await?,
+        ))
     }
 
     async fn cleanup(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
@@ -146,34 +184,55 @@ impl ContainerObject {
         let parsed = ops
             .iter()
             .enumerate()
-            .map(|(index, (verb, options))| spec::batch_op(verb, options).map_err(|e| e.context(&format!("operation {index}"))))
+            .map(|(index, (verb, options))| {
+                spec::batch_op(verb, options).map_err(|e| e.context(&format!("operation {index}")))
+            })
             .collect::<BusResult<Vec<_>>>()?;
         self.engine
             .batch(caller, &self.id, parsed)
             .await
-            .map_err(|(index, error)| BusError::from(error).context(&format!("operation {index} ({})", ops[index].0)))
+            .map_err(|(index, error)| {
+                BusError::from(error).context(&format!("operation {index} ({})", ops[index].0))
+            })
     }
 
     /// Removes the container; `force` kills a running one.
-    async fn remove(&self, #[zbus(header)] header: Header<'_>, force: bool) -> Result<(), BusError> {
+    async fn remove(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        force: bool,
+    ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
         Ok(self.engine.remove(caller, &self.id, force).await?)
     }
 
-    async fn add_artifact(&self, #[zbus(header)] header: Header<'_>, name: String, data: Vec<u8>) -> Result<(), BusError> {
+    async fn add_artifact(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name: String,
+        data: Vec<u8>,
+    ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         self.auth.authorize(&header, Action::Filesystem).await?;
         Ok(self.engine.add_artifact(&self.id, name, data).await?)
     }
 
-    async fn get_artifact(&self, #[zbus(header)] header: Header<'_>, name: String) -> Result<Vec<u8>, BusError> {
+    async fn get_artifact(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name: String,
+    ) -> Result<Vec<u8>, BusError> {
         let _busy = self.engine.busy();
         self.auth.authorize(&header, Action::Filesystem).await?;
         Ok(self.engine.get_artifact(&self.id, name).await?)
     }
 
-    async fn remove_artifact(&self, #[zbus(header)] header: Header<'_>, name: String) -> Result<(), BusError> {
+    async fn remove_artifact(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name: String,
+    ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         self.auth.authorize(&header, Action::Filesystem).await?;
         Ok(self.engine.remove_artifact(&self.id, name).await?)
@@ -310,7 +369,10 @@ impl ContainerObject {
 }
 
 /// The `PropertiesChanged` payload between two statuses: every property whose value differs.
-pub fn changed_properties(before: Option<&ContainerStatus>, after: &ContainerStatus) -> Vec<(&'static str, zbus::Variant<'static>)> {
+pub fn changed_properties(
+    before: Option<&ContainerStatus>,
+    after: &ContainerStatus,
+) -> Vec<(&'static str, zbus::Variant<'static>)> {
     use zbus::Variant;
     let mut changed: Vec<(&'static str, Variant<'static>)> = Vec::new();
     let differs = |f: fn(&ContainerStatus) -> Variant<'static>| before.map(f) != Some(f(after));

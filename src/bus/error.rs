@@ -64,7 +64,9 @@ impl From<EngineError> for BusError {
             EngineError::NameInUse(_) => BusError::berth("NameInUse", message),
             EngineError::InvalidState { .. } => BusError::berth("InvalidState", message),
             EngineError::ContainerStopped(_) => BusError::berth("ContainerStopped", message),
-            EngineError::DependencyNotRunning { .. } => BusError::berth("DependencyNotRunning", message),
+            EngineError::DependencyNotRunning { .. } => {
+                BusError::berth("DependencyNotRunning", message)
+            }
             EngineError::Runtime(_) => BusError::berth("RuntimeError", message),
             EngineError::NotSupported(_) => BusError::berth("NotSupported", message),
             EngineError::Removed(_) => BusError::berth("Removed", message),
@@ -95,7 +97,9 @@ impl DBusError for BusError {
     }
 
     fn name(&self) -> ErrorName<'_> {
-        ErrorName::try_from(self.name.as_str()).unwrap_or_else(|_| ErrorName::from_static_str_unchecked("org.freedesktop.DBus.Error.Failed"))
+        ErrorName::try_from(self.name.as_str()).unwrap_or_else(|_| {
+            ErrorName::from_static_str_unchecked("org.freedesktop.DBus.Error.Failed")
+        })
     }
 
     fn description(&self) -> Option<&str> {
@@ -113,16 +117,38 @@ mod tests {
     #[test]
     fn engine_errors_map_to_the_designed_names() {
         let cases = [
-            (EngineError::NoSuchContainer("x".into()), "org.berth.Engine1.Error.NoSuchContainer"),
-            (EngineError::NameInUse("x".into()), "org.berth.Engine1.Error.NameInUse"),
             (
-                EngineError::InvalidState { id: "x".into(), state: State::Paused, verb: "stop" },
+                EngineError::NoSuchContainer("x".into()),
+                "org.berth.Engine1.Error.NoSuchContainer",
+            ),
+            (
+                EngineError::NameInUse("x".into()),
+                "org.berth.Engine1.Error.NameInUse",
+            ),
+            (
+                EngineError::InvalidState {
+                    id: "x".into(),
+                    state: State::Paused,
+                    verb: "stop",
+                },
                 "org.berth.Engine1.Error.InvalidState",
             ),
-            (EngineError::ContainerStopped("x".into()), "org.berth.Engine1.Error.ContainerStopped"),
-            (EngineError::Runtime("boom".into()), "org.berth.Engine1.Error.RuntimeError"),
-            (EngineError::InvalidArgument("k".into()), "org.freedesktop.DBus.Error.InvalidArgs"),
-            (EngineError::LimitsExceeded("k".into()), "org.freedesktop.DBus.Error.LimitsExceeded"),
+            (
+                EngineError::ContainerStopped("x".into()),
+                "org.berth.Engine1.Error.ContainerStopped",
+            ),
+            (
+                EngineError::Runtime("boom".into()),
+                "org.berth.Engine1.Error.RuntimeError",
+            ),
+            (
+                EngineError::InvalidArgument("k".into()),
+                "org.freedesktop.DBus.Error.InvalidArgs",
+            ),
+            (
+                EngineError::LimitsExceeded("k".into()),
+                "org.freedesktop.DBus.Error.LimitsExceeded",
+            ),
         ];
         for (error, name) in cases {
             assert_eq!(BusError::from(error).error_name(), name);
@@ -131,7 +157,11 @@ mod tests {
 
     #[test]
     fn invalid_state_messages_name_the_current_state() {
-        let error = BusError::from(EngineError::InvalidState { id: "abc".into(), state: State::Paused, verb: "stop" });
+        let error = BusError::from(EngineError::InvalidState {
+            id: "abc".into(),
+            state: State::Paused,
+            verb: "stop",
+        });
         assert!(error.to_string().contains("paused"));
     }
 }

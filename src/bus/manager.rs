@@ -57,7 +57,12 @@ impl Manager {
             .collect()
     }
 
-    async fn remove_container(&self, #[zbus(header)] header: Header<'_>, name_or_id: &str, force: bool) -> Result<(), BusError> {
+    async fn remove_container(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name_or_id: &str,
+        force: bool,
+    ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.auth.authorize(&header, Action::Manage).await?;
         let id = self.engine.lookup(name_or_id)?;
@@ -70,7 +75,15 @@ impl Manager {
         let events = self.engine.events(after_seq, limit).await?;
         Ok(events
             .into_iter()
-            .map(|e| (e.seq, e.timestamp, e.container_id, e.kind, e.attributes.into_iter().collect()))
+            .map(|e| {
+                (
+                    e.seq,
+                    e.timestamp,
+                    e.container_id,
+                    e.kind,
+                    e.attributes.into_iter().collect(),
+                )
+            })
             .collect())
     }
 

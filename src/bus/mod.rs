@@ -79,7 +79,13 @@ pub async fn serve(
     let server = connection.object_server();
     server.at(manager::PATH, ObjectManager).await?;
     server
-        .at(manager::PATH, Manager { engine: engine.clone(), auth: auth.clone() })
+        .at(
+            manager::PATH,
+            Manager {
+                engine: engine.clone(),
+                auth: auth.clone(),
+            },
+        )
         .await?;
     for id in engine.container_ids() {
         add_container(&connection, &engine, &auth, &id).await?;
@@ -99,12 +105,18 @@ pub async fn serve(
     if reply != RequestNameReply::PrimaryOwner {
         return Err(ServeError::NameTaken);
     }
-    tracing::info!(containers = engine.container_ids().len(), "serving {BUS_NAME}");
+    tracing::info!(
+        containers = engine.container_ids().len(),
+        "serving {BUS_NAME}"
+    );
 
     match idle_timeout {
         Some(timeout) => {
             engine.wait_idle(timeout).await;
-            tracing::info!("idle for {}s, exiting; containers keep running", timeout.as_secs());
+            tracing::info!(
+                "idle for {}s, exiting; containers keep running",
+                timeout.as_secs()
+            );
             let _ = connection.release_name(BUS_NAME).await;
         }
         None => std::future::pending::<()>().await,
@@ -112,13 +124,21 @@ pub async fn serve(
     Ok(())
 }
 
-async fn add_container(connection: &Connection, engine: &Engine, auth: &Arc<Authorizer>, id: &str) -> zbus::Result<()> {
+async fn add_container(
+    connection: &Connection,
+    engine: &Engine,
+    auth: &Arc<Authorizer>,
+    id: &str,
+) -> zbus::Result<()> {
     let object = ContainerObject {
         engine: engine.clone(),
         auth: auth.clone(),
         id: id.to_string(),
     };
-    connection.object_server().at(container::path(id), object).await?;
+    connection
+        .object_server()
+        .at(container::path(id), object)
+        .await?;
     Ok(())
 }
 
@@ -150,7 +170,10 @@ impl Publisher {
             }
             Notification::Removed { id } => {
                 self.last.remove(&id);
-                self.connection.object_server().remove::<ContainerObject, _>(container::path(&id)).await?;
+                self.connection
+                    .object_server()
+                    .remove::<ContainerObject, _>(container::path(&id))
+                    .await?;
             }
             Notification::Status { id, status } => {
                 let changed = container::changed_properties(self.last.get(&id), &status);
@@ -168,9 +191,17 @@ impl Publisher {
                 }
             }
             Notification::Event(record) => {
-                let emitter = SignalEmitter::new(&self.connection, container::path(&record.container_id))?;
+                let emitter =
+                    SignalEmitter::new(&self.connection, container::path(&record.container_id))?;
                 let attributes: HashMap<String, String> = record.attributes.into_iter().collect();
-                ContainerObject::event(&emitter, record.seq, record.timestamp, &record.kind, attributes).await?;
+                ContainerObject::event(
+                    &emitter,
+                    record.seq,
+                    record.timestamp,
+                    &record.kind,
+                    attributes,
+                )
+                .await?;
             }
             Notification::Exited { id, exit_code } => {
                 let emitter = SignalEmitter::new(&self.connection, container::path(&id))?;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use zbus::OwnedVariant;
 
 use super::error::{BusError, BusResult};
-use crate::engine::{BatchOp, CreateRequest, MountSpec};
+use crate::engine::{BatchOp, CreateRequest, LogOptions, MountSpec};
 
 /// Takes one value of type `T` out of a variant, naming `key` on a type mismatch.
 fn take<T>(key: &str, value: &OwnedVariant, expected: &str) -> BusResult<T>
@@ -29,7 +29,9 @@ fn strings(key: &str, value: &OwnedVariant) -> BusResult<Vec<String>> {
 }
 
 fn string_map(key: &str, value: &OwnedVariant) -> BusResult<BTreeMap<String, String>> {
-    Ok(take::<HashMap<String, String>>(key, value, "a{ss}")?.into_iter().collect())
+    Ok(take::<HashMap<String, String>>(key, value, "a{ss}")?
+        .into_iter()
+        .collect())
 }
 
 /// The `CreateContainer` spec (DESIGN §2.1).
@@ -94,12 +96,36 @@ fn mounts(value: &OwnedVariant) -> BusResult<Vec<MountSpec>> {
                     "Destination" => mount.destination = take(&label, value, "s")?,
                     "Options" => mount.options = strings(&label, value)?,
                     "ReadOnly" => mount.read_only = take(&label, value, "b")?,
-                    _ => return Err(BusError::invalid_args(format!("{label}: unknown mount key"))),
+                    _ => {
+                        return Err(BusError::invalid_args(format!(
+                            "{label}: unknown mount key"
+                        )))
+                    }
                 }
             }
             Ok(mount)
         })
         .collect()
+}
+
+/// `Logs` options.
+pub fn log_options(options: &HashMap<String, OwnedVariant>) -> BusResult<LogOptions> {
+    let mut parsed = LogOptions::default();
+    for (key, value) in options {
+        match key.as_str() {
+            "Follow" => parsed.follow = take(key, value, "b")?,
+            "Tail" => parsed.tail = Some(u64::from(take::<u32>(key, value, "u")?)),
+            "Since" => parsed.since = take(key, value, "t")?,
+            "Until" => parsed.until = take(key, value, "t")?,
+            "Timestamps" => parsed.timestamps = take(key, value, "b")?,
+            other => {
+                return Err(BusError::invalid_args(format!(
+                    "{other}: unknown Logs option"
+                )))
+            }
+        }
+    }
+    Ok(parsed)
 }
 
 /// One `Batch` operation: a verb name and its options.
@@ -111,13 +137,18 @@ pub fn batch_op(verb: &str, options: &HashMap<String, OwnedVariant>) -> BusResul
         _ => &[],
     };
     if let Some(unknown) = options.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(BusError::invalid_args(format!("{verb}: unknown option {unknown}")));
+        return Err(BusError::invalid_args(format!(
+            "{verb}: unknown option {unknown}"
+        )));
     }
     let get = |key: &str| options.get(key);
     Ok(match verb {
         "Init" => BatchOp::Init,
         "Start" => BatchOp::Start {
-            recursive: get("Recursive").map(|v| take(verb, v, "b")).transpose()?.unwrap_or(false),
+            recursive: get("Recursive")
+                .map(|v| take(verb, v, "b"))
+                .transpose()?
+                .unwrap_or(false),
         },
         "Stop" => BatchOp::Stop {
             timeout: get("Timeout").map(|v| take(verb, v, "u")).transpose()?,
@@ -126,14 +157,21 @@ pub fn batch_op(verb: &str, options: &HashMap<String, OwnedVariant>) -> BusResul
             timeout: get("Timeout").map(|v| take(verb, v, "u")).transpose()?,
         },
         "Kill" => BatchOp::Kill {
-            signal: get("Signal").map(|v| take(verb, v, "s")).transpose()?.unwrap_or_else(|| "KILL".into()),
+            signal: get("Signal")
+                .map(|v| take(verb, v, "s"))
+                .transpose()?
+                .unwrap_or_else(|| "KILL".into()),
         },
         "Pause" => BatchOp::Pause,
         "Unpause" => BatchOp::Unpause,
         "Cleanup" => BatchOp::Cleanup,
         "Sync" => BatchOp::Sync,
         "Refresh" => BatchOp::Refresh,
-        other => return Err(BusError::invalid_args(format!("Batch: unknown verb {other:?}"))),
+        other => {
+            return Err(BusError::invalid_args(format!(
+                "Batch: unknown verb {other:?}"
+            )))
+        }
     })
 }
 
@@ -150,7 +188,10 @@ mod tests {
     fn known_keys_fill_the_request() {
         let spec = HashMap::from([
             ("Rootfs".to_string(), variant("/srv/rootfs")),
-            ("Command".to_string(), variant(vec!["/bin/sh", "-c", "exit 3"])),
+            (
+                "Command".to_string(),
+                variant(vec!["/bin/sh", "-c", "exit 3"]),
+            ),
             ("StopTimeout".to_string(), variant(1u32)),
             ("Labels".to_string(), variant(HashMap::from([("a", "b")]))),
         ]);
@@ -173,13 +214,19 @@ mod tests {
     fn a_wrong_type_is_named_with_both_types() {
         let spec = HashMap::from([("StopTimeout".to_string(), variant("ten"))]);
         let error = create_request(spec).unwrap_err().to_string();
-        assert!(error.contains("StopTimeout") && error.contains('u') && error.contains('s'), "{error}");
+        assert!(
+            error.contains("StopTimeout") && error.contains('u') && error.contains('s'),
+            "{error}"
+        );
     }
 
     #[test]
     fn batch_verbs_take_only_their_options() {
         let timeout = HashMap::from([("Timeout".to_string(), variant(2u32))]);
-        assert_eq!(batch_op("Stop", &timeout).unwrap(), BatchOp::Stop { timeout: Some(2) });
+        assert_eq!(
+            batch_op("Stop", &timeout).unwrap(),
+            BatchOp::Stop { timeout: Some(2) }
+        );
         assert!(batch_op("Pause", &timeout).is_err());
         assert!(batch_op("Remove", &HashMap::new()).is_err());
     }

@@ -1,1 +1,203 @@
-//! placeholder
+//! `berthctl`: the human CLI, a D-Bus client only (it never names an engine type).
+
+mod create;
+mod events;
+mod lifecycle;
+mod list;
+mod logs;
+pub mod proxy;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use proxy::{ContainerProxy, ManagerProxy};
+
+#[derive(Parser)]
+#[command(
+    name = "berthctl",
+    version,
+    about = "Control berth containers over D-Bus"
+)]
+pub struct Cli {
+    /// `system`, `session` or a D-Bus address.
+    #[arg(long, env = "BERTH_BUS", default_value = "system", global = true)]
+    pub bus: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create a container (prints its id).
+    Create(create::CreateArgs),
+    /// Create and start a container, wait for it and print its output.
+    Run(create::RunArgs),
+    /// Start containers.
+    Start {
+        containers: Vec<String>,
+    },
+    /// Stop containers: stop signal, then SIGKILL after the timeout.
+    Stop {
+        #[arg(short, long)]
+        time: Option<u32>,
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers.
+    Kill {
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        containers: Vec<String>,
+    },
+    Pause {
+        containers: Vec<String>,
+    },
+    Unpause {
+        containers: Vec<String>,
+    },
+    Restart {
+        #[arg(short, long)]
+        time: Option<u32>,
+        containers: Vec<String>,
+    },
+    /// Wait for a container to stop; exits with its exit code.
+    Wait {
+        container: String,
+    },
+    /// Remove containers.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        containers: Vec<String>,
+    },
+    /// List containers.
+    #[command(alias = "ls")]
+    Ps {
+        /// Only ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show a container as JSON.
+    Inspect {
+        #[arg(short, long)]
+        size: bool,
+        container: String,
+    },
+    /// Print a container's log.
+    Logs {
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long)]
+        tail: Option<u32>,
+        #[arg(short, long)]
+        timestamps: bool,
+        container: String,
+    },
+    /// Follow events; `--since SEQ` replays the log after SEQ first.
+    Events {
+        #[arg(long)]
+        since: Option<u64>,
+        /// Replay only, do not follow.
+        #[arg(long)]
+        no_follow: bool,
+    },
+}
+
+/// Connects to the bus named by `--bus`.
+pub async fn connect(bus: &str) -> anyhow::Result<zbus::Connection> {
+    let builder = match bus {
+        "system" => zbus::connection::Builder::system(),
+        "session" => zbus::connection::Builder::session(),
+        address => zbus::connection::Builder::address(address),
+    };
+    builder
+        .build()
+        .await
+        .with_context(|| format!("connect to the {bus} bus"))
+}
+
+/// The proxy of a container given by name, id or id prefix.
+pub async fn container<'a>(
+    connection: &zbus::Connection,
+    name: &str,
+) -> anyhow::Result<ContainerProxy<'a>> {
+    let manager = ManagerProxy::new(connection).await?;
+    let path = manager.get_container(name).await.map_err(explain)?;
+    Ok(ContainerProxy::builder(connection)
+        .path(path)
+        .build()
+        .await?)
+}
+
+/// Turns a D-Bus error into a sentence for people, keeping its name for scripts.
+pub fn explain(error: zbus::Error) -> anyhow::Error {
+    match &error {
+        zbus::Error::MethodError(name, Some(message), _) => {
+            let short = name.rsplit('.').next().unwrap_or(name.as_str());
+            if name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown" {
+                anyhow::anyhow!(
+                    "berthd is not running on this bus and cannot be activated ({message})"
+                )
+            } else {
+                anyhow::anyhow!("{message} [{short}]")
+            }
+        }
+        _ => anyhow::Error::new(error),
+    }
+}
+
+/// Runs the command; returns the process exit status.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let connection = connect(&cli.bus).await?;
+    match cli.command {
+        Command::Create(args) => create::create(&connection, args).await,
+        Command::Run(args) => create::run(&connection, args).await,
+        Command::Start { containers } => {
+            lifecycle::each(
+                &connection,
+                &containers,
+                |c| async move { c.start(false).await },
+            )
+            .await
+        }
+        Command::Stop { time, containers } => lifecycle::stop(&connection, &containers, time).await,
+        Command::Kill { signal, containers } => {
+            let signal = signal.as_str();
+            lifecycle::each(
+                &connection,
+                &containers,
+                |c| async move { c.kill(signal).await },
+            )
+            .await
+        }
+        Command::Pause { containers } => {
+            lifecycle::each(&connection, &containers, |c| async move { c.pause().await }).await
+        }
+        Command::Unpause { containers } => {
+            lifecycle::each(
+                &connection,
+                &containers,
+                |c| async move { c.unpause().await },
+            )
+            .await
+        }
+        Command::Restart { time, containers } => {
+            lifecycle::restart(&connection, &containers, time).await
+        }
+        Command::Wait { container } => lifecycle::wait(&connection, &container).await,
+        Command::Rm { force, containers } => {
+            lifecycle::remove(&connection, &containers, force).await
+        }
+        Command::Ps { quiet } => list::ps(&connection, quiet).await,
+        Command::Inspect { size, container } => list::inspect(&connection, &container, size).await,
+        Command::Logs {
+            follow,
+            tail,
+            timestamps,
+            container,
+        } => logs::logs(&connection, &container, follow, tail, timestamps).await,
+        Command::Events { since, no_follow } => {
+            events::events(&connection, since, !no_follow).await
+        }
+    }
+}

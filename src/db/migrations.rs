@@ -43,7 +43,9 @@ mod tests {
     fn migrating_a_new_database_reaches_the_latest_version() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
-        let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let version: u32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(version as usize, MIGRATIONS.len());
     }
 
@@ -57,7 +59,9 @@ mod tests {
         )
         .unwrap();
         migrate(&mut conn).unwrap();
-        let rows: i64 = conn.query_row("SELECT count(*) FROM containers", [], |r| r.get(0)).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM containers", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(rows, 1);
     }
 

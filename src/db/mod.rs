@@ -74,10 +74,14 @@ impl Db {
             source,
         };
         let mut conn = Connection::open(path).map_err(open_error)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(open_error)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open_error)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_error)?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(open_error)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_error)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_error)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_error)?;
         migrations::migrate(&mut conn).map_err(open_error)?;
         Ok(Db {
             conn: Mutex::new(conn),
@@ -87,13 +91,16 @@ impl Db {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the connection leaves SQLite consistent (the transaction
         // rolls back on drop), so a poisoned lock is still safe to use.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn containers(&self) -> Result<Vec<ContainerRow>, DbError> {
         let conn = self.lock();
-        let mut stmt =
-            conn.prepare_cached("SELECT id, name, config, status FROM containers ORDER BY created_at, id")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, name, config, status FROM containers ORDER BY created_at, id",
+        )?;
         let rows = stmt
             .query_map([], |row| {
                 Ok(ContainerRow {
@@ -123,7 +130,11 @@ impl Db {
         match change {
             Change::Insert(row, created_at) => {
                 let taken: Option<String> = tx
-                    .query_row("SELECT id FROM containers WHERE name = ?1", [&row.name], |r| r.get(0))
+                    .query_row(
+                        "SELECT id FROM containers WHERE name = ?1",
+                        [&row.name],
+                        |r| r.get(0),
+                    )
                     .optional()?;
                 if taken.is_some() {
                     return Err(DbError::NameInUse(row.name.clone()));
@@ -134,7 +145,10 @@ impl Db {
                 )?;
             }
             Change::Status(id, status) => {
-                tx.execute("UPDATE containers SET status = ?2 WHERE id = ?1", params![id, status])?;
+                tx.execute(
+                    "UPDATE containers SET status = ?2 WHERE id = ?1",
+                    params![id, status],
+                )?;
             }
             Change::Delete(id) => {
                 tx.execute("DELETE FROM containers WHERE id = ?1", [id])?;
@@ -210,8 +224,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("berth.db")).unwrap();
         let mut seen = Vec::new();
-        db.commit("a", Change::Insert(&row("a", "one"), 1), &[event("create")], 5, |r| seen = r)
-            .unwrap();
+        db.commit(
+            "a",
+            Change::Insert(&row("a", "one"), 1),
+            &[event("create")],
+            5,
+            |r| seen = r,
+        )
+        .unwrap();
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].kind, "create");
         assert_eq!(db.containers().unwrap().len(), 1);
@@ -222,10 +242,22 @@ mod tests {
     fn a_duplicate_name_is_refused_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("berth.db")).unwrap();
-        db.commit("a", Change::Insert(&row("a", "one"), 1), &[event("create")], 5, |_| {})
-            .unwrap();
+        db.commit(
+            "a",
+            Change::Insert(&row("a", "one"), 1),
+            &[event("create")],
+            5,
+            |_| {},
+        )
+        .unwrap();
         let err = db
-            .commit("b", Change::Insert(&row("b", "one"), 1), &[event("create")], 6, |_| {})
+            .commit(
+                "b",
+                Change::Insert(&row("b", "one"), 1),
+                &[event("create")],
+                6,
+                |_| {},
+            )
             .unwrap_err();
         assert!(matches!(err, DbError::NameInUse(name) if name == "one"));
         assert_eq!(db.containers().unwrap().len(), 1);
@@ -236,8 +268,14 @@ mod tests {
     fn events_replay_after_a_sequence_number_with_a_limit() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("berth.db")).unwrap();
-        let kinds = [event("create"), event("init"), event("start"), event("died")];
-        db.commit("a", Change::Insert(&row("a", "one"), 1), &kinds, 5, |_| {}).unwrap();
+        let kinds = [
+            event("create"),
+            event("init"),
+            event("start"),
+            event("died"),
+        ];
+        db.commit("a", Change::Insert(&row("a", "one"), 1), &kinds, 5, |_| {})
+            .unwrap();
         let replay = db.events_after(1, 2).unwrap();
         let names: Vec<_> = replay.iter().map(|e| (e.seq, e.kind.as_str())).collect();
         assert_eq!(names, vec![(2, "init"), (3, "start")]);
@@ -249,9 +287,16 @@ mod tests {
         let path = dir.path().join("berth.db");
         {
             let db = Db::open(&path).unwrap();
-            db.commit("a", Change::Insert(&row("a", "one"), 1), &[event("create")], 5, |_| {})
+            db.commit(
+                "a",
+                Change::Insert(&row("a", "one"), 1),
+                &[event("create")],
+                5,
+                |_| {},
+            )
+            .unwrap();
+            db.commit("a", Change::Status("a", "{\"x\":1}"), &[], 6, |_| {})
                 .unwrap();
-            db.commit("a", Change::Status("a", "{\"x\":1}"), &[], 6, |_| {}).unwrap();
         }
         let db = Db::open(&path).unwrap();
         let rows = db.containers().unwrap();

@@ -25,7 +25,9 @@ pub enum RestartPolicy {
     #[default]
     No,
     /// Restart after a non-zero exit, at most `max_retries` times (0 = no limit).
-    OnFailure { max_retries: u32 },
+    OnFailure {
+        max_retries: u32,
+    },
     Always,
     UnlessStopped,
 }
@@ -163,7 +165,11 @@ pub struct ContainerConfig {
 impl ContainerConfig {
     /// The process arguments: entrypoint followed by command, as OCI image configs combine them.
     pub fn process_args(&self) -> Vec<String> {
-        self.entrypoint.iter().chain(&self.command).cloned().collect()
+        self.entrypoint
+            .iter()
+            .chain(&self.command)
+            .cloned()
+            .collect()
     }
 }
 
@@ -254,7 +260,10 @@ mod tests {
         );
         assert_eq!(RestartPolicy::parse("on-failure:x"), None);
         assert_eq!(RestartPolicy::parse("sometimes"), None);
-        assert_eq!(RestartPolicy::OnFailure { max_retries: 3 }.to_string(), "on-failure:3");
+        assert_eq!(
+            RestartPolicy::OnFailure { max_retries: 3 }.to_string(),
+            "on-failure:3"
+        );
     }
 
     #[test]

@@ -3,8 +3,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::config::{is_valid_name, ContainerConfig, ContainerStatus, CreateRequest, Network, RestartPolicy};
-use super::{blocking, event, Caller, Engine, EngineError, Entry, Locked, Notification, Result, State};
+use super::config::{
+    is_valid_name, ContainerConfig, ContainerStatus, CreateRequest, Network, RestartPolicy,
+};
+use super::{
+    blocking, event, Caller, Engine, EngineError, Entry, Locked, Notification, Result, State,
+};
 use crate::clock::now_micros;
 use crate::db::{Change, ContainerRow};
 use crate::runtime::signal::parse_signal;
@@ -30,21 +34,30 @@ impl Engine {
         let row = ContainerRow {
             id: id.clone(),
             name: config.name.clone(),
-            config: serde_json::to_string(&config).map_err(|e| EngineError::Internal(e.to_string()))?,
-            status: serde_json::to_string(&ContainerStatus::new()).map_err(|e| EngineError::Internal(e.to_string()))?,
+            config: serde_json::to_string(&config)
+                .map_err(|e| EngineError::Internal(e.to_string()))?,
+            status: serde_json::to_string(&ContainerStatus::new())
+                .map_err(|e| EngineError::Internal(e.to_string()))?,
         };
         let events = vec![event("create", &config, caller, &[])];
         let dir = inner.container_dir(&id);
         blocking(move || {
-            std::fs::create_dir_all(&dir).map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
             let entry = Entry::new(config.clone(), ContainerStatus::new());
-            let result = inner.db.commit(&id, Change::Insert(&row, config.created_at), &events, now_micros(), |records| {
-                inner.write_containers().insert(id.clone(), entry);
-                let _ = inner.notify.send(Notification::Added { id: id.clone() });
-                for record in records {
-                    let _ = inner.notify.send(Notification::Event(record));
-                }
-            });
+            let result = inner.db.commit(
+                &id,
+                Change::Insert(&row, config.created_at),
+                &events,
+                now_micros(),
+                |records| {
+                    inner.write_containers().insert(id.clone(), entry);
+                    let _ = inner.notify.send(Notification::Added { id: id.clone() });
+                    for record in records {
+                        let _ = inner.notify.send(Notification::Event(record));
+                    }
+                },
+            );
             if let Err(error) = result {
                 let _ = std::fs::remove_dir_all(&dir);
                 return Err(error.into());
@@ -58,12 +71,18 @@ impl Engine {
         let id = new_id();
         let name = match request.name {
             Some(name) if !is_valid_name(&name) => {
-                return Err(invalid(format!("Name: {name:?} does not match [a-zA-Z0-9][a-zA-Z0-9_.-]{{0,127}}")))
+                return Err(invalid(format!(
+                    "Name: {name:?} does not match [a-zA-Z0-9][a-zA-Z0-9_.-]{{0,127}}"
+                )))
             }
             Some(name) => name,
             None => id[..12].to_string(),
         };
-        let names_taken = self.inner().read_containers().values().any(|e| e.config.name == name);
+        let names_taken = self
+            .inner()
+            .read_containers()
+            .values()
+            .any(|e| e.config.name == name);
         if names_taken {
             return Err(EngineError::NameInUse(name));
         }
@@ -75,56 +94,96 @@ impl Engine {
         };
         let rootfs_path = Path::new(&rootfs);
         if !rootfs_path.is_absolute() || !rootfs_path.is_dir() {
-            return Err(invalid(format!("Rootfs: {rootfs:?} is not an absolute path to a directory")));
+            return Err(invalid(format!(
+                "Rootfs: {rootfs:?} is not an absolute path to a directory"
+            )));
         }
         if !is_mountable_path(rootfs_path) {
-            return Err(invalid(format!("Rootfs: {rootfs:?} contains ',' or ':', which overlayfs cannot take")));
+            return Err(invalid(format!(
+                "Rootfs: {rootfs:?} contains ',' or ':', which overlayfs cannot take"
+            )));
         }
         let stop_signal = match request.stop_signal {
             None => "TERM".to_string(),
-            Some(text) => parse_signal(&text).ok_or_else(|| invalid(format!("StopSignal: unknown signal {text:?}")))?.1,
+            Some(text) => {
+                parse_signal(&text)
+                    .ok_or_else(|| invalid(format!("StopSignal: unknown signal {text:?}")))?
+                    .1
+            }
         };
         let restart_policy = match request.restart_policy {
             None => RestartPolicy::No,
-            Some(text) => RestartPolicy::parse(&text).ok_or_else(|| invalid(format!("RestartPolicy: unknown policy {text:?}")))?,
+            Some(text) => RestartPolicy::parse(&text)
+                .ok_or_else(|| invalid(format!("RestartPolicy: unknown policy {text:?}")))?,
         };
         let network = match request.network.as_deref() {
             None | Some("none") => Network::None,
             Some("host") => Network::Host,
-            Some(other) => return Err(invalid(format!("Network: unknown mode {other:?} (none or host)"))),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "Network: unknown mode {other:?} (none or host)"
+                )))
+            }
         };
         let log_driver = match request.log_driver.as_deref() {
             None | Some("k8s-file") => "k8s-file".to_string(),
             Some("none") => "none".to_string(),
-            Some(other) => return Err(invalid(format!("LogDriver: unknown driver {other:?} (k8s-file or none)"))),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "LogDriver: unknown driver {other:?} (k8s-file or none)"
+                )))
+            }
         };
-        if let Some(bad) = request.env.iter().find(|e| !e.contains('=') || e.starts_with('=')) {
+        if let Some(bad) = request
+            .env
+            .iter()
+            .find(|e| !e.contains('=') || e.starts_with('='))
+        {
             return Err(invalid(format!("Env: {bad:?} is not K=V")));
         }
         for mount in &request.mounts {
             if !mount.destination.starts_with('/') {
-                return Err(invalid(format!("Mounts: destination {:?} is not absolute", mount.destination)));
+                return Err(invalid(format!(
+                    "Mounts: destination {:?} is not absolute",
+                    mount.destination
+                )));
             }
             match mount.kind.as_str() {
-                "bind" if !Path::new(&mount.source).is_absolute() || !Path::new(&mount.source).exists() => {
-                    return Err(invalid(format!("Mounts: bind source {:?} does not exist", mount.source)))
+                "bind"
+                    if !Path::new(&mount.source).is_absolute()
+                        || !Path::new(&mount.source).exists() =>
+                {
+                    return Err(invalid(format!(
+                        "Mounts: bind source {:?} does not exist",
+                        mount.source
+                    )))
                 }
                 "bind" | "tmpfs" => {}
-                other => return Err(invalid(format!("Mounts: unknown type {other:?} (bind or tmpfs)"))),
+                other => {
+                    return Err(invalid(format!(
+                        "Mounts: unknown type {other:?} (bind or tmpfs)"
+                    )))
+                }
             }
         }
         capability_set(request.privileged, &request.cap_add, &request.cap_drop)
             .map_err(|e| invalid(format!("CapAdd/CapDrop: {e}")))?;
         if let Some(cpus) = request.cpu_quota {
             if !(cpus > 0.0 && cpus.is_finite()) {
-                return Err(invalid(format!("CpuQuota: {cpus} is not a positive number of CPUs")));
+                return Err(invalid(format!(
+                    "CpuQuota: {cpus} is not a positive number of CPUs"
+                )));
             }
         }
         if request.init && self.inner().options.init_binary.is_none() {
-            return Err(EngineError::NotSupported("Init: no init binary (catatonit) is installed".into()));
+            return Err(EngineError::NotSupported(
+                "Init: no init binary (catatonit) is installed".into(),
+            ));
         }
         if request.terminal {
-            return Err(EngineError::NotSupported("Terminal: terminals arrive with attach support".into()));
+            return Err(EngineError::NotSupported(
+                "Terminal: terminals arrive with attach support".into(),
+            ));
         }
         let mut dependencies = Vec::new();
         for dependency in &request.dependencies {
@@ -212,17 +271,24 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
             match std::fs::remove_dir_all(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(EngineError::Internal(format!("remove {}: {e}", path.display()))),
+                Err(e) => {
+                    return Err(EngineError::Internal(format!(
+                        "remove {}: {e}",
+                        path.display()
+                    )))
+                }
             }
         }
         let _ = std::fs::remove_file(inner.paths.exit_file(&id));
-        inner.db.commit(&id, Change::Delete(&id), &events, now_micros(), |records| {
-            inner.write_containers().remove(&id);
-            for record in records {
-                let _ = inner.notify.send(Notification::Event(record));
-            }
-            let _ = inner.notify.send(Notification::Removed { id: id.clone() });
-        })?;
+        inner
+            .db
+            .commit(&id, Change::Delete(&id), &events, now_micros(), |records| {
+                inner.write_containers().remove(&id);
+                for record in records {
+                    let _ = inner.notify.send(Notification::Event(record));
+                }
+                let _ = inner.notify.send(Notification::Removed { id: id.clone() });
+            })?;
         Ok(())
     })
     .await

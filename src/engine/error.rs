@@ -62,7 +62,9 @@ impl From<LaunchError> for EngineError {
 impl From<ArtifactError> for EngineError {
     fn from(error: ArtifactError) -> Self {
         match error {
-            ArtifactError::InvalidName(_) | ArtifactError::NotFound(_) => EngineError::InvalidArgument(error.to_string()),
+            ArtifactError::InvalidName(_) | ArtifactError::NotFound(_) => {
+                EngineError::InvalidArgument(error.to_string())
+            }
             ArtifactError::TooLarge { .. } => EngineError::LimitsExceeded(error.to_string()),
             ArtifactError::Io { .. } => EngineError::Internal(error.to_string()),
         }

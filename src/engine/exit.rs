@@ -47,7 +47,11 @@ pub(crate) async fn record_exit_locked(locked: &Locked<'_>, caller: Caller) -> R
     let path = locked.engine().paths.exit_file(locked.id());
     let record = {
         let path = path.clone();
-        blocking(move || read_exit_file(&path).map_err(|e| super::EngineError::Internal(format!("exit file: {e}")))).await?
+        blocking(move || {
+            read_exit_file(&path)
+                .map_err(|e| super::EngineError::Internal(format!("exit file: {e}")))
+        })
+        .await?
     };
     let Some(record) = record else {
         return Ok(());
@@ -69,8 +73,15 @@ pub(crate) async fn record_exit_locked(locked: &Locked<'_>, caller: Caller) -> R
     if record.oom_killed {
         events.push(event("oom", locked.config(), caller, &[]));
     }
-    events.push(event("died", locked.config(), caller, &[("exitCode", record.exit_code.to_string())]));
-    locked.commit_with(stopped, events, Some(record.exit_code)).await?;
+    events.push(event(
+        "died",
+        locked.config(),
+        caller,
+        &[("exitCode", record.exit_code.to_string())],
+    ));
+    locked
+        .commit_with(stopped, events, Some(record.exit_code))
+        .await?;
     if locked.status().state != State::Removing {
         release_runtime(locked).await?;
     }
@@ -82,7 +93,10 @@ pub(crate) async fn record_exit_locked(locked: &Locked<'_>, caller: Caller) -> R
 pub(crate) async fn release_runtime(locked: &Locked<'_>) -> Result<()> {
     let mut status = locked.status();
     let was_created = status.state == State::Created;
-    if !matches!(status.state, State::Stopped | State::Created | State::Removing | State::Exited | State::Unknown) {
+    if !matches!(
+        status.state,
+        State::Stopped | State::Created | State::Removing | State::Exited | State::Unknown
+    ) {
         return Ok(());
     }
     let runtime = locked.engine().backends.runtime.clone();
@@ -127,15 +141,18 @@ pub(crate) async fn after_exit_locked(locked: &Locked<'_>) -> Result<()> {
     if config.auto_remove {
         return super::create::remove_locked(locked, Caller::ENGINE, false).await;
     }
-    if !config
-        .restart_policy
-        .wants_restart(status.exit_code, status.restart_count, status.stopped_by_user)
-    {
+    if !config.restart_policy.wants_restart(
+        status.exit_code,
+        status.restart_count,
+        status.stopped_by_user,
+    ) {
         return Ok(());
     }
     // Back off as Docker does (100 ms doubling, at most ~25 s) so a crash loop cannot spin.
     let delay = Duration::from_millis(100 << status.restart_count.min(8));
-    let engine = Engine { inner: locked.engine().clone() };
+    let engine = Engine {
+        inner: locked.engine().clone(),
+    };
     let id = locked.id().to_string();
     let busy = engine.busy();
     tokio::spawn(async move {
@@ -155,9 +172,13 @@ pub(crate) async fn after_exit_locked(locked: &Locked<'_>) -> Result<()> {
         }
         match super::lifecycle::start_locked(&locked, Caller::ENGINE, false).await {
             Ok(()) => {
-                let _ = locked.record(vec![event("restart", locked.config(), Caller::ENGINE, &[])]).await;
+                let _ = locked
+                    .record(vec![event("restart", locked.config(), Caller::ENGINE, &[])])
+                    .await;
             }
-            Err(error) => tracing::warn!(id = %id, %error, "restart policy could not start the container"),
+            Err(error) => {
+                tracing::warn!(id = %id, %error, "restart policy could not start the container")
+            }
         }
     });
     Ok(())

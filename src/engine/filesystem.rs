@@ -27,14 +27,18 @@ fn layout(locked: &Locked<'_>) -> Layout {
 }
 
 /// Takes one mount reference, mounting the overlay if it is the first. The caller commits.
-pub(crate) async fn acquire_mount_into(locked: &Locked<'_>, status: &mut ContainerStatus) -> Result<String> {
+pub(crate) async fn acquire_mount_into(
+    locked: &Locked<'_>,
+    status: &mut ContainerStatus,
+) -> Result<String> {
     let layout = layout(locked);
     let merged = layout.merged.display().to_string();
     if status.mount_count == 0 {
         let mounter = locked.engine().backends.mounter.clone();
         blocking(move || {
             for dir in [&layout.upper, &layout.work, &layout.merged] {
-                std::fs::create_dir_all(dir).map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
             }
             mounter
                 .mount_overlay(&layout.lower, &layout.upper, &layout.work, &layout.merged)
@@ -62,7 +66,10 @@ pub(crate) async fn release_mount_into(locked: &Locked<'_>, status: &mut Contain
 }
 
 /// Drops the runtime's reference, if it holds one.
-pub(crate) async fn release_runtime_mount_into(locked: &Locked<'_>, status: &mut ContainerStatus) -> Result<()> {
+pub(crate) async fn release_runtime_mount_into(
+    locked: &Locked<'_>,
+    status: &mut ContainerStatus,
+) -> Result<()> {
     if status.mount_count > status.user_mounts {
         release_mount_into(locked, status).await;
     }
@@ -72,7 +79,12 @@ pub(crate) async fn release_runtime_mount_into(locked: &Locked<'_>, status: &mut
 async fn unmount(locked: &Locked<'_>) -> Result<()> {
     let mounter = locked.engine().backends.mounter.clone();
     let merged = layout(locked).merged;
-    blocking(move || mounter.unmount(&merged).map_err(|e| EngineError::Internal(e.to_string()))).await
+    blocking(move || {
+        mounter
+            .unmount(&merged)
+            .map_err(|e| EngineError::Internal(e.to_string()))
+    })
+    .await
 }
 
 /// Drops every reference (Remove).
@@ -93,7 +105,9 @@ impl Engine {
         let mut status = locked.status();
         let mountpoint = acquire_mount_into(&locked, &mut status).await?;
         status.user_mounts += 1;
-        locked.commit(status, vec![event("mount", locked.config(), caller, &[])]).await?;
+        locked
+            .commit(status, vec![event("mount", locked.config(), caller, &[])])
+            .await?;
         Ok(mountpoint)
     }
 
@@ -122,7 +136,9 @@ impl Engine {
             status.user_mounts -= 1;
             release_mount_into(&locked, &mut status).await;
         }
-        locked.commit(status, vec![event("unmount", locked.config(), caller, &[])]).await
+        locked
+            .commit(status, vec![event("unmount", locked.config(), caller, &[])])
+            .await
     }
 
     fn artifacts(&self, id: &str) -> Artifacts {

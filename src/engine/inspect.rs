@@ -117,7 +117,12 @@ fn disk_usage(path: &std::path::Path) -> u64 {
     };
     if meta.is_dir() {
         std::fs::read_dir(path)
-            .map(|entries| entries.filter_map(|e| e.ok()).map(|e| disk_usage(&e.path())).sum())
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| disk_usage(&e.path()))
+                    .sum()
+            })
             .unwrap_or(0)
     } else if meta.is_file() {
         meta.len()

@@ -69,7 +69,14 @@ impl Engine {
             .map(|status| status.exit_code)
             .map_err(|_| EngineError::Removed(id.to_string()))?;
         if let Ok(locked) = self.inner().lock(id).await {
-            let _ = locked.record(vec![event("wait", locked.config(), caller, &[("exitCode", exit_code.to_string())])]).await;
+            let _ = locked
+                .record(vec![event(
+                    "wait",
+                    locked.config(),
+                    caller,
+                    &[("exitCode", exit_code.to_string())],
+                )])
+                .await;
         }
         Ok(exit_code)
     }
@@ -112,17 +119,24 @@ pub(crate) async fn init_locked(locked: &Locked<'_>, caller: Caller) -> Result<(
     let id = config.id.clone();
     let bundle = inner.paths.bundle(&id);
     let exit_file = inner.paths.exit_file(&id);
-    let log_path = (config.log_driver == "k8s-file").then(|| inner.container_dir(&id).join("ctr.log"));
-    let init_binary = if config.init { inner.options.init_binary.clone() } else { None };
+    let log_path =
+        (config.log_driver == "k8s-file").then(|| inner.container_dir(&id).join("ctr.log"));
+    let init_binary = if config.init {
+        inner.options.init_binary.clone()
+    } else {
+        None
+    };
     let launched = {
         let bundle = bundle.clone();
         let launcher = inner.backends.launcher.clone();
         let mountpoint = PathBuf::from(&mountpoint);
         blocking(move || {
-            let user = users::lookup(&mountpoint, &config.user).map_err(|e| EngineError::InvalidArgument(format!("User: {e}")))?;
+            let user = users::lookup(&mountpoint, &config.user)
+                .map_err(|e| EngineError::InvalidArgument(format!("User: {e}")))?;
             let input = spec_input(&config, &mountpoint, &user, init_binary);
             let built = spec::build(&input).map_err(|e| EngineError::Runtime(e.to_string()))?;
-            std::fs::create_dir_all(&bundle).map_err(|e| EngineError::Internal(format!("create {}: {e}", bundle.display())))?;
+            std::fs::create_dir_all(&bundle)
+                .map_err(|e| EngineError::Internal(format!("create {}: {e}", bundle.display())))?;
             spec::write(&built, &bundle).map_err(|e| EngineError::Internal(e.to_string()))?;
             let _ = std::fs::remove_file(&exit_file);
             let _ = std::fs::remove_file(bundle.join("pid"));
@@ -154,7 +168,9 @@ pub(crate) async fn init_locked(locked: &Locked<'_>, caller: Caller) -> Result<(
     status.finished_at = 0;
     status.error.clear();
     status.stopped_by_user = false;
-    locked.commit(status, vec![event("init", locked.config(), caller, &[])]).await
+    locked
+        .commit(status, vec![event("init", locked.config(), caller, &[])])
+        .await
 }
 
 /// The cgroup v1 memory controller's OOM counter for the container (cgroupfs driver).
@@ -163,7 +179,9 @@ fn oom_file(id: &str) -> PathBuf {
     if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         v2
     } else {
-        PathBuf::from(format!("/sys/fs/cgroup/memory/berth/{id}/memory.oom_control"))
+        PathBuf::from(format!(
+            "/sys/fs/cgroup/memory/berth/{id}/memory.oom_control"
+        ))
     }
 }
 
@@ -220,7 +238,11 @@ fn spec_input(
     }
 }
 
-pub(crate) async fn start_locked(locked: &Locked<'_>, caller: Caller, recursive: bool) -> Result<()> {
+pub(crate) async fn start_locked(
+    locked: &Locked<'_>,
+    caller: Caller,
+    recursive: bool,
+) -> Result<()> {
     let state = locked.status().state;
     if state == State::Running {
         return Ok(());
@@ -243,7 +265,9 @@ pub(crate) async fn start_locked(locked: &Locked<'_>, caller: Caller, recursive:
     let mut status = locked.status();
     status.state = State::Running;
     status.started_at = now_micros();
-    locked.commit(status, vec![event("start", locked.config(), caller, &[])]).await
+    locked
+        .commit(status, vec![event("start", locked.config(), caller, &[])])
+        .await
 }
 
 /// First half of `Stop`: checks the state, marks it `stopping`, sends the stop signal.
@@ -259,7 +283,9 @@ async fn begin_stop(locked: &Locked<'_>) -> Result<()> {
     let signal = if status.state == State::Created {
         nix::sys::signal::Signal::SIGKILL as i32
     } else {
-        parse_signal(&locked.config().stop_signal).map(|(n, _)| n).unwrap_or(15)
+        parse_signal(&locked.config().stop_signal)
+            .map(|(n, _)| n)
+            .unwrap_or(15)
     };
     status.state = State::Stopping;
     status.stopped_by_user = true;
@@ -279,17 +305,25 @@ async fn send_signal(locked: &Locked<'_>, signal: i32) -> Result<()> {
 }
 
 /// Waits for the exit file up to `timeout` seconds, then SIGKILLs and waits again.
-async fn await_exit_or_kill(backends: &super::Backends, entry: &super::Entry, timeout: u32) -> Result<()> {
+async fn await_exit_or_kill(
+    backends: &super::Backends,
+    entry: &super::Entry,
+    timeout: u32,
+) -> Result<()> {
     let mut seen = entry.exit_seen.subscribe();
-    let exited = tokio::time::timeout(Duration::from_secs(u64::from(timeout)), seen.wait_for(|s| *s))
-        .await
-        .is_ok_and(|result| result.is_ok());
+    let exited = tokio::time::timeout(
+        Duration::from_secs(u64::from(timeout)),
+        seen.wait_for(|s| *s),
+    )
+    .await
+    .is_ok_and(|result| result.is_ok());
     if exited {
         return Ok(());
     }
     let runtime = backends.runtime.clone();
     let id = entry.config.id.clone();
-    let killed = blocking(move || Ok(runtime.kill(&id, nix::sys::signal::Signal::SIGKILL as i32)?)).await;
+    let killed =
+        blocking(move || Ok(runtime.kill(&id, nix::sys::signal::Signal::SIGKILL as i32)?)).await;
     let exited = tokio::time::timeout(KILL_GRACE, seen.wait_for(|s| *s))
         .await
         .is_ok_and(|result| result.is_ok());
@@ -306,7 +340,9 @@ async fn await_exit_or_kill(backends: &super::Backends, entry: &super::Entry, ti
 /// Last half of `Stop`: records the exit (if the exit watcher has not yet) and the event.
 async fn finish_stop(locked: &Locked<'_>, caller: Caller) -> Result<()> {
     super::exit::record_exit_locked(locked, caller).await?;
-    locked.record(vec![event("stop", locked.config(), caller, &[])]).await?;
+    locked
+        .record(vec![event("stop", locked.config(), caller, &[])])
+        .await?;
     super::exit::after_exit_locked(locked).await
 }
 
@@ -334,7 +370,11 @@ pub(crate) async fn kill_and_reap(locked: &Locked<'_>, caller: Caller) -> Result
     super::exit::record_exit_locked(locked, caller).await
 }
 
-pub(crate) async fn restart_locked(locked: &Locked<'_>, caller: Caller, timeout: u32) -> Result<()> {
+pub(crate) async fn restart_locked(
+    locked: &Locked<'_>,
+    caller: Caller,
+    timeout: u32,
+) -> Result<()> {
     let state = locked.status().state;
     if !state.can_restart() {
         return Err(locked.invalid("restart"));
@@ -343,16 +383,26 @@ pub(crate) async fn restart_locked(locked: &Locked<'_>, caller: Caller, timeout:
         stop_locked(locked, caller, timeout).await?;
     }
     start_locked(locked, caller, false).await?;
-    locked.record(vec![event("restart", locked.config(), caller, &[])]).await
+    locked
+        .record(vec![event("restart", locked.config(), caller, &[])])
+        .await
 }
 
 pub(crate) async fn kill_locked(locked: &Locked<'_>, caller: Caller, signal: &str) -> Result<()> {
-    let (number, name) = parse_signal(signal).ok_or_else(|| EngineError::InvalidArgument(format!("unknown signal {signal:?}")))?;
+    let (number, name) = parse_signal(signal)
+        .ok_or_else(|| EngineError::InvalidArgument(format!("unknown signal {signal:?}")))?;
     if !locked.status().state.can_kill() {
         return Err(locked.invalid("kill"));
     }
     send_signal(locked, number).await?;
-    locked.record(vec![event("kill", locked.config(), caller, &[("signal", name)])]).await
+    locked
+        .record(vec![event(
+            "kill",
+            locked.config(),
+            caller,
+            &[("signal", name)],
+        )])
+        .await
 }
 
 pub(crate) async fn pause_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
@@ -364,7 +414,9 @@ pub(crate) async fn pause_locked(locked: &Locked<'_>, caller: Caller) -> Result<
     blocking(move || Ok(runtime.pause(&id)?)).await?;
     let mut status = locked.status();
     status.state = State::Paused;
-    locked.commit(status, vec![event("pause", locked.config(), caller, &[])]).await
+    locked
+        .commit(status, vec![event("pause", locked.config(), caller, &[])])
+        .await
 }
 
 pub(crate) async fn unpause_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
@@ -376,5 +428,7 @@ pub(crate) async fn unpause_locked(locked: &Locked<'_>, caller: Caller) -> Resul
     blocking(move || Ok(runtime.resume(&id)?)).await?;
     let mut status = locked.status();
     status.state = State::Running;
-    locked.commit(status, vec![event("unpause", locked.config(), caller, &[])]).await
+    locked
+        .commit(status, vec![event("unpause", locked.config(), caller, &[])])
+        .await
 }

@@ -36,7 +36,12 @@ impl Engine {
 
     /// Runs `ops` in order under one hold of the lock; the first failure is returned with
     /// its index and the rest are not run.
-    pub async fn batch(&self, caller: Caller, id: &str, ops: Vec<BatchOp>) -> std::result::Result<(), (usize, EngineError)> {
+    pub async fn batch(
+        &self,
+        caller: Caller,
+        id: &str,
+        ops: Vec<BatchOp>,
+    ) -> std::result::Result<(), (usize, EngineError)> {
         let locked = self.inner().lock(id).await.map_err(|e| (0, e))?;
         for (index, op) in ops.into_iter().enumerate() {
             run_op(&locked, caller, op).await.map_err(|e| (index, e))?;
@@ -51,8 +56,12 @@ async fn run_op(locked: &Locked<'_>, caller: Caller, op: BatchOp) -> Result<()> 
     match op {
         BatchOp::Init => init_locked(locked, caller).await,
         BatchOp::Start { recursive } => start_locked(locked, caller, recursive).await,
-        BatchOp::Stop { timeout } => stop_locked(locked, caller, timeout.unwrap_or(default_timeout)).await,
-        BatchOp::Restart { timeout } => restart_locked(locked, caller, timeout.unwrap_or(default_timeout)).await,
+        BatchOp::Stop { timeout } => {
+            stop_locked(locked, caller, timeout.unwrap_or(default_timeout)).await
+        }
+        BatchOp::Restart { timeout } => {
+            restart_locked(locked, caller, timeout.unwrap_or(default_timeout)).await
+        }
         BatchOp::Kill { signal } => kill_locked(locked, caller, &signal).await,
         BatchOp::Pause => pause_locked(locked, caller).await,
         BatchOp::Unpause => unpause_locked(locked, caller).await,
@@ -70,7 +79,9 @@ pub(crate) async fn cleanup_locked(locked: &Locked<'_>, caller: Caller) -> Resul
     }
     super::exit::record_exit_locked(locked, caller).await?;
     super::exit::release_runtime(locked).await?;
-    locked.record(vec![event("cleanup", locked.config(), caller, &[])]).await
+    locked
+        .record(vec![event("cleanup", locked.config(), caller, &[])])
+        .await
 }
 
 /// Re-reads the runtime's view: a process the runtime says is gone is looked for in the
@@ -83,8 +94,12 @@ pub(crate) async fn sync_locked(locked: &Locked<'_>, caller: Caller) -> Result<(
         let seen = blocking(move || Ok(runtime.state(&id)?)).await?;
         let mut updated = status.clone();
         match seen {
-            Some(RuntimeStatus::Paused) if status.state == State::Running => updated.state = State::Paused,
-            Some(RuntimeStatus::Running) if status.state == State::Paused => updated.state = State::Running,
+            Some(RuntimeStatus::Paused) if status.state == State::Running => {
+                updated.state = State::Paused
+            }
+            Some(RuntimeStatus::Running) if status.state == State::Paused => {
+                updated.state = State::Running
+            }
             Some(RuntimeStatus::Stopped) | None => {
                 super::exit::record_exit_locked(locked, caller).await?;
                 updated = locked.status();
@@ -94,7 +109,8 @@ pub(crate) async fn sync_locked(locked: &Locked<'_>, caller: Caller) -> Result<(
                     updated.exit_code = -1;
                     updated.pid = 0;
                     updated.monitor_pid = 0;
-                    updated.error = "the container's process and monitor are gone; exit code unknown".into();
+                    updated.error =
+                        "the container's process and monitor are gone; exit code unknown".into();
                     locked.commit(updated, Vec::new()).await?;
                     super::exit::release_runtime(locked).await?;
                     updated = locked.status();
@@ -106,7 +122,9 @@ pub(crate) async fn sync_locked(locked: &Locked<'_>, caller: Caller) -> Result<(
             locked.commit(updated, Vec::new()).await?;
         }
     }
-    locked.record(vec![event("sync", locked.config(), caller, &[])]).await
+    locked
+        .record(vec![event("sync", locked.config(), caller, &[])])
+        .await
 }
 
 /// libpod's Refresh: unwind the container to `configured`, then bring it back to the state
@@ -122,11 +140,16 @@ pub(crate) async fn refresh_locked(locked: &Locked<'_>, caller: Caller) -> Resul
     }
     super::exit::release_runtime(locked).await?;
     let mut status = locked.status();
-    if matches!(status.state, State::Exited | State::Stopped | State::Unknown) {
+    if matches!(
+        status.state,
+        State::Exited | State::Stopped | State::Unknown
+    ) {
         status.state = State::Configured;
     }
     status.error.clear();
-    locked.commit(status, vec![event("refresh", locked.config(), caller, &[])]).await?;
+    locked
+        .commit(status, vec![event("refresh", locked.config(), caller, &[])])
+        .await?;
     match before {
         State::Created => init_locked(locked, caller).await,
         State::Running | State::Stopping => start_locked(locked, caller, false).await,

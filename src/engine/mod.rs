@@ -12,6 +12,7 @@ mod exit;
 mod filesystem;
 mod inspect;
 mod lifecycle;
+mod logs;
 mod maintenance;
 mod reconcile;
 pub mod state;
@@ -25,6 +26,7 @@ use tokio::sync::{mpsc, watch, Mutex, OwnedMutexGuard};
 
 pub use config::{ContainerConfig, ContainerStatus, CreateRequest, MountSpec};
 pub use error::EngineError;
+pub use logs::LogOptions;
 pub use maintenance::BatchOp;
 pub use state::State;
 
@@ -228,10 +230,19 @@ impl Engine {
         let containers = self.inner.read_containers();
         let mut rows: Vec<(u64, String, String, State)> = containers
             .values()
-            .map(|e| (e.config.created_at, e.config.id.clone(), e.config.name.clone(), e.status.borrow().state))
+            .map(|e| {
+                (
+                    e.config.created_at,
+                    e.config.id.clone(),
+                    e.config.name.clone(),
+                    e.status.borrow().state,
+                )
+            })
             .collect();
         rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        rows.into_iter().map(|(_, id, name, state)| (id, name, state)).collect()
+        rows.into_iter()
+            .map(|(_, id, name, state)| (id, name, state))
+            .collect()
     }
 
     /// Resolves a name, a full id or a unique id prefix to an id.
@@ -243,7 +254,9 @@ impl Engine {
         if let Some(entry) = containers.values().find(|e| e.config.name == name_or_id) {
             return Ok(entry.config.id.clone());
         }
-        let mut matches = containers.keys().filter(|id| !name_or_id.is_empty() && id.starts_with(name_or_id));
+        let mut matches = containers
+            .keys()
+            .filter(|id| !name_or_id.is_empty() && id.starts_with(name_or_id));
         match (matches.next(), matches.next()) {
             (Some(id), None) => Ok(id.clone()),
             (Some(_), Some(_)) => Err(EngineError::InvalidArgument(format!(
@@ -308,17 +321,31 @@ impl Inner {
 }
 
 /// Runs blocking work (SQLite with fsync, runtime commands) off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| EngineError::Internal(format!("blocking task: {e}")))?
 }
 
 /// Event attributes every event carries: name, image, caller uid.
-pub(crate) fn event(kind: &'static str, config: &ContainerConfig, caller: Caller, extra: &[(&str, String)]) -> NewEvent {
+pub(crate) fn event(
+    kind: &'static str,
+    config: &ContainerConfig,
+    caller: Caller,
+    extra: &[(&str, String)],
+) -> NewEvent {
     let mut attributes = BTreeMap::new();
     attributes.insert("name".to_string(), config.name.clone());
-    attributes.insert("image".to_string(), if config.image.is_empty() { config.rootfs.clone() } else { config.image.clone() });
+    attributes.insert(
+        "image".to_string(),
+        if config.image.is_empty() {
+            config.rootfs.clone()
+        } else {
+            config.image.clone()
+        },
+    );
     if caller != Caller::ENGINE {
         attributes.insert("uid".to_string(), caller.uid.to_string());
     }
@@ -359,23 +386,41 @@ impl Locked<'_> {
     }
 
     /// As [`Locked::commit`], also announcing the container's exit after its events.
-    pub async fn commit_with(&self, status: ContainerStatus, events: Vec<NewEvent>, exited: Option<i32>) -> Result<()> {
-        let json = serde_json::to_string(&status).map_err(|e| EngineError::Internal(e.to_string()))?;
+    pub async fn commit_with(
+        &self,
+        status: ContainerStatus,
+        events: Vec<NewEvent>,
+        exited: Option<i32>,
+    ) -> Result<()> {
+        let json =
+            serde_json::to_string(&status).map_err(|e| EngineError::Internal(e.to_string()))?;
         let db = self.engine.db.clone();
         let entry = self.entry.clone();
         let notify = self.engine.notify.clone();
         let id = self.id().to_string();
         blocking(move || {
-            db.commit(&id, Change::Status(&id, &json), &events, now_micros(), |records| {
-                entry.status.send_replace(status.clone());
-                let _ = notify.send(Notification::Status { id: id.clone(), status });
-                for record in records {
-                    let _ = notify.send(Notification::Event(record));
-                }
-                if let Some(exit_code) = exited {
-                    let _ = notify.send(Notification::Exited { id: id.clone(), exit_code });
-                }
-            })?;
+            db.commit(
+                &id,
+                Change::Status(&id, &json),
+                &events,
+                now_micros(),
+                |records| {
+                    entry.status.send_replace(status.clone());
+                    let _ = notify.send(Notification::Status {
+                        id: id.clone(),
+                        status,
+                    });
+                    for record in records {
+                        let _ = notify.send(Notification::Event(record));
+                    }
+                    if let Some(exit_code) = exited {
+                        let _ = notify.send(Notification::Exited {
+                            id: id.clone(),
+                            exit_code,
+                        });
+                    }
+                },
+            )?;
             Ok(())
         })
         .await
@@ -399,7 +444,11 @@ impl Engine {
                 let _ = activity.changed().await;
                 continue;
             }
-            if tokio::time::timeout(timeout, activity.changed()).await.is_err() && self.is_idle() {
+            if tokio::time::timeout(timeout, activity.changed())
+                .await
+                .is_err()
+                && self.is_idle()
+            {
                 return;
             }
         }

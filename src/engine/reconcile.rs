@@ -28,7 +28,11 @@ impl Engine {
         if !locked.status().state.has_process() {
             return super::exit::after_exit_locked(&locked).await;
         }
-        let monitor_alive = self.inner().backends.launcher.is_alive(status.monitor_pid, id);
+        let monitor_alive = self
+            .inner()
+            .backends
+            .launcher
+            .is_alive(status.monitor_pid, id);
         if monitor_alive {
             // Adopted: the monitor still watches it and will write its exit file.
             if status.state == State::Stopping {

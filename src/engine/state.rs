@@ -54,7 +54,10 @@ impl State {
 
     /// A runtime process exists (or may exist) for the container.
     pub fn has_process(self) -> bool {
-        matches!(self, State::Created | State::Running | State::Stopping | State::Paused)
+        matches!(
+            self,
+            State::Created | State::Running | State::Stopping | State::Paused
+        )
     }
 
     /// "Running" in the sense of `Wait`: the main process has been started and not yet exited.
@@ -105,7 +108,10 @@ impl State {
 
     /// libpod's Cleanup refuses running and paused containers.
     pub fn can_cleanup(self) -> bool {
-        !matches!(self, State::Running | State::Paused | State::Stopping | State::Removing)
+        !matches!(
+            self,
+            State::Running | State::Paused | State::Stopping | State::Removing
+        )
     }
 
     pub fn can_checkpoint(self) -> bool {
@@ -140,14 +146,32 @@ mod tests {
     fn each_predicate_accepts_exactly_the_designed_states() {
         let table: [(&str, fn(State) -> bool, &[State]); 10] = [
             ("init", State::can_init, &[Configured, Stopped, Exited]),
-            ("start", State::can_start, &[Configured, Created, Stopped, Exited, Running]),
+            (
+                "start",
+                State::can_start,
+                &[Configured, Created, Stopped, Exited, Running],
+            ),
             ("stop", State::can_stop, &[Created, Running, Stopping]),
-            ("restart", State::can_restart, &[Configured, Created, Running, Stopping, Stopped, Exited]),
+            (
+                "restart",
+                State::can_restart,
+                &[Configured, Created, Running, Stopping, Stopped, Exited],
+            ),
             ("kill", State::can_kill, &[Running, Stopping]),
             ("pause", State::can_pause, &[Running]),
             ("unpause", State::can_unpause, &[Paused]),
-            ("mount", State::can_mount, &[Configured, Created, Running, Stopping, Paused, Stopped, Exited, Unknown]),
-            ("cleanup", State::can_cleanup, &[Configured, Created, Stopped, Exited, Unknown]),
+            (
+                "mount",
+                State::can_mount,
+                &[
+                    Configured, Created, Running, Stopping, Paused, Stopped, Exited, Unknown,
+                ],
+            ),
+            (
+                "cleanup",
+                State::can_cleanup,
+                &[Configured, Created, Stopped, Exited, Unknown],
+            ),
             ("checkpoint", State::can_checkpoint, &[Running]),
         ];
         for (verb, accepts, expected) in table {

@@ -1,31 +1,20 @@
 //! Learns of exits the moment a monitor renames an exit file into place (inotify), never by
 //! polling.
 
-use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use tokio::io::unix::AsyncFd;
+use nix::sys::inotify::AddWatchFlags;
 use tokio::sync::mpsc;
-
-/// The inotify instance as tokio's reactor wants it.
-struct InotifyFd(Inotify);
-
-impl AsRawFd for InotifyFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
-    }
-}
 
 /// Watches `dir` and sends the name (container id) of every exit file that appears. Must be
 /// started before the directory is scanned at start-up, so no exit falls between the two.
 pub fn watch(dir: &Path) -> std::io::Result<mpsc::UnboundedReceiver<String>> {
-    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
-    inotify.add_watch(dir, AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE)?;
-    // SAFETY: the AsyncFd owns the Inotify, which owns the descriptor, so the descriptor
-    // stays open for as long as it is registered.
-    #[allow(unsafe_code)]
-    let inotify = unsafe { AsyncFd::register(InotifyFd(inotify)) }.map_err(std::io::Error::from)?;
+    let inotify = crate::inotify::new()?;
+    inotify.add_watch(
+        dir,
+        AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+    )?;
+    let inotify = crate::inotify::register(inotify)?;
     let (sender, receiver) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {

@@ -75,7 +75,10 @@ fn monitor(options: &MonitorOptions) -> Result<(), String> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return Err(format!("become subreaper: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "become subreaper: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     for signal in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: installing SIG_IGN runs no code of ours in signal context.
@@ -83,8 +86,10 @@ fn monitor(options: &MonitorOptions) -> Result<(), String> {
             .map_err(|e| format!("ignore {signal}: {e}"))?;
     }
 
-    let (stdout_read, stdout_write) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (stderr_read, stderr_write) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (stdout_read, stdout_write) =
+        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (stderr_read, stderr_write) =
+        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let pid_file = options.bundle.join("pid");
     let status = Command::new(&options.runtime)
         .arg("--root")
@@ -117,7 +122,8 @@ fn monitor(options: &MonitorOptions) -> Result<(), String> {
     // Reap everything reparented to us (runc's helpers, orphans) as it dies.
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
-    mask.thread_block().map_err(|e| format!("block SIGCHLD: {e}"))?;
+    mask.thread_block()
+        .map_err(|e| format!("block SIGCHLD: {e}"))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("signalfd: {e}"))?;
 
@@ -133,7 +139,10 @@ fn monitor(options: &MonitorOptions) -> Result<(), String> {
         pid: pid as u32,
         exit_code,
         exited_at: now_micros(),
-        oom_killed: options.oom_file.as_ref().is_some_and(|path| oom_killed(path)),
+        oom_killed: options
+            .oom_file
+            .as_ref()
+            .is_some_and(|path| oom_killed(path)),
     };
     write_exit_file(&options.exit_file, &record).map_err(|e| format!("write exit file: {e}"))
 }
@@ -160,7 +169,10 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
 
 /// Whatever a failed `runc create` left in a pipe (without blocking).
 fn read_available(fd: &OwnedFd) -> String {
-    let _ = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+    let _ = nix::fcntl::fcntl(
+        fd.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
     let mut buffer = vec![0u8; 65536];
     let length = nix::unistd::read(fd, &mut buffer).unwrap_or(0);
     String::from_utf8_lossy(&buffer[..length]).into_owned()

@@ -102,7 +102,10 @@ mod tests {
         };
         write_exit_file(&path, &record).unwrap();
         assert_eq!(read_exit_file(&path).unwrap(), Some(record));
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("abc")]);
     }
 
@@ -114,7 +117,10 @@ mod tests {
 
     #[test]
     fn start_reports_are_one_json_line() {
-        let report = StartReport::Created { pid: 5, monitor_pid: 4 };
+        let report = StartReport::Created {
+            pid: 5,
+            monitor_pid: 4,
+        };
         let text = serde_json::to_string(&report).unwrap();
         assert!(!text.contains('\n'));
         assert_eq!(serde_json::from_str::<StartReport>(&text).unwrap(), report);

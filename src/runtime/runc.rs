@@ -20,7 +20,12 @@ impl RuncCli {
     }
 
     /// The command line that creates a container: the monitor runs it (see `monitor`).
-    pub fn create_command(&self, id: &str, bundle: &std::path::Path, pid_file: &std::path::Path) -> Command {
+    pub fn create_command(
+        &self,
+        id: &str,
+        bundle: &std::path::Path,
+        pid_file: &std::path::Path,
+    ) -> Command {
         let mut command = self.command();
         command
             .arg("create")
@@ -43,7 +48,13 @@ impl RuncCli {
     }
 
     /// `runc VERB OPTIONS… ID ARGS…`, failing with runc's stderr.
-    fn run_with(&self, verb: &str, id: &str, options: &[&str], args: &[&str]) -> Result<Output, RuntimeError> {
+    fn run_with(
+        &self,
+        verb: &str,
+        id: &str,
+        options: &[&str],
+        args: &[&str],
+    ) -> Result<Output, RuntimeError> {
         let output = self
             .command()
             .arg(verb)
@@ -84,7 +95,8 @@ impl OciRuntime for RuncCli {
     }
 
     fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
-        self.run_with("kill", id, &[], &[&signal.to_string()]).map(drop)
+        self.run_with("kill", id, &[], &[&signal.to_string()])
+            .map(drop)
     }
 
     fn pause(&self, id: &str) -> Result<(), RuntimeError> {

@@ -26,12 +26,46 @@ const DEFAULT_CAPABILITIES: &[&str] = &[
 
 /// Every capability the kernel knows, for `Privileged` and `CapAdd ALL`.
 const ALL_CAPABILITIES: &[&str] = &[
-    "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF", "CHECKPOINT_RESTORE",
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "IPC_LOCK", "IPC_OWNER",
-    "KILL", "LEASE", "LINUX_IMMUTABLE", "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN",
-    "NET_BIND_SERVICE", "NET_BROADCAST", "NET_RAW", "PERFMON", "SETFCAP", "SETGID", "SETPCAP",
-    "SETUID", "SYS_ADMIN", "SYS_BOOT", "SYS_CHROOT", "SYS_MODULE", "SYS_NICE", "SYS_PACCT",
-    "SYS_PTRACE", "SYS_RAWIO", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "SYSLOG",
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "SYSLOG",
     "WAKE_ALARM",
 ];
 
@@ -96,7 +130,11 @@ fn parse_capability(name: &str) -> Result<Capability, SpecError> {
 }
 
 /// The capability set after `CapAdd`/`CapDrop` (both accept `ALL`).
-pub fn capability_set(privileged: bool, add: &[String], drop: &[String]) -> Result<HashSet<Capability>, SpecError> {
+pub fn capability_set(
+    privileged: bool,
+    add: &[String],
+    drop: &[String],
+) -> Result<HashSet<Capability>, SpecError> {
     let wants_all = |list: &[String]| list.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
     let mut names: Vec<&str> = if privileged || wants_all(add) {
         ALL_CAPABILITIES.to_vec()
@@ -196,7 +234,11 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
         let mount = oci_spec::runtime::MountBuilder::default()
             .destination(PathBuf::from(&extra.destination))
             .typ(extra.kind.clone())
-            .source(PathBuf::from(if extra.kind == "tmpfs" { "tmpfs" } else { &extra.source }))
+            .source(PathBuf::from(if extra.kind == "tmpfs" {
+                "tmpfs"
+            } else {
+                &extra.source
+            }))
             .options(options)
             .build()
             .map_err(build_error)?;
@@ -245,8 +287,16 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
     Ok(spec)
 }
 
-fn bind_mount(source: &Path, destination: &str, read_only: bool) -> Result<Mount, oci_spec::OciSpecError> {
-    let mut options = vec!["bind".to_string(), "nosuid".to_string(), "nodev".to_string()];
+fn bind_mount(
+    source: &Path,
+    destination: &str,
+    read_only: bool,
+) -> Result<Mount, oci_spec::OciSpecError> {
+    let mut options = vec![
+        "bind".to_string(),
+        "nosuid".to_string(),
+        "nodev".to_string(),
+    ];
     if read_only {
         options.push("ro".into());
     }
@@ -285,17 +335,34 @@ mod tests {
     #[test]
     fn the_default_spec_has_podmans_capabilities_and_its_own_netns() {
         let spec = build(&input()).unwrap();
-        let caps = spec.process().as_ref().unwrap().capabilities().as_ref().unwrap();
-        assert_eq!(caps.bounding().as_ref().unwrap().len(), DEFAULT_CAPABILITIES.len());
+        let caps = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            caps.bounding().as_ref().unwrap().len(),
+            DEFAULT_CAPABILITIES.len()
+        );
         let namespaces = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
-        assert!(namespaces.iter().any(|ns| ns.typ() == LinuxNamespaceType::Network));
+        assert!(namespaces
+            .iter()
+            .any(|ns| ns.typ() == LinuxNamespaceType::Network));
     }
 
     #[test]
     fn host_network_drops_the_network_namespace() {
-        let spec = build(&SpecInput { host_network: true, ..input() }).unwrap();
+        let spec = build(&SpecInput {
+            host_network: true,
+            ..input()
+        })
+        .unwrap();
         let namespaces = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
-        assert!(!namespaces.iter().any(|ns| ns.typ() == LinuxNamespaceType::Network));
+        assert!(!namespaces
+            .iter()
+            .any(|ns| ns.typ() == LinuxNamespaceType::Network));
     }
 
     #[test]
@@ -304,30 +371,54 @@ mod tests {
         assert!(set.contains(&Capability::NetAdmin));
         assert!(!set.contains(&Capability::Chown));
         assert!(capability_set(false, &["BOGUS".into()], &[]).is_err());
-        assert!(capability_set(false, &[], &["ALL".into()]).unwrap().is_empty());
+        assert!(capability_set(false, &[], &["ALL".into()])
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn init_runs_first_and_is_mounted_read_only() {
-        let spec = build(&SpecInput { init_binary: Some("/usr/bin/catatonit".into()), ..input() }).unwrap();
+        let spec = build(&SpecInput {
+            init_binary: Some("/usr/bin/catatonit".into()),
+            ..input()
+        })
+        .unwrap();
         let args = spec.process().as_ref().unwrap().args().clone().unwrap();
         assert_eq!(args, vec![INIT_PATH_IN_CONTAINER, "--", "/bin/sh"]);
         let mounts = spec.mounts().clone().unwrap();
-        assert!(mounts.iter().any(|m| m.destination() == Path::new(INIT_PATH_IN_CONTAINER)));
+        assert!(mounts
+            .iter()
+            .any(|m| m.destination() == Path::new(INIT_PATH_IN_CONTAINER)));
     }
 
     #[test]
     fn nofile_never_exceeds_the_hard_limit() {
         let spec = build(&input()).unwrap();
         let rlimits = spec.process().as_ref().unwrap().rlimits().clone().unwrap();
-        let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
-        assert!(rlimits.iter().all(|r| r.hard() <= hard && r.soft() <= r.hard()));
+        let (_, hard) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        assert!(rlimits
+            .iter()
+            .all(|r| r.hard() <= hard && r.soft() <= r.hard()));
     }
 
     #[test]
     fn cpus_become_a_quota_over_a_100ms_period() {
-        let spec = build(&SpecInput { cpu_quota: Some(1.5), ..input() }).unwrap();
-        let cpu = spec.linux().as_ref().unwrap().resources().as_ref().unwrap().cpu().clone().unwrap();
+        let spec = build(&SpecInput {
+            cpu_quota: Some(1.5),
+            ..input()
+        })
+        .unwrap();
+        let cpu = spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .as_ref()
+            .unwrap()
+            .cpu()
+            .clone()
+            .unwrap();
         assert_eq!(cpu.quota(), Some(150_000));
         assert_eq!(cpu.period(), Some(100_000));
     }

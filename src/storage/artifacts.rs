@@ -30,7 +30,9 @@ pub struct Artifacts {
 
 impl Artifacts {
     pub fn new(dir: &Path) -> Artifacts {
-        Artifacts { dir: dir.to_path_buf() }
+        Artifacts {
+            dir: dir.to_path_buf(),
+        }
     }
 
     /// Checks a name; a valid one can never leave the directory (no `/`, no leading `.`).
@@ -118,7 +120,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Artifacts::new(&dir.path().join("artifacts"));
         for name in ["../x", "a/b", "..", ".hidden", ""] {
-            assert!(matches!(store.add(name, b"x"), Err(ArtifactError::InvalidName(_))), "{name}");
+            assert!(
+                matches!(store.add(name, b"x"), Err(ArtifactError::InvalidName(_))),
+                "{name}"
+            );
         }
         assert!(!dir.path().join("artifacts").exists());
     }
@@ -128,6 +133,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Artifacts::new(dir.path());
         let big = vec![0u8; MAX_ARTIFACT_SIZE + 1];
-        assert!(matches!(store.add("big", &big), Err(ArtifactError::TooLarge { .. })));
+        assert!(matches!(
+            store.add("big", &big),
+            Err(ArtifactError::TooLarge { .. })
+        ));
     }
 }

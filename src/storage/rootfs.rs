@@ -8,7 +8,13 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 /// The mount seam, faked in engine tests.
 pub trait Mounter: Send + Sync {
     /// Mounts `lower` (read-only) under `upper`/`work` at `target`.
-    fn mount_overlay(&self, lower: &Path, upper: &Path, work: &Path, target: &Path) -> std::io::Result<()>;
+    fn mount_overlay(
+        &self,
+        lower: &Path,
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> std::io::Result<()>;
     fn unmount(&self, target: &Path) -> std::io::Result<()>;
 }
 
@@ -23,15 +29,29 @@ pub fn is_mountable_path(path: &Path) -> bool {
 }
 
 impl Mounter for OverlayMounter {
-    fn mount_overlay(&self, lower: &Path, upper: &Path, work: &Path, target: &Path) -> std::io::Result<()> {
+    fn mount_overlay(
+        &self,
+        lower: &Path,
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> std::io::Result<()> {
         let options = format!(
             "lowerdir={},upperdir={},workdir={}",
             lower.display(),
             upper.display(),
             work.display()
         );
-        mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
-            .map_err(|errno| std::io::Error::other(format!("mount overlay at {}: {errno}", target.display())))
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .map_err(|errno| {
+            std::io::Error::other(format!("mount overlay at {}: {errno}", target.display()))
+        })
     }
 
     fn unmount(&self, target: &Path) -> std::io::Result<()> {
@@ -39,9 +59,15 @@ impl Mounter for OverlayMounter {
             Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
             // Something still holds it (a shell cd'ed into a `Mount()`): detach it lazily, as
             // podman's `umount --force` does.
-            Err(nix::errno::Errno::EBUSY) => umount2(target, MntFlags::MNT_DETACH)
-                .map_err(|errno| std::io::Error::other(format!("unmount {}: {errno}", target.display()))),
-            Err(errno) => Err(std::io::Error::other(format!("unmount {}: {errno}", target.display()))),
+            Err(nix::errno::Errno::EBUSY) => {
+                umount2(target, MntFlags::MNT_DETACH).map_err(|errno| {
+                    std::io::Error::other(format!("unmount {}: {errno}", target.display()))
+                })
+            }
+            Err(errno) => Err(std::io::Error::other(format!(
+                "unmount {}: {errno}",
+                target.display()
+            ))),
         }
     }
 }

@@ -43,11 +43,20 @@ fn lookup_in(passwd: &str, group: &str, spec: &str) -> Result<ExecUser, UserErro
     let user_part = if user_part.is_empty() { "0" } else { user_part };
     let entries = passwd.lines().filter_map(|line| {
         let fields: Vec<&str> = line.split(':').collect();
-        (fields.len() >= 7).then(|| (fields[0], fields[2].parse::<u32>().ok(), fields[3].parse::<u32>().ok(), fields[5]))
+        (fields.len() >= 7).then(|| {
+            (
+                fields[0],
+                fields[2].parse::<u32>().ok(),
+                fields[3].parse::<u32>().ok(),
+                fields[5],
+            )
+        })
     });
     let found = entries
         .filter_map(|(name, uid, gid, home)| Some((name, uid?, gid?, home)))
-        .find(|(name, uid, _, _)| *name == user_part || user_part.parse::<u32>().ok() == Some(*uid));
+        .find(|(name, uid, _, _)| {
+            *name == user_part || user_part.parse::<u32>().ok() == Some(*uid)
+        });
     let (user_name, uid, mut gid, home) = match found {
         Some((name, uid, gid, home)) => (name.to_string(), uid, gid, home.to_string()),
         // A numeric uid need not exist in passwd (runc and podman accept it).
@@ -61,8 +70,15 @@ fn lookup_in(passwd: &str, group: &str, spec: &str) -> Result<ExecUser, UserErro
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(':').collect();
             (fields.len() >= 4).then(|| {
-                let members = fields[3].split(',').filter(|m| !m.is_empty()).map(str::to_string).collect();
-                fields[2].parse::<u32>().ok().map(|gid| (fields[0].to_string(), gid, members))
+                let members = fields[3]
+                    .split(',')
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                fields[2]
+                    .parse::<u32>()
+                    .ok()
+                    .map(|gid| (fields[0].to_string(), gid, members))
             })?
         })
         .collect();
@@ -121,7 +137,13 @@ mod tests {
 
     #[test]
     fn unknown_names_are_errors() {
-        assert_eq!(lookup_in(PASSWD, GROUP, "alice"), Err(UserError::NoSuchUser("alice".into())));
-        assert_eq!(lookup_in(PASSWD, GROUP, "root:wheel"), Err(UserError::NoSuchGroup("wheel".into())));
+        assert_eq!(
+            lookup_in(PASSWD, GROUP, "alice"),
+            Err(UserError::NoSuchUser("alice".into()))
+        );
+        assert_eq!(
+            lookup_in(PASSWD, GROUP, "root:wheel"),
+            Err(UserError::NoSuchGroup("wheel".into()))
+        );
     }
 }

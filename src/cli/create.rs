@@ -1,0 +1,243 @@
+//! `create` and `run`: podman's flags, turned into a `CreateContainer` spec.
+
+use std::collections::HashMap;
+
+use clap::Args;
+use zbus::Variant;
+
+use super::explain;
+use super::proxy::{ContainerProxy, ManagerProxy, Spec};
+
+#[derive(Args, Clone)]
+pub struct CreateArgs {
+    #[arg(long)]
+    name: Option<String>,
+    /// Host directory used read-only as the container's root filesystem.
+    #[arg(long)]
+    rootfs: String,
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    #[arg(short, long = "workdir")]
+    workdir: Option<String>,
+    #[arg(short, long)]
+    user: Option<String>,
+    #[arg(long)]
+    hostname: Option<String>,
+    /// KEY=VALUE
+    #[arg(short, long = "label")]
+    label: Vec<String>,
+    /// KEY=VALUE
+    #[arg(long = "annotation")]
+    annotation: Vec<String>,
+    #[arg(long)]
+    stop_signal: Option<String>,
+    #[arg(long)]
+    stop_timeout: Option<u32>,
+    /// type=bind|tmpfs,source=…,destination=…[,ro][,OPTION…]
+    #[arg(long = "mount")]
+    mount: Vec<String>,
+    /// none (default) or host.
+    #[arg(long)]
+    network: Option<String>,
+    /// Containers that must run first.
+    #[arg(long = "requires")]
+    requires: Vec<String>,
+    /// no, on-failure[:N], always, unless-stopped.
+    #[arg(long)]
+    restart: Option<String>,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Memory limit in bytes.
+    #[arg(long)]
+    memory: Option<u64>,
+    #[arg(long)]
+    pids_limit: Option<u64>,
+    #[arg(long)]
+    cpus: Option<f64>,
+    #[arg(long)]
+    read_only: bool,
+    /// Run a tiny init (catatonit) as PID 1.
+    #[arg(long)]
+    init: bool,
+    #[arg(long)]
+    privileged: bool,
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    #[arg(long)]
+    log_driver: Option<String>,
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Print the id and return at once.
+    #[arg(short, long)]
+    detach: bool,
+    #[command(flatten)]
+    create: CreateArgs,
+}
+
+fn pairs(key: &str, values: &[String]) -> anyhow::Result<HashMap<String, String>> {
+    values
+        .iter()
+        .map(|v| {
+            v.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("--{key} {v:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+fn mount_spec(text: &str) -> anyhow::Result<HashMap<String, zbus::OwnedVariant>> {
+    let mut spec: HashMap<String, zbus::OwnedVariant> = HashMap::new();
+    let mut options = Vec::new();
+    let owned = |v: Variant<'_>| v.try_to_owned().map_err(anyhow::Error::from);
+    for part in text.split(',') {
+        match part.split_once('=') {
+            Some(("type", v)) => spec.insert("Type".into(), owned(Variant::from(v))?),
+            Some(("source" | "src", v)) => spec.insert("Source".into(), owned(Variant::from(v))?),
+            Some(("destination" | "dst" | "target", v)) => {
+                spec.insert("Destination".into(), owned(Variant::from(v))?)
+            }
+            None if part == "ro" || part == "readonly" => {
+                spec.insert("ReadOnly".into(), owned(Variant::from(true))?)
+            }
+            _ => {
+                options.push(part.to_string());
+                None
+            }
+        };
+    }
+    if !options.is_empty() {
+        spec.insert("Options".into(), owned(Variant::from(options))?);
+    }
+    Ok(spec)
+}
+
+fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
+    let mut spec: Spec<'static> = HashMap::new();
+    spec.insert("Rootfs", Variant::from(args.rootfs.clone()));
+    let mut put_string = |key: &'static str, value: &Option<String>| {
+        if let Some(value) = value {
+            spec.insert(key, Variant::from(value.clone()));
+        }
+    };
+    put_string("Name", &args.name);
+    put_string("WorkingDir", &args.workdir);
+    put_string("User", &args.user);
+    put_string("Hostname", &args.hostname);
+    put_string("StopSignal", &args.stop_signal);
+    put_string("Network", &args.network);
+    put_string("RestartPolicy", &args.restart);
+    put_string("LogDriver", &args.log_driver);
+    if !args.command.is_empty() {
+        spec.insert("Command", Variant::from(args.command.clone()));
+    }
+    if let Some(entrypoint) = &args.entrypoint {
+        spec.insert("Entrypoint", Variant::from(vec![entrypoint.clone()]));
+    }
+    for (key, list) in [
+        ("Env", &args.env),
+        ("Dependencies", &args.requires),
+        ("CapAdd", &args.cap_add),
+        ("CapDrop", &args.cap_drop),
+    ] {
+        if !list.is_empty() {
+            spec.insert(key, Variant::from(list.clone()));
+        }
+    }
+    if !args.label.is_empty() {
+        spec.insert("Labels", Variant::from(pairs("label", &args.label)?));
+    }
+    if !args.annotation.is_empty() {
+        spec.insert(
+            "Annotations",
+            Variant::from(pairs("annotation", &args.annotation)?),
+        );
+    }
+    if !args.mount.is_empty() {
+        let mounts = args
+            .mount
+            .iter()
+            .map(|m| mount_spec(m))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        spec.insert("Mounts", Variant::from(mounts));
+    }
+    if let Some(timeout) = args.stop_timeout {
+        spec.insert("StopTimeout", Variant::from(timeout));
+    }
+    if let Some(memory) = args.memory {
+        spec.insert("MemoryMax", Variant::from(memory));
+    }
+    if let Some(pids) = args.pids_limit {
+        spec.insert("PidsMax", Variant::from(pids));
+    }
+    if let Some(cpus) = args.cpus {
+        spec.insert("CpuQuota", Variant::from(cpus));
+    }
+    for (key, flag) in [
+        ("AutoRemove", args.rm),
+        ("ReadOnlyRootfs", args.read_only),
+        ("Init", args.init),
+        ("Privileged", args.privileged),
+    ] {
+        if flag {
+            spec.insert(key, Variant::from(true));
+        }
+    }
+    Ok(spec)
+}
+
+async fn create_container<'a>(
+    connection: &zbus::Connection,
+    args: &CreateArgs,
+) -> anyhow::Result<ContainerProxy<'a>> {
+    let manager = ManagerProxy::new(connection).await?;
+    let path = manager
+        .create_container(spec(args)?)
+        .await
+        .map_err(explain)?;
+    Ok(ContainerProxy::builder(connection)
+        .path(path)
+        .build()
+        .await?)
+}
+
+pub async fn create(connection: &zbus::Connection, args: CreateArgs) -> anyhow::Result<i32> {
+    let container = create_container(connection, &args).await?;
+    println!("{}", container.id().await?);
+    Ok(0)
+}
+
+/// Create, start, wait; the exit status is the container's.
+pub async fn run(connection: &zbus::Connection, args: RunArgs) -> anyhow::Result<i32> {
+    // In the foreground berthctl removes the container itself, after printing its output;
+    // detached, berthd does (AutoRemove).
+    let mut create = args.create.clone();
+    create.rm = args.detach && args.create.rm;
+    let container = create_container(connection, &create).await?;
+    let id = container.id().await?;
+    if let Err(error) = container.start(false).await {
+        if args.create.rm {
+            let _ = container.remove(true).await;
+        }
+        return Err(explain(error));
+    }
+    if args.detach {
+        println!("{id}");
+        return Ok(0);
+    }
+    super::logs::follow(&container).await?;
+    let code = container.wait().await.map_err(explain)?;
+    if args.create.rm {
+        container.remove(true).await.map_err(explain)?;
+    }
+    Ok(code)
+}

@@ -1,0 +1,85 @@
+//! Client proxies for berth's interfaces (what `berthctl` and tests call).
+
+use std::collections::HashMap;
+
+use zbus::{proxy, OwnedObjectPath, Variant};
+
+#[proxy(
+    interface = "org.berth.Engine1.Manager",
+    default_service = "org.berth.Engine1",
+    default_path = "/org/berth/Engine1"
+)]
+pub trait Manager {
+    fn create_container(&self, spec: HashMap<&str, Variant<'_>>) -> zbus::Result<OwnedObjectPath>;
+    fn get_container(&self, name_or_id: &str) -> zbus::Result<OwnedObjectPath>;
+    fn list_containers(&self) -> zbus::Result<Vec<(String, String, String, OwnedObjectPath)>>;
+    fn remove_container(&self, name_or_id: &str, force: bool) -> zbus::Result<()>;
+    fn get_events(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> zbus::Result<Vec<(u64, u64, String, String, HashMap<String, String>)>>;
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+}
+
+#[proxy(
+    interface = "org.berth.Engine1.Container",
+    default_service = "org.berth.Engine1"
+)]
+pub trait Container {
+    fn init(&self) -> zbus::Result<()>;
+    fn start(&self, recursive: bool) -> zbus::Result<()>;
+    fn stop(&self, timeout_sec: u32) -> zbus::Result<()>;
+    fn restart(&self, timeout_sec: u32) -> zbus::Result<()>;
+    fn kill(&self, signal: &str) -> zbus::Result<()>;
+    fn pause(&self) -> zbus::Result<()>;
+    fn unpause(&self) -> zbus::Result<()>;
+    fn wait(&self) -> zbus::Result<i32>;
+    fn mount(&self) -> zbus::Result<String>;
+    fn unmount(&self, force: bool) -> zbus::Result<()>;
+    fn inspect(&self, size: bool) -> zbus::Result<String>;
+    fn cleanup(&self) -> zbus::Result<()>;
+    fn logs(&self, options: HashMap<&str, Variant<'_>>) -> zbus::Result<zbus::OwnedFd>;
+    fn sync(&self) -> zbus::Result<()>;
+    fn refresh(&self) -> zbus::Result<()>;
+    fn batch(&self, ops: Vec<(&str, HashMap<&str, Variant<'_>>)>) -> zbus::Result<()>;
+    fn remove(&self, force: bool) -> zbus::Result<()>;
+    fn add_artifact(&self, name: &str, data: &[u8]) -> zbus::Result<()>;
+    fn get_artifact(&self, name: &str) -> zbus::Result<Vec<u8>>;
+    fn remove_artifact(&self, name: &str) -> zbus::Result<()>;
+    fn list_artifacts(&self) -> zbus::Result<Vec<String>>;
+
+    #[zbus(signal)]
+    fn event(
+        &self,
+        seq: u64,
+        timestamp: u64,
+        r#type: String,
+        attributes: HashMap<String, String>,
+    ) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn exited(&self, exit_code: i32) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    fn id(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn name(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn pid(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn exit_code(&self) -> zbus::Result<i32>;
+    #[zbus(property)]
+    fn command(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn created_at(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn error(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn stop_timeout(&self) -> zbus::Result<u32>;
+}
+
+/// A `CreateContainer` spec as a client builds it.
+pub type Spec<'a> = HashMap<&'a str, Variant<'a>>;

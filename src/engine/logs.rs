@@ -1,0 +1,241 @@
+//! `Logs`: the container's k8s-file log streamed into a pipe, optionally followed until the
+//! container stops. Bytes go through the fd, never through a D-Bus message.
+
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use nix::sys::inotify::AddWatchFlags;
+use tokio::io::AsyncWriteExt;
+
+use super::{Engine, EngineError, Result};
+
+/// `Logs` options (DESIGN §2.2).
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    pub follow: bool,
+    /// Only the last N lines (None = all).
+    pub tail: Option<u64>,
+    /// Microseconds since the epoch; 0 = no bound.
+    pub since: u64,
+    pub until: u64,
+    pub timestamps: bool,
+}
+
+/// One parsed log line.
+struct LogLine {
+    timestamp: String,
+    micros: u64,
+    full: bool,
+    text: String,
+}
+
+fn parse_line(line: &str) -> Option<LogLine> {
+    let mut fields = line.splitn(4, ' ');
+    let timestamp = fields.next()?.to_string();
+    let _stream = fields.next()?;
+    let tag = fields.next()?;
+    let text = fields.next().unwrap_or("").to_string();
+    Some(LogLine {
+        micros: parse_rfc3339_micros(&timestamp).unwrap_or(0),
+        timestamp,
+        full: tag == "F",
+        text,
+    })
+}
+
+/// Parses the `YYYY-MM-DDTHH:MM:SS.fffffffffZ` timestamps the monitor writes.
+fn parse_rfc3339_micros(text: &str) -> Option<u64> {
+    let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
+    let mut date = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut clock = clock.split(':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
+    let micros_fraction: i64 = format!("{fraction:0<6}")[..6].parse().ok()?;
+    // Days from civil (Howard Hinnant), the inverse of clock::civil_from_days.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
+    u64::try_from(seconds * 1_000_000 + micros_fraction).ok()
+}
+
+fn render(line: &LogLine, options: &LogOptions) -> Option<Vec<u8>> {
+    if options.since != 0 && line.micros < options.since
+        || options.until != 0 && line.micros > options.until
+    {
+        return None;
+    }
+    let mut out = Vec::new();
+    if options.timestamps {
+        out.extend_from_slice(line.timestamp.as_bytes());
+        out.push(b' ');
+    }
+    out.extend_from_slice(line.text.as_bytes());
+    if line.full {
+        out.push(b'\n');
+    }
+    Some(out)
+}
+
+impl Engine {
+    /// Returns the read end of a pipe that carries the log.
+    pub async fn logs(&self, id: &str, options: LogOptions) -> Result<OwnedFd> {
+        let entry = self.inner().entry(id)?;
+        if entry.config.log_driver != "k8s-file" {
+            return Err(EngineError::NotSupported(format!(
+                "container {id} has log driver {}",
+                entry.config.log_driver
+            )));
+        }
+        let path = self.inner().container_dir(id).join("ctr.log");
+        // Only our end is non-blocking; the client reads its end however it likes.
+        let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| EngineError::Internal(format!("pipe: {e}")))?;
+        nix::fcntl::fcntl(
+            &writer,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| EngineError::Internal(format!("pipe: {e}")))?;
+        let writer = tokio::net::unix::pipe::Sender::from_owned_fd(writer)
+            .map_err(|e| EngineError::Internal(format!("pipe: {e}")))?;
+        let status = entry.status.subscribe();
+        let busy = self.busy();
+        tokio::spawn(async move {
+            let _busy = if options.follow { None } else { Some(busy) };
+            if let Err(error) = stream_log(path, options, writer, status).await {
+                tracing::debug!(%error, "log stream ended");
+            }
+        });
+        Ok(reader)
+    }
+}
+
+async fn stream_log(
+    path: PathBuf,
+    options: LogOptions,
+    mut writer: tokio::net::unix::pipe::Sender,
+    mut status: tokio::sync::watch::Receiver<super::ContainerStatus>,
+) -> std::io::Result<()> {
+    // Watch before reading, so nothing written in between is missed.
+    let inotify = if options.follow {
+        let inotify = crate::inotify::new()?;
+        if path.exists() {
+            inotify.add_watch(&path, AddWatchFlags::IN_MODIFY)?;
+        }
+        Some(inotify)
+    } else {
+        None
+    };
+    let mut reader = match std::fs::File::open(&path) {
+        Ok(file) => Some(BufReader::new(file)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(error),
+    };
+    let mut backlog: Vec<Vec<u8>> = Vec::new();
+    if let Some(reader) = reader.as_mut() {
+        let mut line = String::new();
+        while reader.read_line(&mut line)? > 0 {
+            if line.ends_with('\n') {
+                if let Some(rendered) =
+                    parse_line(line.trim_end_matches('\n')).and_then(|l| render(&l, &options))
+                {
+                    backlog.push(rendered);
+                }
+                line.clear();
+            } else {
+                // A line still being written: read it again when following.
+                reader.seek(SeekFrom::Current(-(line.len() as i64)))?;
+                break;
+            }
+        }
+    }
+    let skip = options
+        .tail
+        .map(|n| backlog.len().saturating_sub(n as usize))
+        .unwrap_or(0);
+    for chunk in &backlog[skip..] {
+        writer.write_all(chunk).await?;
+    }
+    let Some(inotify) = inotify else {
+        return Ok(());
+    };
+    // Follow: new lines as they come, until the container is no longer running.
+    let inotify = crate::inotify::register(inotify)?;
+    loop {
+        let running = status.borrow_and_update().state.is_running()
+            || status.borrow().state == super::State::Created;
+        if let Some(reader) = reader.as_mut() {
+            let mut line = String::new();
+            while reader.read_line(&mut line)? > 0 {
+                if !line.ends_with('\n') {
+                    reader.seek(SeekFrom::Current(-(line.len() as i64)))?;
+                    break;
+                }
+                if let Some(rendered) =
+                    parse_line(line.trim_end_matches('\n')).and_then(|l| render(&l, &options))
+                {
+                    writer.write_all(&rendered).await?;
+                }
+                line.clear();
+            }
+        }
+        if !running {
+            return Ok(());
+        }
+        tokio::select! {
+            ready = inotify.readable() => {
+                let mut guard = ready?;
+                let _ = guard.get_inner().0.read_events();
+                guard.clear_ready();
+            }
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if reader.is_none() {
+            reader = std::fs::File::open(&path).ok().map(BufReader::new);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monitor_timestamps_parse_back_to_micros() {
+        let micros = 1_795_921_862_123_456u64;
+        let text = crate::clock::rfc3339_nanos(
+            std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros),
+        );
+        assert_eq!(parse_rfc3339_micros(&text), Some(micros));
+    }
+
+    #[test]
+    fn lines_render_with_optional_timestamps_and_partial_tags() {
+        let line = parse_line("2026-11-29T03:11:02.000000000Z stdout F hello").unwrap();
+        assert_eq!(render(&line, &LogOptions::default()).unwrap(), b"hello\n");
+        let options = LogOptions {
+            timestamps: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            render(&line, &options).unwrap(),
+            b"2026-11-29T03:11:02.000000000Z hello\n"
+        );
+        let partial = parse_line("2026-11-29T03:11:02.000000000Z stdout P wor").unwrap();
+        assert_eq!(render(&partial, &LogOptions::default()).unwrap(), b"wor");
+        let late = LogOptions {
+            since: line.micros + 1,
+            ..Default::default()
+        };
+        assert!(render(&line, &late).is_none());
+    }
+}
