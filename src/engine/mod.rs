@@ -9,6 +9,8 @@ pub mod config;
 mod create;
 mod error;
 mod exit;
+#[cfg(test)]
+mod fake;
 mod filesystem;
 mod inspect;
 mod lifecycle;
@@ -16,6 +18,8 @@ mod logs;
 mod maintenance;
 mod reconcile;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,211 @@
+//! Fakes of the runtime, the monitor launcher and the mounter, for fast engine tests without
+//! root. Exits still travel the real way: the fake writes an exit file and the engine's
+//! inotify watch picks it up.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::clock::now_micros;
+use crate::monitor::launcher::{LaunchError, LaunchRequest, Launched, MonitorLauncher};
+use crate::monitor::protocol::{write_exit_file, ExitRecord};
+use crate::runtime::{OciRuntime, RuntimeError, RuntimeStatus};
+use crate::storage::rootfs::Mounter;
+
+#[derive(Debug, Clone)]
+struct Process {
+    pid: u32,
+    status: RuntimeStatus,
+    exit_file: PathBuf,
+}
+
+/// One fake machine shared by the three fakes.
+#[derive(Default)]
+pub struct FakeWorld {
+    processes: Mutex<HashMap<String, Process>>,
+    next_pid: Mutex<u32>,
+    /// Signals the fake process ignores (as a PID 1 without handlers does).
+    pub ignored_signals: Mutex<Vec<i32>>,
+    /// Makes `delete` fail (to hold a container in `stopped`).
+    pub fail_delete: Mutex<bool>,
+    pub mounts: Mutex<Vec<PathBuf>>,
+}
+
+impl FakeWorld {
+    pub fn new() -> Arc<FakeWorld> {
+        Arc::new(FakeWorld {
+            next_pid: Mutex::new(1000),
+            ..Default::default()
+        })
+    }
+
+    pub fn backends(self: &Arc<Self>) -> super::Backends {
+        super::Backends {
+            runtime: Arc::new(FakeRuntime(self.clone())),
+            launcher: Arc::new(FakeLauncher(self.clone())),
+            mounter: Arc::new(FakeMounter(self.clone())),
+        }
+    }
+
+    /// The container's process exits by itself with `code`.
+    pub fn exit(&self, id: &str, code: i32) {
+        let mut processes = self.processes.lock().unwrap();
+        if let Some(process) = processes.get_mut(id) {
+            if process.status != RuntimeStatus::Stopped {
+                process.status = RuntimeStatus::Stopped;
+                let record = ExitRecord {
+                    pid: process.pid,
+                    exit_code: code,
+                    exited_at: now_micros(),
+                    oom_killed: false,
+                };
+                write_exit_file(&process.exit_file, &record).unwrap();
+            }
+        }
+    }
+
+    pub fn runtime_status(&self, id: &str) -> Option<RuntimeStatus> {
+        self.processes.lock().unwrap().get(id).map(|p| p.status)
+    }
+
+    pub fn pid(&self, id: &str) -> Option<u32> {
+        self.processes.lock().unwrap().get(id).map(|p| p.pid)
+    }
+}
+
+pub struct FakeRuntime(Arc<FakeWorld>);
+pub struct FakeLauncher(Arc<FakeWorld>);
+pub struct FakeMounter(Arc<FakeWorld>);
+
+fn failed(command: &str, id: &str, stderr: &str) -> RuntimeError {
+    RuntimeError::Failed {
+        command: command.into(),
+        id: id.into(),
+        stderr: stderr.into(),
+    }
+}
+
+impl OciRuntime for FakeRuntime {
+    fn name(&self) -> String {
+        "fake".into()
+    }
+
+    fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut processes = self.0.processes.lock().unwrap();
+        let process = processes
+            .get_mut(id)
+            .ok_or_else(|| failed("start", id, "does not exist"))?;
+        match process.status {
+            RuntimeStatus::Created => {
+                process.status = RuntimeStatus::Running;
+                Ok(())
+            }
+            _ => Err(failed(
+                "start",
+                id,
+                "cannot start a container that is not created",
+            )),
+        }
+    }
+
+    fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
+        let ignored = self.0.ignored_signals.lock().unwrap().contains(&signal);
+        let status = self
+            .0
+            .runtime_status(id)
+            .ok_or_else(|| failed("kill", id, "does not exist"))?;
+        if status == RuntimeStatus::Stopped {
+            return Err(failed("kill", id, "container not running"));
+        }
+        if !ignored && status != RuntimeStatus::Paused {
+            self.0.exit(id, 128 + signal);
+        }
+        Ok(())
+    }
+
+    fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut processes = self.0.processes.lock().unwrap();
+        let process = processes
+            .get_mut(id)
+            .ok_or_else(|| failed("pause", id, "does not exist"))?;
+        process.status = RuntimeStatus::Paused;
+        Ok(())
+    }
+
+    fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut processes = self.0.processes.lock().unwrap();
+        let process = processes
+            .get_mut(id)
+            .ok_or_else(|| failed("resume", id, "does not exist"))?;
+        process.status = RuntimeStatus::Running;
+        Ok(())
+    }
+
+    fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        if *self.0.fail_delete.lock().unwrap() {
+            return Err(failed("delete", id, "injected failure"));
+        }
+        let status = self.0.runtime_status(id);
+        if matches!(
+            status,
+            Some(RuntimeStatus::Created | RuntimeStatus::Running | RuntimeStatus::Paused)
+        ) {
+            if !force {
+                return Err(failed("delete", id, "container is running"));
+            }
+            self.0.exit(id, 137);
+        }
+        self.0.processes.lock().unwrap().remove(id);
+        Ok(())
+    }
+
+    fn state(&self, id: &str) -> Result<Option<RuntimeStatus>, RuntimeError> {
+        Ok(self.0.runtime_status(id))
+    }
+}
+
+impl MonitorLauncher for FakeLauncher {
+    fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError> {
+        let pid = {
+            let mut next = self.0.next_pid.lock().unwrap();
+            *next += 1;
+            *next
+        };
+        self.0.processes.lock().unwrap().insert(
+            request.id.clone(),
+            Process {
+                pid,
+                status: RuntimeStatus::Created,
+                exit_file: request.exit_file.clone(),
+            },
+        );
+        Ok(Launched {
+            pid,
+            monitor_pid: pid + 100_000,
+        })
+    }
+
+    fn is_alive(&self, _monitor_pid: u32, id: &str) -> bool {
+        self.0
+            .runtime_status(id)
+            .is_some_and(|s| s != RuntimeStatus::Stopped)
+    }
+}
+
+impl Mounter for FakeMounter {
+    fn mount_overlay(
+        &self,
+        _lower: &Path,
+        _upper: &Path,
+        _work: &Path,
+        target: &Path,
+    ) -> std::io::Result<()> {
+        self.0.mounts.lock().unwrap().push(target.to_path_buf());
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path) -> std::io::Result<()> {
+        self.0.mounts.lock().unwrap().retain(|m| m != target);
+        Ok(())
+    }
+}
