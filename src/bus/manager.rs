@@ -29,12 +29,15 @@ impl Manager {
     async fn create_container(
         &self,
         #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
         spec: HashMap<String, OwnedVariant>,
     ) -> Result<OwnedObjectPath, BusError> {
         let _busy = self.engine.busy();
         let caller = self.auth.authorize(&header, Action::Manage).await?;
         let request = spec::create_request(spec)?;
         let id = self.engine.create(caller, request).await?;
+        // Served before the reply, so the caller's next call finds the object.
+        super::add_container(connection, &self.engine, &self.auth, &id).await?;
         Ok(container::path(&id))
     }
 
