@@ -24,8 +24,13 @@ impl Engine {
             let busy = self.busy();
             tokio::spawn(async move {
                 let _busy = busy;
-                if let Err(error) = engine.handle_exit(&id).await {
-                    tracing::warn!(id = %id, %error, "recording an exit failed");
+                match engine.handle_exit(&id).await {
+                    // A force-remove recorded it and took the container away meanwhile.
+                    Ok(())
+                    | Err(
+                        super::EngineError::Removed(_) | super::EngineError::NoSuchContainer(_),
+                    ) => {}
+                    Err(error) => tracing::warn!(id = %id, %error, "recording an exit failed"),
                 }
             });
         }
