@@ -376,7 +376,8 @@ pub fn changed_properties(
     use zbus::Variant;
     let mut changed: Vec<(&'static str, Variant<'static>)> = Vec::new();
     let differs = |f: fn(&ContainerStatus) -> Variant<'static>| before.map(f) != Some(f(after));
-    let fields: [(&'static str, fn(&ContainerStatus) -> Variant<'static>); 10] = [
+    type Field = fn(&ContainerStatus) -> Variant<'static>;
+    let fields: [(&'static str, Field); 10] = [
         ("State", |s| Variant::from(s.state.as_str().to_string())),
         ("Pid", |s| Variant::from(s.pid)),
         ("ExitCode", |s| Variant::from(s.exit_code)),

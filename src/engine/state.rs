@@ -144,7 +144,8 @@ mod tests {
     /// The DESIGN §2.2 table, one row per verb: the states it accepts.
     #[test]
     fn each_predicate_accepts_exactly_the_designed_states() {
-        let table: [(&str, fn(State) -> bool, &[State]); 10] = [
+        type Row<'a> = (&'a str, fn(State) -> bool, &'a [State]);
+        let table: [Row; 10] = [
             ("init", State::can_init, &[Configured, Stopped, Exited]),
             (
                 "start",

@@ -139,10 +139,7 @@ fn monitor(options: &MonitorOptions) -> Result<(), String> {
         pid: pid as u32,
         exit_code,
         exited_at: now_micros(),
-        oom_killed: options
-            .oom_file
-            .as_ref()
-            .is_some_and(|path| oom_killed(path)),
+        oom_killed: options.oom_file.as_ref().is_some_and(oom_killed),
     };
     write_exit_file(&options.exit_file, &record).map_err(|e| format!("write exit file: {e}"))
 }

@@ -1,0 +1,228 @@
+//! Measurements for `scripts/bench` (a client that stays connected, as the issue asks).
+//! Prints `name value` lines; the script puts them next to runc and podman.
+//!
+//! Usage: bench MODE N [ADDRESS ROOTFS] [-- COMMAND…]
+//!   exec N -- CMD       runs CMD N times (ms per run): bare runc, podman
+//!   lifecycle N A R     create+start+wait+remove of /bin/true, N times (ms per run)
+//!   roundtrip N A R     Get State vs a bare zbus echo method on the same bus (µs per call)
+//!   exit N A R          exit → Exited signal latency (ms)
+//!   populate N A R      creates N configured containers
+//!   monitors N A R      PSS of N running containers' monitors (KiB)
+//!   startup 1 A R -- BERTHD…  spawn to name owned (ms); leaves berthd running
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use berth::cli::proxy::{ContainerProxy, ManagerProxy};
+use futures_util::StreamExt;
+use zbus::Variant;
+
+struct Echo;
+
+#[zbus::interface(name = "org.berth.Bench.Echo")]
+impl Echo {
+    fn echo(&self, text: String) -> String {
+        text
+    }
+}
+
+#[zbus::proxy(interface = "org.berth.Bench.Echo", default_path = "/echo")]
+trait EchoClient {
+    fn echo(&self, text: &str) -> zbus::Result<String>;
+}
+
+fn stats(name: &str, unit: &str, mut samples: Vec<f64>) {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    println!("{name}_median_{unit} {:.3}", at(0.5));
+    println!("{name}_p95_{unit} {:.3}", at(0.95));
+}
+
+fn spec<'a>(rootfs: &str, command: &[&str]) -> HashMap<&'a str, Variant<'a>> {
+    HashMap::from([
+        ("Rootfs", Variant::from(rootfs.to_string())),
+        (
+            "Command",
+            Variant::from(command.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+        ),
+    ])
+}
+
+async fn container<'a>(
+    connection: &zbus::Connection,
+    manager: &ManagerProxy<'_>,
+    rootfs: &str,
+    command: &[&str],
+) -> ContainerProxy<'a> {
+    let path = manager
+        .create_container(spec(rootfs, command))
+        .await
+        .expect("create");
+    ContainerProxy::builder(connection)
+        .path(path)
+        .build()
+        .await
+        .expect("proxy")
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args[1].as_str();
+    let count: usize = args[2].parse().expect("N");
+    let command: Vec<String> = args
+        .iter()
+        .skip_while(|a| *a != "--")
+        .skip(1)
+        .cloned()
+        .collect();
+    if mode == "exec" {
+        let mut samples = Vec::new();
+        for _ in 0..count + 2 {
+            let started = Instant::now();
+            let status = std::process::Command::new(&command[0])
+                .args(&command[1..])
+                .status()
+                .expect("run");
+            assert!(status.success(), "{command:?} failed");
+            samples.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        stats("exec", "ms", samples[2..].to_vec());
+        return;
+    }
+    let (address, rootfs) = (&args[3], &args[4]);
+    let connection = zbus::connection::Builder::address(address.as_str())
+        .build()
+        .await
+        .expect("connect");
+    let manager = ManagerProxy::new(&connection).await.expect("manager");
+    match mode {
+        "lifecycle" => {
+            let mut samples = Vec::new();
+            for _ in 0..count + 2 {
+                let started = Instant::now();
+                let c = container(&connection, &manager, rootfs, &["/bin/true"]).await;
+                c.start(false).await.expect("start");
+                assert_eq!(c.wait().await.expect("wait"), 0);
+                c.remove(false).await.expect("remove");
+                samples.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+            stats("berth_lifecycle", "ms", samples[2..].to_vec());
+        }
+        "roundtrip" => {
+            let echo = zbus::connection::Builder::address(address.as_str())
+                .serve_at("/echo", Echo)
+                .build()
+                .await
+                .expect("echo connection");
+            let echo_name = echo.unique_name().expect("unique name").to_string();
+            let client = EchoClientProxy::builder(&connection)
+                .destination(echo_name)
+                .build()
+                .await
+                .expect("proxy");
+            let c = container(&connection, &manager, rootfs, &["/bin/true"]).await;
+            let properties = zbus::fdo::PropertiesProxy::builder(&connection)
+                .destination("org.berth.Engine1")
+                .path(c.inner().path().to_owned())
+                .build()
+                .await
+                .expect("properties");
+            let interface = zbus::names::InterfaceName::from_static_str_unchecked(
+                "org.berth.Engine1.Container",
+            );
+            let (mut get, mut echoed) = (Vec::new(), Vec::new());
+            for _ in 0..count {
+                let started = Instant::now();
+                properties
+                    .get(interface.clone(), "State")
+                    .await
+                    .expect("get");
+                get.push(started.elapsed().as_secs_f64() * 1e6);
+                let started = Instant::now();
+                client.echo("running").await.expect("echo");
+                echoed.push(started.elapsed().as_secs_f64() * 1e6);
+            }
+            stats("get_state", "us", get);
+            stats("zbus_echo", "us", echoed);
+            c.remove(true).await.expect("remove");
+        }
+        "exit" => {
+            let mut samples = Vec::new();
+            for _ in 0..count {
+                let c = container(&connection, &manager, rootfs, &["/bin/true"]).await;
+                let mut exited = c.receive_exited().await.expect("subscribe");
+                c.start(false).await.expect("start");
+                exited.next().await.expect("exited");
+                let received = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_micros() as f64;
+                let finished: u64 = c
+                    .inner()
+                    .get_property("FinishedAt")
+                    .await
+                    .expect("FinishedAt");
+                samples.push((received - finished as f64) / 1e3);
+                c.remove(true).await.expect("remove");
+            }
+            stats("exit_to_signal", "ms", samples);
+        }
+        "startup" => {
+            let dbus = zbus::fdo::DBusProxy::new(&connection).await.expect("dbus");
+            let mut owners = dbus
+                .receive_name_owner_changed_with_args(&[(0, "org.berth.Engine1")])
+                .await
+                .expect("subscribe");
+            let started = Instant::now();
+            let child = std::process::Command::new(&command[0])
+                .args(&command[1..])
+                .spawn()
+                .expect("spawn berthd");
+            loop {
+                let change = owners.next().await.expect("owner change");
+                if !change.args().expect("args").new_owner().is_none() {
+                    break;
+                }
+            }
+            println!("startup_ms {:.3}", started.elapsed().as_secs_f64() * 1e3);
+            println!("startup_pid {}", child.id());
+        }
+        "populate" => {
+            for _ in 0..count {
+                manager
+                    .create_container(spec(rootfs, &["/bin/true"]))
+                    .await
+                    .expect("create");
+            }
+        }
+        "monitors" => {
+            let mut containers = Vec::new();
+            for _ in 0..count {
+                let c = container(&connection, &manager, rootfs, &["sleep", "1000"]).await;
+                c.start(false).await.expect("start");
+                containers.push(c);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut samples = Vec::new();
+            for c in &containers {
+                let json: serde_json::Value =
+                    serde_json::from_str(&c.inspect(false).await.expect("inspect")).expect("json");
+                let pid = json["State"]["MonitorPid"].as_u64().unwrap_or(0);
+                let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+                    .unwrap_or_default();
+                let pss: f64 = rollup
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Pss:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    .unwrap_or(f64::NAN);
+                samples.push(pss);
+            }
+            stats("monitor_pss", "kib", samples);
+            for c in &containers {
+                c.remove(true).await.expect("remove");
+            }
+        }
+        other => panic!("unknown mode {other}"),
+    }
+}
