@@ -175,6 +175,8 @@ async fn main() {
                 .await
                 .expect("subscribe");
             let started = Instant::now();
+            // berthd is left running for the script, which stops it by pid.
+            #[allow(clippy::zombie_processes)]
             let child = std::process::Command::new(&command[0])
                 .args(&command[1..])
                 .spawn()

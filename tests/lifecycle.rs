@@ -307,3 +307,58 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// The rootfs directory is only the lower layer: writes land in the container's upper
+/// directory; `Mount` shows the merged tree on the host and is reference counted; `Remove`
+/// leaves no mount, runtime state or cgroup behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rootfs_is_never_written_and_removal_leaves_nothing() {
+    let Some(mut h) = harness("the_rootfs_is_never_written") else {
+        return;
+    };
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let before = walk(&h.rootfs);
+    let container = h
+        .create(
+            &connection,
+            "writer",
+            &["/bin/sh", "-c", "echo data > /written; rm /bin/ls"],
+        )
+        .await;
+    container.start(false).await.unwrap();
+    assert_eq!(container.wait().await.unwrap(), 0);
+    assert_eq!(
+        walk(&h.rootfs),
+        before,
+        "the container wrote into its Rootfs directory"
+    );
+    let id = container.id().await.unwrap();
+
+    let mountpoint = container.mount().await.unwrap();
+    let merged = std::path::Path::new(&mountpoint);
+    assert_eq!(
+        std::fs::read_to_string(merged.join("written")).unwrap(),
+        "data\n"
+    );
+    assert!(merged.join("bin/busybox").exists() && !merged.join("bin/ls").exists());
+    assert!(container
+        .inner()
+        .get_property::<bool>("Mounted")
+        .await
+        .unwrap());
+    container.unmount(false).await.unwrap();
+    assert!(!container
+        .inner()
+        .get_property::<bool>("Mounted")
+        .await
+        .unwrap());
+    assert!(h.mounts().is_empty());
+
+    container.remove(false).await.unwrap();
+    assert!(!h.root().join("containers").join(&id).exists());
+    for controller in ["memory", "pids", "freezer", "cpu", "devices"] {
+        let cgroup = std::path::PathBuf::from(format!("/sys/fs/cgroup/{controller}/berth/{id}"));
+        assert!(!cgroup.exists(), "{} left behind", cgroup.display());
+    }
+}

@@ -9,9 +9,10 @@ use zbus::object_server::SignalEmitter;
 use zbus::OwnedObjectPath;
 use zbus::{interface, OwnedVariant};
 
-use super::auth::{Action, Authorizer};
+use super::auth::Action;
 use super::error::{BusError, BusResult};
 use super::spec;
+use super::Shared;
 use crate::engine::{ContainerConfig, ContainerStatus, Engine};
 
 pub const INTERFACE: &str = "org.berth.Engine1.Container";
@@ -27,7 +28,7 @@ pub fn path(id: &str) -> OwnedObjectPath {
 
 pub struct ContainerObject {
     pub engine: Engine,
-    pub auth: Arc<Authorizer>,
+    pub shared: Arc<Shared>,
     pub id: String,
 }
 
@@ -45,7 +46,7 @@ impl ContainerObject {
     }
 
     async fn manage(&self, header: &Header<'_>) -> Result<crate::engine::Caller, BusError> {
-        self.auth.authorize(header, Action::Manage).await
+        self.shared.auth.authorize(header, Action::Manage).await
     }
 }
 
@@ -55,7 +56,9 @@ impl ContainerObject {
     async fn init(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
-        Ok(self.engine.init(caller, &self.id).await?)
+        self.shared
+            .reply(&self.engine, self.engine.init(caller, &self.id).await)
+            .await
     }
 
     /// Starts the container; `recursive` starts its dependencies first.
@@ -66,7 +69,12 @@ impl ContainerObject {
     ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
-        Ok(self.engine.start(caller, &self.id, recursive).await?)
+        self.shared
+            .reply(
+                &self.engine,
+                self.engine.start(caller, &self.id, recursive).await,
+            )
+            .await
     }
 
     /// Stop signal, then SIGKILL after `timeout_sec`; returns once the process is gone.
@@ -77,7 +85,12 @@ impl ContainerObject {
     ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
-        Ok(self.engine.stop(caller, &self.id, timeout_sec).await?)
+        self.shared
+            .reply(
+                &self.engine,
+                self.engine.stop(caller, &self.id, timeout_sec).await,
+            )
+            .await
     }
 
     async fn restart(
@@ -87,40 +100,62 @@ impl ContainerObject {
     ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
-        Ok(self.engine.restart(caller, &self.id, timeout_sec).await?)
+        self.shared
+            .reply(
+                &self.engine,
+                self.engine.restart(caller, &self.id, timeout_sec).await,
+            )
+            .await
     }
 
     /// Sends a signal, by name (`TERM`, `SIGTERM`) or number.
     async fn kill(&self, #[zbus(header)] header: Header<'_>, signal: &str) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
-        Ok(self.engine.kill(caller, &self.id, signal).await?)
+        self.shared
+            .reply(
+                &self.engine,
+                self.engine.kill(caller, &self.id, signal).await,
+            )
+            .await
     }
 
     async fn pause(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
-        Ok(self.engine.pause(caller, &self.id).await?)
+        self.shared
+            .reply(&self.engine, self.engine.pause(caller, &self.id).await)
+            .await
     }
 
     async fn unpause(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
-        Ok(self.engine.unpause(caller, &self.id).await?)
+        self.shared
+            .reply(&self.engine, self.engine.unpause(caller, &self.id).await)
+            .await
     }
 
     /// Replies with the exit code once the container is not running.
     async fn wait(&self, #[zbus(header)] header: Header<'_>) -> Result<i32, BusError> {
         let _busy = self.engine.busy();
-        let caller = self.auth.caller(&header).await?;
-        Ok(self.engine.wait(caller, &self.id).await?)
+        let caller = self.shared.auth.caller(&header).await?;
+        self.shared
+            .reply(&self.engine, self.engine.wait(caller, &self.id).await)
+            .await
     }
 
     /// Mounts the rootfs on the host and returns the mountpoint.
     async fn mount(&self, #[zbus(header)] header: Header<'_>) -> Result<String, BusError> {
         let _busy = self.engine.busy();
-        let caller = self.auth.authorize(&header, Action::Filesystem).await?;
-        Ok(self.engine.mount(caller, &self.id).await?)
+        let caller = self
+            .shared
+            .auth
+            .authorize(&header, Action::Filesystem)
+            .await?;
+        self.shared
+            .reply(&self.engine, self.engine.mount(caller, &self.id).await)
+            .await
     }
 
     async fn unmount(
@@ -129,14 +164,25 @@ impl ContainerObject {
         force: bool,
     ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
-        let caller = self.auth.authorize(&header, Action::Filesystem).await?;
-        Ok(self.engine.unmount(caller, &self.id, force).await?)
+        let caller = self
+            .shared
+            .auth
+            .authorize(&header, Action::Filesystem)
+            .await?;
+        self.shared
+            .reply(
+                &self.engine,
+                self.engine.unmount(caller, &self.id, force).await,
+            )
+            .await
     }
 
     /// The container as JSON, shaped like `podman inspect`.
     async fn inspect(&self, size: bool) -> Result<String, BusError> {
         let _busy = self.engine.busy();
-        Ok(self.engine.inspect(&self.id, size).await?)
+        self.shared
+            .reply(&self.engine, self.engine.inspect(&self.id, size).await)
+            .await
     }
 
     /// The log as a stream into a pipe: `Follow` b, `Tail` u, `Since` t, `Until` t,
@@ -147,7 +193,7 @@ impl ContainerObject {
         options: HashMap<String, OwnedVariant>,
     ) -> Result<zbus::OwnedFd, BusError> {
         let _busy = self.engine.busy();
-        self.auth.authorize(&header, Action::Exec).await?;
+        self.shared.auth.authorize(&header, Action::Exec).await?;
         let options = spec::log_options(&options)?;
         Ok(zbus::OwnedFd::from(
             self.engine.logs(&self.id, options).await?,
@@ -157,19 +203,25 @@ impl ContainerObject {
     async fn cleanup(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
-        Ok(self.engine.cleanup(caller, &self.id).await?)
+        self.shared
+            .reply(&self.engine, self.engine.cleanup(caller, &self.id).await)
+            .await
     }
 
     async fn sync(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
-        Ok(self.engine.sync(caller, &self.id).await?)
+        self.shared
+            .reply(&self.engine, self.engine.sync(caller, &self.id).await)
+            .await
     }
 
     async fn refresh(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
-        Ok(self.engine.refresh(caller, &self.id).await?)
+        self.shared
+            .reply(&self.engine, self.engine.refresh(caller, &self.id).await)
+            .await
     }
 
     /// Runs the verbs in order under the container's lock; the first failure is returned
@@ -204,7 +256,12 @@ impl ContainerObject {
     ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
-        Ok(self.engine.remove(caller, &self.id, force).await?)
+        self.shared
+            .reply(
+                &self.engine,
+                self.engine.remove(caller, &self.id, force).await,
+            )
+            .await
     }
 
     async fn add_artifact(
@@ -214,8 +271,16 @@ impl ContainerObject {
         data: Vec<u8>,
     ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
-        self.auth.authorize(&header, Action::Filesystem).await?;
-        Ok(self.engine.add_artifact(&self.id, name, data).await?)
+        self.shared
+            .auth
+            .authorize(&header, Action::Filesystem)
+            .await?;
+        self.shared
+            .reply(
+                &self.engine,
+                self.engine.add_artifact(&self.id, name, data).await,
+            )
+            .await
     }
 
     async fn get_artifact(
@@ -224,8 +289,13 @@ impl ContainerObject {
         name: String,
     ) -> Result<Vec<u8>, BusError> {
         let _busy = self.engine.busy();
-        self.auth.authorize(&header, Action::Filesystem).await?;
-        Ok(self.engine.get_artifact(&self.id, name).await?)
+        self.shared
+            .auth
+            .authorize(&header, Action::Filesystem)
+            .await?;
+        self.shared
+            .reply(&self.engine, self.engine.get_artifact(&self.id, name).await)
+            .await
     }
 
     async fn remove_artifact(
@@ -234,13 +304,23 @@ impl ContainerObject {
         name: String,
     ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
-        self.auth.authorize(&header, Action::Filesystem).await?;
-        Ok(self.engine.remove_artifact(&self.id, name).await?)
+        self.shared
+            .auth
+            .authorize(&header, Action::Filesystem)
+            .await?;
+        self.shared
+            .reply(
+                &self.engine,
+                self.engine.remove_artifact(&self.id, name).await,
+            )
+            .await
     }
 
     async fn list_artifacts(&self) -> Result<Vec<String>, BusError> {
         let _busy = self.engine.busy();
-        Ok(self.engine.list_artifacts(&self.id).await?)
+        self.shared
+            .reply(&self.engine, self.engine.list_artifacts(&self.id).await)
+            .await
     }
 
     /// Every event of this container, with the sequence number of the durable log.

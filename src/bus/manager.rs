@@ -7,17 +7,18 @@ use zbus::message::Header;
 use zbus::OwnedObjectPath;
 use zbus::{interface, OwnedVariant};
 
-use super::auth::{Action, Authorizer};
+use super::auth::Action;
 use super::container;
 use super::error::BusError;
 use super::spec;
+use super::Shared;
 use crate::engine::Engine;
 
 pub const PATH: &str = "/org/berth/Engine1";
 
 pub struct Manager {
     pub engine: Engine,
-    pub auth: Arc<Authorizer>,
+    pub shared: Arc<Shared>,
 }
 
 /// (seq, timestamp, container id, type, attributes), as `GetEvents` returns them.
@@ -33,12 +34,14 @@ impl Manager {
         spec: HashMap<String, OwnedVariant>,
     ) -> Result<OwnedObjectPath, BusError> {
         let _busy = self.engine.busy();
-        let caller = self.auth.authorize(&header, Action::Manage).await?;
+        let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
         let request = spec::create_request(spec)?;
         let id = self.engine.create(caller, request).await?;
         // Served before the reply, so the caller's next call finds the object.
-        super::add_container(connection, &self.engine, &self.auth, &id).await?;
-        Ok(container::path(&id))
+        super::add_container(connection, &self.engine, &self.shared, &id).await?;
+        self.shared
+            .reply(&self.engine, Ok(container::path(&id)))
+            .await
     }
 
     /// A name, full id, or unique id prefix.
@@ -67,9 +70,11 @@ impl Manager {
         force: bool,
     ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
-        let caller = self.auth.authorize(&header, Action::Manage).await?;
+        let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
         let id = self.engine.lookup(name_or_id)?;
-        Ok(self.engine.remove(caller, &id, force).await?)
+        self.shared
+            .reply(&self.engine, self.engine.remove(caller, &id, force).await)
+            .await
     }
 
     /// The durable event log after `after_seq` (at most `limit` events, 0 = all).

@@ -28,6 +28,29 @@ use manager::Manager;
 /// The well-known name berthd owns.
 pub const BUS_NAME: &str = "org.berth.Engine1";
 
+/// What every object shares: the authorizer and the publisher's progress.
+pub struct Shared {
+    pub auth: Authorizer,
+    /// How many engine notifications the publisher has turned into signals.
+    published: tokio::sync::watch::Sender<u64>,
+}
+
+impl Shared {
+    /// Maps an engine result to the reply, once every signal the call produced has been
+    /// sent: a client sees `PropertiesChanged` before the reply, and a cached property read
+    /// right after the reply is current.
+    pub async fn reply<T>(
+        &self,
+        engine: &Engine,
+        result: Result<T, crate::engine::EngineError>,
+    ) -> Result<T, error::BusError> {
+        let target = engine.notifications_sent();
+        let mut published = self.published.subscribe();
+        let _ = published.wait_for(|count| *count >= target).await;
+        Ok(result?)
+    }
+}
+
 /// Which bus to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusAddress {
@@ -75,7 +98,10 @@ pub async fn serve(
     let connection = address.builder().build().await?;
     // On a session or private bus, the bus's owner is trusted like root (DESIGN §2.5).
     let trusted_uid = (*address != BusAddress::System).then(|| nix::unistd::geteuid().as_raw());
-    let auth = Arc::new(Authorizer::new(connection.clone(), trusted_uid));
+    let shared = Arc::new(Shared {
+        auth: Authorizer::new(connection.clone(), trusted_uid),
+        published: tokio::sync::watch::Sender::new(0),
+    });
     let server = connection.object_server();
     server.at(manager::PATH, ObjectManager).await?;
     server
@@ -83,17 +109,17 @@ pub async fn serve(
             manager::PATH,
             Manager {
                 engine: engine.clone(),
-                auth: auth.clone(),
+                shared: shared.clone(),
             },
         )
         .await?;
     for id in engine.container_ids() {
-        add_container(&connection, &engine, &auth, &id).await?;
+        add_container(&connection, &engine, &shared, &id).await?;
     }
     let publisher = Publisher {
         connection: connection.clone(),
         engine: engine.clone(),
-        auth: auth.clone(),
+        shared: shared.clone(),
         last: HashMap::new(),
     };
     tokio::spawn(publisher.run(notifications));
@@ -127,12 +153,12 @@ pub async fn serve(
 async fn add_container(
     connection: &Connection,
     engine: &Engine,
-    auth: &Arc<Authorizer>,
+    shared: &Arc<Shared>,
     id: &str,
 ) -> zbus::Result<()> {
     let object = ContainerObject {
         engine: engine.clone(),
-        auth: auth.clone(),
+        shared: shared.clone(),
         id: id.to_string(),
     };
     connection
@@ -146,7 +172,7 @@ async fn add_container(
 struct Publisher {
     connection: Connection,
     engine: Engine,
-    auth: Arc<Authorizer>,
+    shared: Arc<Shared>,
     /// What each container's last `PropertiesChanged` said.
     last: HashMap<String, ContainerStatus>,
 }
@@ -157,13 +183,14 @@ impl Publisher {
             if let Err(error) = self.publish(notification).await {
                 tracing::warn!(%error, "emitting a signal failed");
             }
+            self.shared.published.send_modify(|count| *count += 1);
         }
     }
 
     async fn publish(&mut self, notification: Notification) -> zbus::Result<()> {
         match notification {
             Notification::Added { id } => {
-                add_container(&self.connection, &self.engine, &self.auth, &id).await?;
+                add_container(&self.connection, &self.engine, &self.shared, &id).await?;
                 if let Ok(status) = self.engine.status(&id) {
                     self.last.insert(id, status);
                 }

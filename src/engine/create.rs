@@ -52,9 +52,9 @@ impl Engine {
                 now_micros(),
                 |records| {
                     inner.write_containers().insert(id.clone(), entry);
-                    let _ = inner.notify.send(Notification::Added { id: id.clone() });
+                    inner.notify.send(Notification::Added { id: id.clone() });
                     for record in records {
-                        let _ = inner.notify.send(Notification::Event(record));
+                        inner.notify.send(Notification::Event(record));
                     }
                 },
             );
@@ -285,9 +285,9 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
             .commit(&id, Change::Delete(&id), &events, now_micros(), |records| {
                 inner.write_containers().remove(&id);
                 for record in records {
-                    let _ = inner.notify.send(Notification::Event(record));
+                    inner.notify.send(Notification::Event(record));
                 }
-                let _ = inner.notify.send(Notification::Removed { id: id.clone() });
+                inner.notify.send(Notification::Removed { id: id.clone() });
             })?;
         Ok(())
     })

@@ -64,6 +64,21 @@ pub enum Notification {
     Removed { id: String },
 }
 
+/// Sends notifications and counts them, so a caller can wait until the bus has published
+/// everything its call produced (signals before the method reply, as systemd does).
+pub(crate) struct Notifier {
+    sender: mpsc::UnboundedSender<Notification>,
+    sent: std::sync::atomic::AtomicU64,
+}
+
+impl Notifier {
+    pub(crate) fn send(&self, notification: Notification) {
+        if self.sender.send(notification).is_ok() {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// The seams to the outside world, real or fake.
 pub struct Backends {
     pub runtime: Arc<dyn OciRuntime>,
@@ -117,7 +132,7 @@ pub(crate) struct Inner {
     options: EngineOptions,
     paths: RunPaths,
     containers: RwLock<HashMap<String, Arc<Entry>>>,
-    notify: mpsc::UnboundedSender<Notification>,
+    notify: Arc<Notifier>,
     /// Calls and background tasks in flight (for `--idle-timeout`).
     busy: AtomicUsize,
     /// Bumped whenever `busy` changes, so idling is awaited, not polled.
@@ -168,7 +183,11 @@ impl Engine {
                 .map_err(|e| EngineError::Internal(format!("container {} status: {e}", row.id)))?;
             containers.insert(row.id.clone(), Entry::new(config, status));
         }
-        let (notify, notifications) = mpsc::unbounded_channel();
+        let (sender, notifications) = mpsc::unbounded_channel();
+        let notify = Arc::new(Notifier {
+            sender,
+            sent: std::sync::atomic::AtomicU64::new(0),
+        });
         let inner = Arc::new(Inner {
             db: Arc::new(db),
             backends,
@@ -191,6 +210,12 @@ impl Engine {
         tokio::spawn(async move { engine.follow_exits(exits).await });
         self.reconcile().await;
         Ok(())
+    }
+
+    /// How many notifications have been sent so far; the publisher counts how many it has
+    /// published, and a call waits for the two to meet before replying.
+    pub fn notifications_sent(&self) -> u64 {
+        self.inner.notify.sent.load(Ordering::SeqCst)
     }
 
     pub fn busy(&self) -> BusyGuard {
@@ -410,15 +435,15 @@ impl Locked<'_> {
                 now_micros(),
                 |records| {
                     entry.status.send_replace(status.clone());
-                    let _ = notify.send(Notification::Status {
+                    notify.send(Notification::Status {
                         id: id.clone(),
                         status,
                     });
                     for record in records {
-                        let _ = notify.send(Notification::Event(record));
+                        notify.send(Notification::Event(record));
                     }
                     if let Some(exit_code) = exited {
-                        let _ = notify.send(Notification::Exited {
+                        notify.send(Notification::Exited {
                             id: id.clone(),
                             exit_code,
                         });
