@@ -22,6 +22,9 @@ struct Args {
     log: Option<PathBuf>,
     #[arg(long)]
     oom_file: Option<PathBuf>,
+    /// Create and start (`runc run --detach`).
+    #[arg(long)]
+    start: bool,
 }
 
 fn main() {
@@ -34,5 +37,6 @@ fn main() {
         exit_file: args.exit_file,
         log_path: args.log,
         oom_file: args.oom_file,
+        start: args.start,
     }));
 }

@@ -256,11 +256,13 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
     if (state.has_process() || state == State::Unknown) && !force {
         return Err(locked.invalid("remove (use force)"));
     }
+    // The process and the runtime go first, the normal way (died, cleanup); from here on the
+    // `removing` mark lets a berthd that crashes midway finish the job at its next start.
+    super::lifecycle::kill_and_reap(locked, caller).await?;
+    super::exit::release_runtime(locked).await?;
     let mut status = locked.status();
     status.state = State::Removing;
     locked.commit(status, Vec::new()).await?;
-    super::lifecycle::kill_and_reap(locked, caller).await?;
-    super::exit::release_runtime(locked).await?;
     super::filesystem::unmount_all(locked).await?;
 
     let inner: Arc<super::Inner> = locked.engine().clone();

@@ -48,7 +48,6 @@ impl Engine {
 /// `exited`. Idempotent: a second call, or a stale file, changes nothing.
 pub(crate) async fn record_exit_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
     let status = locked.status();
-    let live = status.state.has_process() || (status.state == State::Removing && status.pid != 0);
     let path = locked.engine().paths.exit_file(locked.id());
     let record = {
         let path = path.clone();
@@ -61,14 +60,12 @@ pub(crate) async fn record_exit_locked(locked: &Locked<'_>, caller: Caller) -> R
     let Some(record) = record else {
         return Ok(());
     };
-    if !live || record.pid != status.pid {
+    if !status.state.has_process() || record.pid != status.pid {
         tracing::debug!(id = %locked.id(), pid = record.pid, "ignoring a stale exit file");
         return Ok(());
     }
     let mut stopped = status.clone();
-    if stopped.state != State::Removing {
-        stopped.state = State::Stopped;
-    }
+    stopped.state = State::Stopped;
     stopped.exit_code = record.exit_code;
     stopped.oom_killed = record.oom_killed;
     stopped.finished_at = record.exited_at;
@@ -87,10 +84,7 @@ pub(crate) async fn record_exit_locked(locked: &Locked<'_>, caller: Caller) -> R
     locked
         .commit_with(stopped, events, Some(record.exit_code))
         .await?;
-    if locked.status().state != State::Removing {
-        release_runtime(locked).await?;
-    }
-    Ok(())
+    release_runtime(locked).await
 }
 
 /// Deletes the container from the runtime and drops the runtime's mount reference:
@@ -98,9 +92,10 @@ pub(crate) async fn record_exit_locked(locked: &Locked<'_>, caller: Caller) -> R
 pub(crate) async fn release_runtime(locked: &Locked<'_>) -> Result<()> {
     let mut status = locked.status();
     let was_created = status.state == State::Created;
+    // Only these are known to the runtime; `exited` and `configured` were released already.
     if !matches!(
         status.state,
-        State::Stopped | State::Created | State::Removing | State::Exited | State::Unknown
+        State::Stopped | State::Created | State::Unknown
     ) {
         return Ok(());
     }

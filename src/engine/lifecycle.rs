@@ -102,6 +102,13 @@ async fn check_dependencies(locked: &Locked<'_>, caller: Caller, recursive: bool
 }
 
 pub(crate) async fn init_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
+    create_in_runtime(locked, caller, false).await
+}
+
+/// Init; with `and_start` the runtime also starts the process in the same command
+/// (`runc run --detach`, one runtime invocation instead of two), and the container passes
+/// through `created` to `running` with both transitions and events recorded.
+async fn create_in_runtime(locked: &Locked<'_>, caller: Caller, and_start: bool) -> Result<()> {
     let state = locked.status().state;
     if !state.can_init() {
         return Err(locked.invalid("init"));
@@ -146,6 +153,7 @@ pub(crate) async fn init_locked(locked: &Locked<'_>, caller: Caller) -> Result<(
                 exit_file,
                 log_path,
                 oom_file: Some(oom_file(&config.id)),
+                start: and_start,
             };
             Ok(launcher.launch(&request)?)
         })
@@ -169,8 +177,19 @@ pub(crate) async fn init_locked(locked: &Locked<'_>, caller: Caller) -> Result<(
     status.error.clear();
     status.stopped_by_user = false;
     locked
-        .commit(status, vec![event("init", locked.config(), caller, &[])])
-        .await
+        .commit(
+            status.clone(),
+            vec![event("init", locked.config(), caller, &[])],
+        )
+        .await?;
+    if and_start {
+        status.state = State::Running;
+        status.started_at = now_micros();
+        locked
+            .commit(status, vec![event("start", locked.config(), caller, &[])])
+            .await?;
+    }
+    Ok(())
 }
 
 /// The cgroup v1 memory controller's OOM counter for the container (cgroupfs driver).
@@ -252,7 +271,7 @@ pub(crate) async fn start_locked(
     }
     check_dependencies(locked, caller, recursive).await?;
     if state != State::Created {
-        init_locked(locked, caller).await?;
+        return create_in_runtime(locked, caller, true).await;
     }
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();

@@ -15,6 +15,8 @@ pub struct LaunchRequest {
     pub exit_file: PathBuf,
     pub log_path: Option<PathBuf>,
     pub oom_file: Option<PathBuf>,
+    /// Also start the process (`runc run --detach` instead of `runc create`).
+    pub start: bool,
 }
 
 /// A container created in the runtime, with the monitor that watches it.
@@ -38,8 +40,8 @@ pub enum LaunchError {
 
 /// Starts monitors and tells whether one is still alive.
 pub trait MonitorLauncher: Send + Sync {
-    /// Starts a monitor that runs the runtime's `create`; returns once the container exists
-    /// (state `created`) or creating it failed.
+    /// Starts a monitor that runs the runtime's `create` (or `run --detach` when the request
+    /// says `start`); returns once the container exists or creating it failed.
     fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError>;
 
     /// Whether `monitor_pid` is still the monitor of container `id` (pids are reused).
@@ -73,6 +75,9 @@ impl MonitorLauncher for ProcessLauncher {
         }
         if let Some(oom) = &request.oom_file {
             command.arg("--oom-file").arg(oom);
+        }
+        if request.start {
+            command.arg("--start");
         }
         let mut child = command
             .stdin(Stdio::null())

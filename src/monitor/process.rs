@@ -36,6 +36,8 @@ pub struct MonitorOptions {
     pub log_path: Option<PathBuf>,
     /// A cgroup file with an `oom_kill N` line (v1 `memory.oom_control`, v2 `memory.events`).
     pub oom_file: Option<PathBuf>,
+    /// `run --detach` (create and start) instead of `create`.
+    pub start: bool,
 }
 
 /// Runs the monitor. Returns only in the short-lived first process, which exits at once so
@@ -94,7 +96,11 @@ fn monitor(options: &MonitorOptions) -> Result<(), String> {
     let status = Command::new(&options.runtime)
         .arg("--root")
         .arg(&options.runtime_root)
-        .arg("create")
+        .args(if options.start {
+            &["run", "--detach"][..]
+        } else {
+            &["create"][..]
+        })
         .arg("--bundle")
         .arg(&options.bundle)
         .arg("--pid-file")
@@ -110,7 +116,8 @@ fn monitor(options: &MonitorOptions) -> Result<(), String> {
     if !status.success() {
         let mut message = read_available(&stderr_read);
         message.push_str(&read_available(&stdout_read));
-        return Err(format!("{} create: {}", options.runtime, message.trim()));
+        let verb = if options.start { "run" } else { "create" };
+        return Err(format!("{} {verb}: {}", options.runtime, message.trim()));
     }
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .map_err(|e| format!("read {}: {e}", pid_file.display()))?

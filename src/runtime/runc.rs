@@ -19,24 +19,6 @@ impl RuncCli {
         }
     }
 
-    /// The command line that creates a container: the monitor runs it (see `monitor`).
-    pub fn create_command(
-        &self,
-        id: &str,
-        bundle: &std::path::Path,
-        pid_file: &std::path::Path,
-    ) -> Command {
-        let mut command = self.command();
-        command
-            .arg("create")
-            .arg("--bundle")
-            .arg(bundle)
-            .arg("--pid-file")
-            .arg(pid_file)
-            .arg(id);
-        command
-    }
-
     fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.arg("--root").arg(&self.state_root);
