@@ -362,3 +362,98 @@ async fn the_rootfs_is_never_written_and_removal_leaves_nothing() {
         assert!(!cgroup.exists(), "{} left behind", cgroup.display());
     }
 }
+
+/// The maintenance verbs on a real container: artifacts, Batch, Sync, Refresh, Cleanup, Logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_batch_sync_refresh_cleanup_and_logs_work_on_real_containers() {
+    let Some(mut h) = harness("maintenance_verbs") else {
+        return;
+    };
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let container = h
+        .create_with(
+            &connection,
+            "kept",
+            &["/bin/sh", "-c", "echo one; echo two; echo three; sleep 100"],
+            vec![("StopTimeout", Variant::from(1u32))],
+        )
+        .await;
+
+    container
+        .add_artifact("notes.txt", b"hello artifact")
+        .await
+        .unwrap();
+    assert_eq!(
+        container.get_artifact("notes.txt").await.unwrap(),
+        b"hello artifact"
+    );
+    assert_eq!(container.list_artifacts().await.unwrap(), ["notes.txt"]);
+    container.remove_artifact("notes.txt").await.unwrap();
+    assert!(container.list_artifacts().await.unwrap().is_empty());
+    let too_big = vec![0u8; (1 << 20) + 1];
+    let error = container.add_artifact("big", &too_big).await.unwrap_err();
+    assert_eq!(
+        error_name(&error),
+        "org.freedesktop.DBus.Error.LimitsExceeded"
+    );
+
+    // Init, Start and Pause under one lock; the failing op is reported with its index.
+    let none = HashMap::new;
+    let error = container
+        .batch(vec![
+            ("Init", none()),
+            ("Start", none()),
+            ("Pause", none()),
+            ("Pause", none()),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(error_name(&error), "org.berth.Engine1.Error.InvalidState");
+    assert!(format!("{error:?}").contains("operation 3"), "{error:?}");
+    assert_eq!(container.state().await.unwrap(), "paused");
+    container
+        .batch(vec![("Unpause", none()), ("Sync", none())])
+        .await
+        .unwrap();
+    assert_eq!(container.state().await.unwrap(), "running");
+
+    // Logs with Tail 2 gives the last two lines.
+    let log_file = h
+        .root()
+        .join("containers")
+        .join(container.id().await.unwrap())
+        .join("ctr.log");
+    common::wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log_file).is_ok_and(|l| l.contains("three"))
+    });
+    let fd = container
+        .logs(HashMap::from([("Tail", Variant::from(2u32))]))
+        .await
+        .unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::fs::File::from(std::os::fd::OwnedFd::from(fd)),
+        &mut text,
+    )
+    .unwrap();
+    assert_eq!(text, "two\nthree\n");
+
+    // Refresh brings it back to running with a new process.
+    let before = container.pid().await.unwrap();
+    container.refresh().await.unwrap();
+    assert_eq!(container.state().await.unwrap(), "running");
+    assert_ne!(container.pid().await.unwrap(), before);
+
+    // Cleanup refuses a running container, then cleans up a stopped one.
+    let error = container.cleanup().await.unwrap_err();
+    assert_eq!(error_name(&error), "org.berth.Engine1.Error.InvalidState");
+    container.stop(0).await.unwrap();
+    container.cleanup().await.unwrap();
+    assert_eq!(container.state().await.unwrap(), "exited");
+    let error = container.stop(1).await.unwrap_err();
+    assert_eq!(
+        error_name(&error),
+        "org.berth.Engine1.Error.ContainerStopped"
+    );
+}

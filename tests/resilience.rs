@@ -71,6 +71,7 @@ async fn containers_outlive_a_killed_berthd_and_missed_exits_are_recorded() {
             proxies.push(
                 ContainerProxy::builder(&connection)
                     .path(path.clone())
+                    .cache_properties(zbus::proxy::CacheProperties::No)
                     .build()
                     .await
                     .unwrap(),

@@ -105,8 +105,9 @@ impl Engine {
             .map_err(|e| EngineError::Internal(format!("pipe: {e}")))?;
         let status = entry.status.subscribe();
         let busy = self.busy();
+        // A stream in progress is a call in flight: berthd does not idle out under a reader.
         tokio::spawn(async move {
-            let _busy = if options.follow { None } else { Some(busy) };
+            let _busy = busy;
             if let Err(error) = stream_log(path, options, writer, status).await {
                 tracing::debug!(%error, "log stream ended");
             }

@@ -58,6 +58,7 @@ pub struct ProcessLauncher {
 impl MonitorLauncher for ProcessLauncher {
     fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError> {
         let program = self.monitor_binary.display().to_string();
+        let started = std::time::Instant::now();
         let mut command = Command::new(&self.monitor_binary);
         command
             .arg("--id")
@@ -100,6 +101,7 @@ impl MonitorLauncher for ProcessLauncher {
                 })?;
         }
         let _ = child.wait();
+        tracing::debug!(id = %request.id, elapsed_us = started.elapsed().as_micros() as u64, "monitor launched");
         let line = output.lines().last().unwrap_or("");
         match serde_json::from_str::<StartReport>(line) {
             Ok(StartReport::Created { pid, monitor_pid }) => Ok(Launched { pid, monitor_pid }),

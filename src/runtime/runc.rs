@@ -37,6 +37,7 @@ impl RuncCli {
         options: &[&str],
         args: &[&str],
     ) -> Result<Output, RuntimeError> {
+        let started = std::time::Instant::now();
         let output = self
             .command()
             .arg(verb)
@@ -49,6 +50,12 @@ impl RuncCli {
                 program: self.program.clone(),
                 source,
             })?;
+        tracing::debug!(
+            verb,
+            id,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "runtime command"
+        );
         if output.status.success() {
             Ok(output)
         } else {

@@ -221,8 +221,10 @@ impl Harness {
         );
         spec.extend(extra);
         let path = manager.create_container(spec).await.unwrap();
+        // Uncached: every property read asks berthd, so a test sees the state as of its read.
         ContainerProxy::builder(connection)
             .path(path)
+            .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
             .await
             .unwrap()
