@@ -24,39 +24,12 @@ where
     Ok(0)
 }
 
-async fn timeout_of(proxy: &ContainerProxy<'_>, time: Option<u32>) -> anyhow::Result<u32> {
-    Ok(match time {
-        Some(time) => time,
-        None => proxy.stop_timeout().await?,
-    })
-}
-
-pub async fn stop(
-    connection: &zbus::Connection,
-    names: &[String],
-    time: Option<u32>,
-) -> anyhow::Result<i32> {
-    for name in names {
-        let proxy = container(connection, name).await?;
-        let timeout = timeout_of(&proxy, time).await?;
-        proxy.stop(timeout).await.map_err(explain)?;
-        println!("{name}");
+/// The stop timeout to use: the one given, or the container's own `StopTimeout`.
+pub async fn timeout(proxy: &ContainerProxy<'_>, time: Option<u32>) -> zbus::Result<u32> {
+    match time {
+        Some(time) => Ok(time),
+        None => proxy.stop_timeout().await,
     }
-    Ok(0)
-}
-
-pub async fn restart(
-    connection: &zbus::Connection,
-    names: &[String],
-    time: Option<u32>,
-) -> anyhow::Result<i32> {
-    for name in names {
-        let proxy = container(connection, name).await?;
-        let timeout = timeout_of(&proxy, time).await?;
-        proxy.restart(timeout).await.map_err(explain)?;
-        println!("{name}");
-    }
-    Ok(0)
 }
 
 /// Prints the exit code and returns it as berthctl's own status.

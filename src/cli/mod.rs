@@ -160,7 +160,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             )
             .await
         }
-        Command::Stop { time, containers } => lifecycle::stop(&connection, &containers, time).await,
+        Command::Stop { time, containers } => {
+            lifecycle::each(&connection, &containers, |c| async move {
+                let timeout = lifecycle::timeout(&c, time).await?;
+                c.stop(timeout).await
+            })
+            .await
+        }
         Command::Kill { signal, containers } => {
             let signal = signal.as_str();
             lifecycle::each(
@@ -182,7 +188,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             .await
         }
         Command::Restart { time, containers } => {
-            lifecycle::restart(&connection, &containers, time).await
+            lifecycle::each(&connection, &containers, |c| async move {
+                let timeout = lifecycle::timeout(&c, time).await?;
+                c.restart(timeout).await
+            })
+            .await
         }
         Command::Wait { container } => lifecycle::wait(&connection, &container).await,
         Command::Rm { force, containers } => {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::state::State;
+pub use crate::runtime::spec::MountSpec;
 
 /// `Network` spec key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -74,17 +75,6 @@ impl std::fmt::Display for RestartPolicy {
             RestartPolicy::OnFailure { max_retries } => write!(f, "on-failure:{max_retries}"),
         }
     }
-}
-
-/// One entry of the `Mounts` spec key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MountSpec {
-    /// `bind` or `tmpfs`.
-    pub kind: String,
-    pub source: String,
-    pub destination: String,
-    pub options: Vec<String>,
-    pub read_only: bool,
 }
 
 /// What the client asked for in `CreateContainer`; every field optional or defaulted.

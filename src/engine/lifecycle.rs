@@ -7,7 +7,7 @@ use super::{blocking, event, Caller, Engine, EngineError, Locked, Result, State}
 use crate::clock::now_micros;
 use crate::monitor::launcher::LaunchRequest;
 use crate::runtime::signal::parse_signal;
-use crate::runtime::spec::{self, ExtraMount, SpecInput};
+use crate::runtime::spec::{self, SpecInput};
 use crate::storage::users;
 
 /// How long a SIGKILLed process may take to be reaped before `Stop` gives up.
@@ -241,17 +241,7 @@ fn spec_input(
         pids_max: config.pids_max,
         cpu_quota: config.cpu_quota,
         cgroups_path: format!("/berth/{}", config.id),
-        mounts: config
-            .mounts
-            .iter()
-            .map(|m| ExtraMount {
-                kind: m.kind.clone(),
-                source: m.source.clone(),
-                destination: m.destination.clone(),
-                options: m.options.clone(),
-                read_only: m.read_only,
-            })
-            .collect(),
+        mounts: config.mounts.clone(),
         init_binary,
         annotations: config.annotations.clone().into_iter().collect(),
     }

@@ -86,9 +86,10 @@ pub enum SpecError {
     },
 }
 
-/// One `Mounts` entry, already validated.
-#[derive(Debug, Clone)]
-pub struct ExtraMount {
+/// One entry of the `Mounts` spec key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MountSpec {
+    /// `bind` or `tmpfs`.
     pub kind: String,
     pub source: String,
     pub destination: String,
@@ -117,7 +118,7 @@ pub struct SpecInput {
     pub pids_max: Option<u64>,
     pub cpu_quota: Option<f64>,
     pub cgroups_path: String,
-    pub mounts: Vec<ExtraMount>,
+    pub mounts: Vec<MountSpec>,
     /// Host path of a tiny init to run as PID 1 (`Init` spec key).
     pub init_binary: Option<PathBuf>,
     pub annotations: std::collections::HashMap<String, String>,
