@@ -68,16 +68,14 @@ impl Engine {
             .await
             .map(|status| status.exit_code)
             .map_err(|_| EngineError::Removed(id.to_string()))?;
-        if let Ok(locked) = self.inner().lock(id).await {
-            let _ = locked
-                .record(vec![event(
-                    "wait",
-                    locked.config(),
-                    caller,
-                    &[("exitCode", exit_code.to_string())],
-                )])
-                .await;
-        }
+        // An event with no state change needs no lock: the reply does not wait on a cleanup.
+        let wait = event(
+            "wait",
+            &entry.config,
+            caller,
+            &[("exitCode", exit_code.to_string())],
+        );
+        self.inner().record_events(id, vec![wait]).await?;
         Ok(exit_code)
     }
 }

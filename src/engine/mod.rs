@@ -344,6 +344,22 @@ impl Inner {
         })
     }
 
+    /// Commits events that change no state (they need no container lock).
+    pub(crate) async fn record_events(&self, id: &str, events: Vec<NewEvent>) -> Result<()> {
+        let db = self.db.clone();
+        let notify = self.notify.clone();
+        let id = id.to_string();
+        blocking(move || {
+            db.commit(&id, Change::Nothing, &events, now_micros(), |records| {
+                for record in records {
+                    notify.send(Notification::Event(record));
+                }
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
     fn container_dir(&self, id: &str) -> PathBuf {
         self.options.root.join("containers").join(id)
     }
@@ -457,8 +473,7 @@ impl Locked<'_> {
 
     /// Records events that change no state (`wait`, `sync`, `mount` of a mounted one…).
     pub async fn record(&self, events: Vec<NewEvent>) -> Result<()> {
-        let status = self.status();
-        self.commit(status, events).await
+        self.engine.record_events(self.id(), events).await
     }
 }
 
