@@ -457,3 +457,65 @@ async fn artifacts_batch_sync_refresh_cleanup_and_logs_work_on_real_containers()
         "org.berth.Engine1.Error.ContainerStopped"
     );
 }
+
+/// The container starts with default signal dispositions (nothing the monitor does leaks
+/// into it), and the monitor shrugs off SIGTERM/SIGHUP/SIGINT meant for others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_get_default_signals_and_monitors_survive_stray_signals() {
+    let Some(mut h) = harness("default_signals") else {
+        return;
+    };
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let container = h
+        .create(
+            &connection,
+            "signals",
+            &[
+                "/bin/sh",
+                "-c",
+                "grep -E '^Sig(Ign|Blk)' /proc/self/status; sleep 100",
+            ],
+        )
+        .await;
+    container.start(false).await.unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&container.inspect(false).await.unwrap()).unwrap();
+    let monitor = json["State"]["MonitorPid"].as_u64().unwrap() as i32;
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGHUP,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor), signal).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        std::path::Path::new(&format!("/proc/{monitor}")).exists(),
+        "the monitor died of a stray signal"
+    );
+    container.stop(0).await.unwrap();
+    assert_eq!(
+        container.exit_code().await.unwrap(),
+        137,
+        "the exit was still recorded by the monitor"
+    );
+    let fd = container.logs(HashMap::new()).await.unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::fs::File::from(std::os::fd::OwnedFd::from(fd)),
+        &mut text,
+    )
+    .unwrap();
+    let mask = |name: &str| {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{text}"));
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    // HUP, INT and TERM (bits 0, 1, 14) must reach the container's process as usual.
+    let terminating = (1 << 0) | (1 << 1) | (1 << 14);
+    assert_eq!(mask("SigIgn:") & terminating, 0, "{text}");
+    assert_eq!(mask("SigBlk:"), 0, "{text}");
+}

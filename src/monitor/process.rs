@@ -82,11 +82,23 @@ fn monitor(options: &MonitorOptions) -> Result<(), String> {
             std::io::Error::last_os_error()
         ));
     }
-    for signal in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: installing SIG_IGN runs no code of ours in signal context.
-        unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigIgn) }
-            .map_err(|e| format!("ignore {signal}: {e}"))?;
+    // Termination signals are blocked and read (and dropped) from a signalfd rather than
+    // ignored: an ignored signal would stay ignored in the container across exec, while a
+    // blocked one does not (the child's mask is reset when the runtime is spawned).
+    // SIGCHLD arrives the same way, to reap what is reparented to us.
+    let mut mask = SigSet::empty();
+    for signal in [
+        Signal::SIGCHLD,
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+    ] {
+        mask.add(signal);
     }
+    mask.thread_block()
+        .map_err(|e| format!("block signals: {e}"))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("signalfd: {e}"))?;
 
     let (stdout_read, stdout_write) =
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
@@ -125,14 +137,6 @@ fn monitor(options: &MonitorOptions) -> Result<(), String> {
         .parse()
         .map_err(|e| format!("pid file {}: {e}", pid_file.display()))?;
     let pidfd = pidfd_open(pid).map_err(|e| format!("pidfd_open {pid}: {e}"))?;
-
-    // Reap everything reparented to us (runc's helpers, orphans) as it dies.
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGCHLD);
-    mask.thread_block()
-        .map_err(|e| format!("block SIGCHLD: {e}"))?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| format!("signalfd: {e}"))?;
 
     report(&StartReport::Created {
         pid: pid as u32,
