@@ -3,7 +3,8 @@
 //!
 //! Usage: bench MODE N [ADDRESS ROOTFS] [-- COMMAND…]
 //!   exec N -- CMD       runs CMD N times (ms per run): bare runc, podman
-//!   lifecycle N A R     create+start+wait+remove of /bin/true, N times (ms per run)
+//!   lifecycle N A R [-- CMD]  create+start+wait+remove of /bin/true, N times (ms per
+//!                       run), alternating with CMD when given (`{n}`: the run number)
 //!   roundtrip N A R     Get State vs a bare zbus echo method on the same bus (µs per call)
 //!   exit N A R          exit → Exited signal latency (ms)
 //!   populate N A R      creates N configured containers
@@ -98,8 +99,25 @@ async fn main() {
     let manager = ManagerProxy::new(&connection).await.expect("manager");
     match mode {
         "lifecycle" => {
+            // With a command after `--` (bare `runc run`), the two alternate run by run, so a
+            // noisy machine weighs on both alike.
             let mut samples = Vec::new();
-            for _ in 0..count + 2 {
+            let mut compared = Vec::new();
+            for run in 0..count + 2 {
+                if !command.is_empty() {
+                    // `{n}` in the command becomes the run number (unique container names).
+                    let args: Vec<String> = command
+                        .iter()
+                        .map(|a| a.replace("{n}", &run.to_string()))
+                        .collect();
+                    let started = Instant::now();
+                    let status = std::process::Command::new(&args[0])
+                        .args(&args[1..])
+                        .status()
+                        .expect("run");
+                    assert!(status.success(), "{command:?} failed");
+                    compared.push(started.elapsed().as_secs_f64() * 1e3);
+                }
                 let started = Instant::now();
                 let c = container(&connection, &manager, rootfs, &["/bin/true"]).await;
                 c.start(false).await.expect("start");
@@ -108,6 +126,9 @@ async fn main() {
                 samples.push(started.elapsed().as_secs_f64() * 1e3);
             }
             stats("berth_lifecycle", "ms", samples[2..].to_vec());
+            if !compared.is_empty() {
+                stats("runc", "ms", compared[2..].to_vec());
+            }
         }
         "roundtrip" => {
             let echo = zbus::connection::Builder::address(address.as_str())
