@@ -4,4 +4,5 @@
 pub mod artifacts;
 pub mod resolve;
 pub mod rootfs;
+pub mod unpack;
 pub mod users;
