@@ -519,3 +519,61 @@ async fn containers_get_default_signals_and_monitors_survive_stray_signals() {
     assert_eq!(mask("SigIgn:") & terminating, 0, "{text}");
     assert_eq!(mask("SigBlk:"), 0, "{text}");
 }
+
+/// `Logs` with `Follow` streams lines as they are written and ends when the container exits;
+/// a reader that goes away releases berthd, which can then idle out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followed_logs_stream_until_exit_and_a_closed_reader_lets_berthd_idle() {
+    let Some(mut h) = harness("followed_logs") else {
+        return;
+    };
+    h.start_berthd(&["--idle-timeout=2"]);
+    let connection = h.connection().await;
+    let talker = h
+        .create(
+            &connection,
+            "talker",
+            &[
+                "/bin/sh",
+                "-c",
+                "for i in 1 2 3; do echo line $i; sleep 0.3; done",
+            ],
+        )
+        .await;
+    // Follow from before the first line exists.
+    talker.init().await.unwrap();
+    let fd = talker
+        .logs(HashMap::from([("Follow", Variant::from(true))]))
+        .await
+        .unwrap();
+    talker.start(false).await.unwrap();
+    let started = Instant::now();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::fs::File::from(std::os::fd::OwnedFd::from(fd)),
+            &mut text,
+        )
+        .unwrap();
+        text
+    });
+    let text = reader.join().unwrap();
+    assert_eq!(text, "line 1\nline 2\nline 3\n");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "the stream did not follow the writes"
+    );
+
+    // A reader that closes a follow of a silent container does not keep berthd busy.
+    let silent = h.create(&connection, "silent", &["sleep", "100"]).await;
+    silent.start(false).await.unwrap();
+    let fd = silent
+        .logs(HashMap::from([("Follow", Variant::from(true))]))
+        .await
+        .unwrap();
+    drop(fd);
+    let address = h.address.clone();
+    common::wait_until(Duration::from_secs(10), || {
+        !common::name_has_owner(&address)
+    });
+}

@@ -33,16 +33,12 @@ pub struct ContainerObject {
 }
 
 impl ContainerObject {
-    fn status(&self) -> zbus::fdo::Result<ContainerStatus> {
-        self.engine
-            .status(&self.id)
-            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+    fn status(&self) -> Result<ContainerStatus, BusError> {
+        Ok(self.engine.status(&self.id)?)
     }
 
-    fn config(&self) -> zbus::fdo::Result<ContainerConfig> {
-        self.engine
-            .config(&self.id)
-            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+    fn config(&self) -> Result<ContainerConfig, BusError> {
+        Ok(self.engine.config(&self.id)?)
     }
 
     async fn manage(&self, header: &Header<'_>) -> Result<crate::engine::Caller, BusError> {
@@ -240,12 +236,16 @@ impl ContainerObject {
                 spec::batch_op(verb, options).map_err(|e| e.context(&format!("operation {index}")))
             })
             .collect::<BusResult<Vec<_>>>()?;
-        self.engine
-            .batch(caller, &self.id, parsed)
-            .await
-            .map_err(|(index, error)| {
-                BusError::from(error).context(&format!("operation {index} ({})", ops[index].0))
-            })
+        let outcome =
+            self.engine
+                .batch(caller, &self.id, parsed)
+                .await
+                .map_err(|(index, error)| {
+                    BusError::from(error).context(&format!("operation {index} ({})", ops[index].0))
+                });
+        // Signals of the operations that ran go out before the reply, failure or not.
+        self.shared.reply(&self.engine, Ok(())).await?;
+        outcome
     }
 
     /// Removes the container; `force` kills a running one.
@@ -343,107 +343,107 @@ impl ContainerObject {
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
-    fn name(&self) -> zbus::fdo::Result<String> {
+    fn name(&self) -> Result<String, BusError> {
         Ok(self.config()?.name)
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
-    fn image(&self) -> zbus::fdo::Result<String> {
+    fn image(&self) -> Result<String, BusError> {
         Ok(self.config()?.image)
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
-    fn image_id(&self) -> zbus::fdo::Result<String> {
+    fn image_id(&self) -> Result<String, BusError> {
         Ok(self.config()?.image_id)
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
-    fn command(&self) -> zbus::fdo::Result<Vec<String>> {
+    fn command(&self) -> Result<Vec<String>, BusError> {
         Ok(self.config()?.process_args())
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
-    fn created_at(&self) -> zbus::fdo::Result<u64> {
+    fn created_at(&self) -> Result<u64, BusError> {
         Ok(self.config()?.created_at)
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
-    fn terminal(&self) -> zbus::fdo::Result<bool> {
+    fn terminal(&self) -> Result<bool, BusError> {
         Ok(self.config()?.terminal)
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
-    fn stop_timeout(&self) -> zbus::fdo::Result<u32> {
+    fn stop_timeout(&self) -> Result<u32, BusError> {
         Ok(self.config()?.stop_timeout)
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
-    fn stop_signal(&self) -> zbus::fdo::Result<String> {
+    fn stop_signal(&self) -> Result<String, BusError> {
         Ok(self.config()?.stop_signal)
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
-    fn restart_policy(&self) -> zbus::fdo::Result<String> {
+    fn restart_policy(&self) -> Result<String, BusError> {
         Ok(self.config()?.restart_policy.to_string())
     }
 
     #[zbus(property(emits_changed_signal = "invalidates"))]
-    fn labels(&self) -> zbus::fdo::Result<HashMap<String, String>> {
+    fn labels(&self) -> Result<HashMap<String, String>, BusError> {
         Ok(self.config()?.labels.into_iter().collect())
     }
 
     #[zbus(property)]
-    fn state(&self) -> zbus::fdo::Result<String> {
+    fn state(&self) -> Result<String, BusError> {
         Ok(self.status()?.state.as_str().to_string())
     }
 
     #[zbus(property)]
-    fn pid(&self) -> zbus::fdo::Result<u32> {
+    fn pid(&self) -> Result<u32, BusError> {
         Ok(self.status()?.pid)
     }
 
     #[zbus(property)]
-    fn exit_code(&self) -> zbus::fdo::Result<i32> {
+    fn exit_code(&self) -> Result<i32, BusError> {
         Ok(self.status()?.exit_code)
     }
 
     #[zbus(property, name = "OOMKilled")]
-    fn oom_killed(&self) -> zbus::fdo::Result<bool> {
+    fn oom_killed(&self) -> Result<bool, BusError> {
         Ok(self.status()?.oom_killed)
     }
 
     #[zbus(property)]
-    fn started_at(&self) -> zbus::fdo::Result<u64> {
+    fn started_at(&self) -> Result<u64, BusError> {
         Ok(self.status()?.started_at)
     }
 
     #[zbus(property)]
-    fn finished_at(&self) -> zbus::fdo::Result<u64> {
+    fn finished_at(&self) -> Result<u64, BusError> {
         Ok(self.status()?.finished_at)
     }
 
     #[zbus(property)]
-    fn restart_count(&self) -> zbus::fdo::Result<u32> {
+    fn restart_count(&self) -> Result<u32, BusError> {
         Ok(self.status()?.restart_count)
     }
 
     #[zbus(property)]
-    fn mounted(&self) -> zbus::fdo::Result<bool> {
+    fn mounted(&self) -> Result<bool, BusError> {
         Ok(self.status()?.mounted())
     }
 
     #[zbus(property)]
-    fn mountpoint(&self) -> zbus::fdo::Result<String> {
+    fn mountpoint(&self) -> Result<String, BusError> {
         Ok(self.status()?.mountpoint)
     }
 
     #[zbus(property)]
-    fn exec_sessions(&self) -> zbus::fdo::Result<Vec<OwnedObjectPath>> {
+    fn exec_sessions(&self) -> Result<Vec<OwnedObjectPath>, BusError> {
         Ok(Vec::new())
     }
 
     #[zbus(property)]
-    fn error(&self) -> zbus::fdo::Result<String> {
+    fn error(&self) -> Result<String, BusError> {
         Ok(self.status()?.error)
     }
 }

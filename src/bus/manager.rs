@@ -30,15 +30,14 @@ impl Manager {
     async fn create_container(
         &self,
         #[zbus(header)] header: Header<'_>,
-        #[zbus(connection)] connection: &zbus::Connection,
         spec: HashMap<String, OwnedVariant>,
     ) -> Result<OwnedObjectPath, BusError> {
         let _busy = self.engine.busy();
         let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
         let request = spec::create_request(spec)?;
         let id = self.engine.create(caller, request).await?;
-        // Served before the reply, so the caller's next call finds the object.
-        super::add_container(connection, &self.engine, &self.shared, &id).await?;
+        // The reply waits for the publisher, which serves the new object first: the caller's
+        // next call finds it.
         self.shared
             .reply(&self.engine, Ok(container::path(&id)))
             .await

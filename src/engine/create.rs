@@ -247,19 +247,24 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
         .map(|e| e.config.name.clone())
         .collect();
     if !dependents.is_empty() {
-        return Err(EngineError::InvalidArgument(format!(
-            "container {id} cannot be removed: {} depend on it",
-            dependents.join(", ")
-        )));
+        return Err(EngineError::InvalidState {
+            id: id.clone(),
+            state: locked.status().state,
+            verb: "remove a container others depend on",
+        });
     }
     let state = locked.status().state;
     if (state.has_process() || state == State::Unknown) && !force {
         return Err(locked.invalid("remove (use force)"));
     }
+    locked
+        .entry
+        .restart_pending
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     // The process and the runtime go first, the normal way (died, cleanup); from here on the
     // `removing` mark lets a berthd that crashes midway finish the job at its next start.
     super::lifecycle::kill_and_reap(locked, caller).await?;
-    super::exit::release_runtime(locked).await?;
+    super::exit::release_runtime(locked, caller).await?;
     let mut status = locked.status();
     status.state = State::Removing;
     locked.commit(status, Vec::new()).await?;

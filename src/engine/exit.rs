@@ -1,11 +1,12 @@
 //! Exits: learned from the monitors' exit files, recorded with their events, followed by
 //! cleanup, `AutoRemove` and the restart policy.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{blocking, event, Caller, Engine, Locked, Result, State};
+use super::{blocking, event, Caller, Engine, EngineError, Entry, Locked, NewEvent, Result, State};
 use crate::monitor::protocol::read_exit_file;
 
 /// How long cleanup of a created container waits for its monitor to report the kill.
@@ -19,17 +20,16 @@ impl Engine {
                 continue;
             };
             // Wakes a `Stop` waiting on this exit before the lock is free.
-            entry.exit_seen.send_replace(true);
+            if let Ok(Some(record)) = read_exit_file(&self.inner().paths.exit_file(&id)) {
+                entry.exited_pid.send_replace(record.pid);
+            }
             let engine = self.clone();
             let busy = self.busy();
             tokio::spawn(async move {
                 let _busy = busy;
                 match engine.handle_exit(&id).await {
                     // A force-remove recorded it and took the container away meanwhile.
-                    Ok(())
-                    | Err(
-                        super::EngineError::Removed(_) | super::EngineError::NoSuchContainer(_),
-                    ) => {}
+                    Ok(()) | Err(EngineError::Removed(_) | EngineError::NoSuchContainer(_)) => {}
                     Err(error) => tracing::warn!(id = %id, %error, "recording an exit failed"),
                 }
             });
@@ -38,39 +38,44 @@ impl Engine {
 
     pub(crate) async fn handle_exit(&self, id: &str) -> Result<()> {
         let locked = self.inner().lock(id).await?;
-        record_exit_locked(&locked, Caller::ENGINE).await?;
-        after_exit_locked(&locked).await
+        if record_exit_locked(&locked, Caller::ENGINE, Vec::new()).await? {
+            after_exit_locked(&locked).await?;
+        }
+        Ok(())
     }
 }
 
+/// Waits until the monitor of the run with main process `pid` has written its exit file;
+/// false on timeout.
+pub(crate) async fn exit_file_written(entry: &Entry, pid: u32, limit: Duration) -> bool {
+    let mut exited = entry.exited_pid.subscribe();
+    tokio::time::timeout(limit, exited.wait_for(|exited| *exited == pid))
+        .await
+        .is_ok_and(|result| result.is_ok())
+}
+
 /// Records the exit in the container's exit file, if it belongs to the current run: state
-/// `stopped` with the exit code and a `died` event, `Exited` announced, then cleanup to
-/// `exited`. Idempotent: a second call, or a stale file, changes nothing.
-pub(crate) async fn record_exit_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
+/// `stopped` with the exit code and a `died` event (and `also`, in the same transaction),
+/// `Exited` announced, then cleanup to `exited`. Returns whether this call recorded it:
+/// a second call, or a stale file, changes nothing.
+pub(crate) async fn record_exit_locked(
+    locked: &Locked<'_>,
+    caller: Caller,
+    also: Vec<NewEvent>,
+) -> Result<bool> {
     let status = locked.status();
     let path = locked.engine().paths.exit_file(locked.id());
-    let record = {
-        let path = path.clone();
-        blocking(move || {
-            read_exit_file(&path)
-                .map_err(|e| super::EngineError::Internal(format!("exit file: {e}")))
-        })
-        .await?
-    };
+    let record = blocking(move || {
+        read_exit_file(&path).map_err(|e| EngineError::Internal(format!("exit file: {e}")))
+    })
+    .await?;
     let Some(record) = record else {
-        return Ok(());
+        return Ok(false);
     };
     if !status.state.has_process() || record.pid != status.pid {
         tracing::debug!(id = %locked.id(), pid = record.pid, "ignoring a stale exit file");
-        return Ok(());
+        return Ok(false);
     }
-    let mut stopped = status.clone();
-    stopped.state = State::Stopped;
-    stopped.exit_code = record.exit_code;
-    stopped.oom_killed = record.oom_killed;
-    stopped.finished_at = record.exited_at;
-    stopped.pid = 0;
-    stopped.monitor_pid = 0;
     let mut events = Vec::new();
     if record.oom_killed {
         events.push(event("oom", locked.config(), caller, &[]));
@@ -81,57 +86,79 @@ pub(crate) async fn record_exit_locked(locked: &Locked<'_>, caller: Caller) -> R
         caller,
         &[("exitCode", record.exit_code.to_string())],
     ));
-    locked
-        .commit_with(stopped, events, Some(record.exit_code))
-        .await?;
-    release_runtime(locked).await
+    events.extend(also);
+    record_stopped(
+        locked,
+        record.exit_code,
+        record.oom_killed,
+        record.exited_at,
+        events,
+    )
+    .await?;
+    Ok(true)
 }
 
-/// Deletes the container from the runtime and drops the runtime's mount reference:
-/// `stopped` becomes `exited` and `created` becomes `configured` (libpod's cleanupRuntime).
-pub(crate) async fn release_runtime(locked: &Locked<'_>) -> Result<()> {
-    let mut status = locked.status();
-    let was_created = status.state == State::Created;
-    // Only these are known to the runtime; `exited` and `configured` were released already.
-    if !matches!(
-        status.state,
-        State::Stopped | State::Created | State::Unknown
-    ) {
-        return Ok(());
-    }
-    let runtime = locked.engine().backends.runtime.clone();
-    let id = locked.id().to_string();
-    blocking(move || Ok(runtime.delete(&id, true)?)).await?;
-    if was_created {
-        // The killed `runc init` still gets its exit file; wait for it so it cannot be taken
-        // for the exit of the next run.
-        let mut seen = locked.entry.exit_seen.subscribe();
-        let _ = tokio::time::timeout(MONITOR_REPORT_LIMIT, seen.wait_for(|s| *s)).await;
-        status.pid = 0;
-        status.monitor_pid = 0;
-    }
-    super::filesystem::release_runtime_mount_into(locked, &mut status).await?;
-    let path = locked.engine().paths.exit_file(locked.id());
-    let _ = std::fs::remove_file(path);
-    let next = match status.state {
-        State::Stopped => Some(State::Exited),
-        State::Created => Some(State::Configured),
-        _ => None,
-    };
-    let events = match next {
-        Some(state) => {
-            status.state = state;
-            vec![event("cleanup", locked.config(), Caller::ENGINE, &[])]
-        }
-        None => Vec::new(),
-    };
-    if status != locked.status() || !events.is_empty() {
-        locked.commit(status, events).await?;
+/// Commits `stopped` with its exit code and events, announces `Exited`, then cleans up. A
+/// failed cleanup leaves the container `stopped` with the failure in `Error`; the exit itself
+/// is recorded either way.
+pub(crate) async fn record_stopped(
+    locked: &Locked<'_>,
+    exit_code: i32,
+    oom_killed: bool,
+    finished_at: u64,
+    events: Vec<NewEvent>,
+) -> Result<()> {
+    let mut stopped = locked.status();
+    stopped.state = State::Stopped;
+    stopped.exit_code = exit_code;
+    stopped.oom_killed = oom_killed;
+    stopped.finished_at = finished_at;
+    stopped.pid = 0;
+    stopped.monitor_pid = 0;
+    locked.commit_with(stopped, events, Some(exit_code)).await?;
+    if let Err(error) = release_runtime(locked, Caller::ENGINE).await {
+        tracing::warn!(id = %locked.id(), %error, "cleanup after an exit failed");
+        let mut status = locked.status();
+        status.error = error.to_string();
+        locked.commit(status, Vec::new()).await?;
     }
     Ok(())
 }
 
-/// After an exit has been recorded: `AutoRemove`, or the restart policy.
+/// Deletes the container from the runtime and drops the runtime's mount reference:
+/// `stopped` becomes `exited` and `created` becomes `configured` (libpod's cleanupRuntime),
+/// with a `cleanup` event. Returns whether it did anything.
+pub(crate) async fn release_runtime(locked: &Locked<'_>, caller: Caller) -> Result<bool> {
+    let mut status = locked.status();
+    // Only these are known to the runtime; `exited` and `configured` were released already.
+    let next = match status.state {
+        State::Stopped => State::Exited,
+        State::Created | State::Unknown => State::Configured,
+        _ => return Ok(false),
+    };
+    let runtime = locked.engine().backends.runtime.clone();
+    let id = locked.id().to_string();
+    blocking(move || Ok(runtime.delete(&id, true)?)).await?;
+    if status.pid != 0 {
+        // The killed process still gets its exit file; wait for it, so that it cannot be
+        // taken for the exit of the next run.
+        exit_file_written(&locked.entry, status.pid, MONITOR_REPORT_LIMIT).await;
+        status.pid = 0;
+        status.monitor_pid = 0;
+    }
+    super::filesystem::release_runtime_mount_into(locked, &mut status).await?;
+    let _ = std::fs::remove_file(locked.engine().paths.exit_file(locked.id()));
+    status.state = next;
+    status.error.clear();
+    locked
+        .commit(status, vec![event("cleanup", locked.config(), caller, &[])])
+        .await?;
+    Ok(true)
+}
+
+/// After an exit has been recorded: `AutoRemove`, or the restart policy. Runs once per exit,
+/// from whoever recorded it (the exit watcher or a plain `Stop`), never inside a composite
+/// verb such as `Restart`.
 pub(crate) async fn after_exit_locked(locked: &Locked<'_>) -> Result<()> {
     let status = locked.status();
     if status.state != State::Exited {
@@ -155,17 +182,20 @@ pub(crate) async fn after_exit_locked(locked: &Locked<'_>) -> Result<()> {
     };
     let id = locked.id().to_string();
     let busy = engine.busy();
+    locked.entry.restart_pending.store(true, Ordering::SeqCst);
     tokio::spawn(async move {
         let _busy = busy;
         tokio::time::sleep(delay).await;
         let Ok(locked) = engine.inner().lock(&id).await else {
             return;
         };
-        let status = locked.status();
-        if status.state != State::Exited || status.stopped_by_user {
+        // A `Stop`, `Start` or `Remove` meanwhile cancels the pending restart.
+        if !locked.entry.restart_pending.swap(false, Ordering::SeqCst)
+            || locked.status().state != State::Exited
+        {
             return;
         }
-        let mut counted = status.clone();
+        let mut counted = locked.status();
         counted.restart_count += 1;
         if locked.commit(counted, Vec::new()).await.is_err() {
             return;

@@ -29,6 +29,8 @@ pub struct FakeWorld {
     /// Makes `delete` fail (to hold a container in `stopped`).
     pub fail_delete: Mutex<bool>,
     pub mounts: Mutex<Vec<PathBuf>>,
+    /// Containers whose monitor has been killed.
+    pub dead_monitors: Mutex<Vec<String>>,
 }
 
 impl FakeWorld {
@@ -62,6 +64,26 @@ impl FakeWorld {
                 write_exit_file(&process.exit_file, &record).unwrap();
             }
         }
+    }
+
+    /// The process exits, but its monitor has not written the exit file yet.
+    pub fn exit_silently(&self, id: &str) {
+        if let Some(process) = self.processes.lock().unwrap().get_mut(id) {
+            process.status = RuntimeStatus::Stopped;
+        }
+    }
+
+    /// The monitor writes the exit file of a process that exited silently.
+    pub fn deliver_exit(&self, id: &str, code: i32) {
+        let processes = self.processes.lock().unwrap();
+        let process = &processes[id];
+        let record = ExitRecord {
+            pid: process.pid,
+            exit_code: code,
+            exited_at: now_micros(),
+            oom_killed: false,
+        };
+        write_exit_file(&process.exit_file, &record).unwrap();
     }
 
     pub fn runtime_status(&self, id: &str) -> Option<RuntimeStatus> {
@@ -175,7 +197,11 @@ impl MonitorLauncher for FakeLauncher {
             request.id.clone(),
             Process {
                 pid,
-                status: RuntimeStatus::Created,
+                status: if request.start {
+                    RuntimeStatus::Running
+                } else {
+                    RuntimeStatus::Created
+                },
                 exit_file: request.exit_file.clone(),
             },
         );
@@ -186,9 +212,17 @@ impl MonitorLauncher for FakeLauncher {
     }
 
     fn is_alive(&self, _monitor_pid: u32, id: &str) -> bool {
-        self.0
-            .runtime_status(id)
-            .is_some_and(|s| s != RuntimeStatus::Stopped)
+        !self
+            .0
+            .dead_monitors
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|dead| dead == id)
+            && self
+                .0
+                .runtime_status(id)
+                .is_some_and(|s| s != RuntimeStatus::Stopped)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use super::{blocking, event, Caller, ContainerStatus, Engine, EngineError, Locked, Result, State};
+use super::{blocking, event, Caller, ContainerStatus, Engine, EngineError, Locked, Result};
 use crate::storage::artifacts::Artifacts;
 
 struct Layout {
@@ -51,18 +51,21 @@ pub(crate) async fn acquire_mount_into(
     Ok(merged)
 }
 
-/// Drops one reference, unmounting on the last. The caller commits.
-pub(crate) async fn release_mount_into(locked: &Locked<'_>, status: &mut ContainerStatus) {
+/// Drops one reference, unmounting on the last. The caller commits. A failed unmount keeps
+/// the reference: mounting again over a half-released overlay would be undefined.
+pub(crate) async fn release_mount_into(
+    locked: &Locked<'_>,
+    status: &mut ContainerStatus,
+) -> Result<()> {
     if status.mount_count == 0 {
-        return;
+        return Ok(());
     }
-    status.mount_count -= 1;
-    if status.mount_count == 0 {
-        if let Err(error) = unmount(locked).await {
-            tracing::warn!(id = %locked.id(), %error, "unmount failed");
-        }
+    if status.mount_count == 1 {
+        unmount(locked).await?;
         status.mountpoint.clear();
     }
+    status.mount_count -= 1;
+    Ok(())
 }
 
 /// Drops the runtime's reference, if it holds one.
@@ -71,7 +74,7 @@ pub(crate) async fn release_runtime_mount_into(
     status: &mut ContainerStatus,
 ) -> Result<()> {
     if status.mount_count > status.user_mounts {
-        release_mount_into(locked, status).await;
+        release_mount_into(locked, status).await?;
     }
     Ok(())
 }
@@ -120,21 +123,17 @@ impl Engine {
             return Ok(());
         }
         if status.user_mounts == 0 {
-            let runtime_holds = status.state.has_process() || status.state == State::Stopped;
-            return Err(if runtime_holds {
-                EngineError::InvalidState {
-                    id: id.to_string(),
-                    state: status.state,
-                    verb: "unmount the storage of a live container",
-                }
-            } else {
-                EngineError::Internal(format!("container {id} is mounted with no user mount"))
+            // Only the runtime's reference is left: the container is using its storage.
+            return Err(EngineError::InvalidState {
+                id: id.to_string(),
+                state: status.state,
+                verb: "unmount the storage the runtime is using",
             });
         }
         let drops = if force { status.user_mounts } else { 1 };
         for _ in 0..drops {
+            release_mount_into(&locked, &mut status).await?;
             status.user_mounts -= 1;
-            release_mount_into(&locked, &mut status).await;
         }
         locked
             .commit(status, vec![event("unmount", locked.config(), caller, &[])])

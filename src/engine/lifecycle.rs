@@ -28,14 +28,20 @@ impl Engine {
     /// not held while waiting, so `Kill`, `Inspect` and properties answer during a stop.
     pub async fn stop(&self, caller: Caller, id: &str, timeout: u32) -> Result<()> {
         let inner = self.inner().clone();
-        let entry = {
+        let (entry, pid) = {
             let locked = inner.lock(id).await?;
-            begin_stop(&locked).await?;
-            locked.entry.clone()
+            let Some(pid) = begin_stop(&locked).await? else {
+                return Ok(());
+            };
+            (locked.entry.clone(), pid)
         };
-        await_exit_or_kill(&self.inner().backends, &entry, timeout).await?;
-        let locked = inner.lock(id).await?;
-        finish_stop(&locked, caller).await
+        await_exit_or_kill(&self.inner().backends, &entry, pid, timeout).await?;
+        match inner.lock(id).await {
+            Ok(locked) => finish_stop(&locked, caller, true).await,
+            // The exit watcher recorded the exit first and AutoRemove took the container.
+            Err(EngineError::Removed(_) | EngineError::NoSuchContainer(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     pub async fn restart(&self, caller: Caller, id: &str, timeout: u32) -> Result<()> {
@@ -114,11 +120,10 @@ async fn create_in_runtime(locked: &Locked<'_>, caller: Caller, and_start: bool)
     check_dependencies(locked, caller, false).await?;
     if state != State::Configured {
         // A previous run: make sure the runtime and storage are clean before re-creating.
-        super::exit::release_runtime(locked).await?;
+        super::exit::release_runtime(locked, caller).await?;
     }
     let mut status = locked.status();
     let mountpoint = super::filesystem::acquire_mount_into(locked, &mut status).await?;
-    locked.entry.exit_seen.send_replace(false);
     let inner = locked.engine().clone();
     let config = locked.config().clone();
     let id = config.id.clone();
@@ -161,7 +166,9 @@ async fn create_in_runtime(locked: &Locked<'_>, caller: Caller, and_start: bool)
         Ok(launched) => launched,
         Err(error) => {
             status.error = error.to_string();
-            super::filesystem::release_mount_into(locked, &mut status).await;
+            if let Err(unmount) = super::filesystem::release_mount_into(locked, &mut status).await {
+                tracing::warn!(id = %locked.id(), error = %unmount, "unmount after a failed init failed");
+            }
             locked.commit(status, Vec::new()).await?;
             return Err(error);
         }
@@ -258,6 +265,11 @@ pub(crate) async fn start_locked(
         return Err(locked.invalid("start"));
     }
     check_dependencies(locked, caller, recursive).await?;
+    // The user's start supersedes a restart the policy had scheduled.
+    locked
+        .entry
+        .restart_pending
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     if state != State::Created {
         return create_in_runtime(locked, caller, true).await;
     }
@@ -272,93 +284,111 @@ pub(crate) async fn start_locked(
     let mut status = locked.status();
     status.state = State::Running;
     status.started_at = now_micros();
+    status.error.clear();
     locked
         .commit(status, vec![event("start", locked.config(), caller, &[])])
         .await
 }
 
 /// First half of `Stop`: checks the state, marks it `stopping`, sends the stop signal.
-async fn begin_stop(locked: &Locked<'_>) -> Result<()> {
-    let mut status = locked.status();
-    if status.state.is_stopped() {
+/// Returns the main pid whose exit to wait for, or `None` when there is nothing to wait for
+/// (an exited container whose pending policy restart the stop cancelled).
+async fn begin_stop(locked: &Locked<'_>) -> Result<Option<u32>> {
+    let before = locked.status();
+    if before.state.is_stopped() {
+        if locked
+            .entry
+            .restart_pending
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(None);
+        }
         return Err(EngineError::ContainerStopped(locked.id().to_string()));
     }
-    if !status.state.can_stop() {
+    if !before.state.can_stop() {
         return Err(locked.invalid("stop"));
     }
     // A created process never ran the user's command; it has no handler for anything.
-    let signal = if status.state == State::Created {
+    let signal = if before.state == State::Created {
         nix::sys::signal::Signal::SIGKILL as i32
     } else {
         parse_signal(&locked.config().stop_signal)
             .map(|(n, _)| n)
             .unwrap_or(15)
     };
-    status.state = State::Stopping;
-    status.stopped_by_user = true;
-    locked.commit(status, Vec::new()).await?;
-    send_signal(locked, signal).await
+    let mut stopping = before.clone();
+    stopping.state = State::Stopping;
+    stopping.stopped_by_user = true;
+    locked.commit(stopping, Vec::new()).await?;
+    if let Err(error) = send_signal(locked, signal).await {
+        locked.commit(before, Vec::new()).await?;
+        return Err(error);
+    }
+    Ok(Some(before.pid))
 }
 
+/// Signals the container's main process. A process that has just exited on its own (the
+/// runtime says it is gone, its exit file may still be on the way) is not a failure.
 async fn send_signal(locked: &Locked<'_>, signal: i32) -> Result<()> {
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();
-    let result = blocking(move || Ok(runtime.kill(&id, signal)?)).await;
-    // The process may have exited on its own meanwhile: that is what we wanted.
-    if result.is_err() && *locked.entry.exit_seen.borrow() {
-        return Ok(());
-    }
-    result
+    blocking(move || match runtime.kill(&id, signal) {
+        Ok(()) => Ok(()),
+        Err(error) => match runtime.state(&id) {
+            Ok(None | Some(crate::runtime::RuntimeStatus::Stopped)) => Ok(()),
+            _ => Err(error.into()),
+        },
+    })
+    .await
 }
 
-/// Waits for the exit file up to `timeout` seconds, then SIGKILLs and waits again.
+/// Waits for the exit file of the run with main pid `pid` up to `timeout` seconds, then
+/// SIGKILLs and waits again.
 async fn await_exit_or_kill(
     backends: &super::Backends,
     entry: &super::Entry,
+    pid: u32,
     timeout: u32,
 ) -> Result<()> {
-    let mut seen = entry.exit_seen.subscribe();
-    let exited = tokio::time::timeout(
-        Duration::from_secs(u64::from(timeout)),
-        seen.wait_for(|s| *s),
-    )
-    .await
-    .is_ok_and(|result| result.is_ok());
-    if exited {
+    if super::exit::exit_file_written(entry, pid, Duration::from_secs(u64::from(timeout))).await {
         return Ok(());
     }
     let runtime = backends.runtime.clone();
     let id = entry.config.id.clone();
     let killed =
         blocking(move || Ok(runtime.kill(&id, nix::sys::signal::Signal::SIGKILL as i32)?)).await;
-    let exited = tokio::time::timeout(KILL_GRACE, seen.wait_for(|s| *s))
-        .await
-        .is_ok_and(|result| result.is_ok());
-    match exited {
-        true => Ok(()),
-        false => killed.and(Err(EngineError::Runtime(format!(
-            "container {} did not exit {}s after SIGKILL",
-            entry.config.id,
-            KILL_GRACE.as_secs()
-        )))),
+    if super::exit::exit_file_written(entry, pid, KILL_GRACE).await {
+        return Ok(());
     }
+    killed.and(Err(EngineError::Runtime(format!(
+        "container {} did not exit {}s after SIGKILL",
+        entry.config.id,
+        KILL_GRACE.as_secs()
+    ))))
 }
 
-/// Last half of `Stop`: records the exit (if the exit watcher has not yet) and the event.
-async fn finish_stop(locked: &Locked<'_>, caller: Caller) -> Result<()> {
-    super::exit::record_exit_locked(locked, caller).await?;
-    locked
-        .record(vec![event("stop", locked.config(), caller, &[])])
-        .await?;
-    super::exit::after_exit_locked(locked).await
+/// Last half of `Stop`: records the exit with the `stop` event in one transaction (unless
+/// the exit watcher recorded it first). `after_exit` runs AutoRemove/restart handling, which
+/// a composite verb must not do midway.
+async fn finish_stop(locked: &Locked<'_>, caller: Caller, after_exit: bool) -> Result<()> {
+    let stop = event("stop", locked.config(), caller, &[]);
+    if super::exit::record_exit_locked(locked, caller, vec![stop.clone()]).await? {
+        if after_exit {
+            super::exit::after_exit_locked(locked).await?;
+        }
+        return Ok(());
+    }
+    locked.record(vec![stop]).await
 }
 
 /// `Stop` with the lock held throughout (Restart, Batch, Refresh): the exit is awaited on
 /// the exit file, which needs no lock, and then recorded here.
 pub(crate) async fn stop_locked(locked: &Locked<'_>, caller: Caller, timeout: u32) -> Result<()> {
-    begin_stop(locked).await?;
-    await_exit_or_kill(&locked.engine().backends, &locked.entry, timeout).await?;
-    finish_stop(locked, caller).await
+    if let Some(pid) = begin_stop(locked).await? {
+        await_exit_or_kill(&locked.engine().backends, &locked.entry, pid, timeout).await?;
+        finish_stop(locked, caller, false).await?;
+    }
+    Ok(())
 }
 
 /// SIGKILLs a live container and records its exit (force-remove); no-op for others.
@@ -373,8 +403,9 @@ pub(crate) async fn kill_and_reap(locked: &Locked<'_>, caller: Caller) -> Result
         let _ = blocking(move || Ok(runtime.resume(&id)?)).await;
     }
     let _ = send_signal(locked, nix::sys::signal::Signal::SIGKILL as i32).await;
-    await_exit_or_kill(&locked.engine().backends, &locked.entry, 0).await?;
-    super::exit::record_exit_locked(locked, caller).await
+    await_exit_or_kill(&locked.engine().backends, &locked.entry, status.pid, 0).await?;
+    super::exit::record_exit_locked(locked, caller, Vec::new()).await?;
+    Ok(())
 }
 
 pub(crate) async fn restart_locked(

@@ -123,11 +123,11 @@ async fn stream_log(
     mut status: tokio::sync::watch::Receiver<super::ContainerStatus>,
 ) -> std::io::Result<()> {
     // Watch before reading, so nothing written in between is missed.
+    // The directory, not the file: the log may not exist yet (a container just created).
     let inotify = if options.follow {
         let inotify = crate::inotify::new()?;
-        if path.exists() {
-            inotify.add_watch(&path, AddWatchFlags::IN_MODIFY)?;
-        }
+        let dir = path.parent().unwrap_or(&path);
+        inotify.add_watch(dir, AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE)?;
         Some(inotify)
     } else {
         None
@@ -167,6 +167,7 @@ async fn stream_log(
     };
     // Follow: new lines as they come, until the container is no longer running.
     let inotify = crate::inotify::register(inotify)?;
+    let hangup = hangup_watch(&writer)?;
     loop {
         let running = status.borrow_and_update().state.is_running()
             || status.borrow().state == super::State::Created;
@@ -189,6 +190,8 @@ async fn stream_log(
             return Ok(());
         }
         tokio::select! {
+            // The reader went away: stop following, even if the container stays silent.
+            _ = hangup.ready(tokio::io::Interest::ERROR) => return Ok(()),
             ready = inotify.readable() => {
                 let mut guard = ready?;
                 let _ = guard.get_inner().0.read_events();
@@ -204,6 +207,21 @@ async fn stream_log(
             reader = std::fs::File::open(&path).ok().map(BufReader::new);
         }
     }
+}
+
+/// Becomes ready when the pipe's read end is closed (EPOLLERR on the write end).
+fn hangup_watch(
+    writer: &tokio::net::unix::pipe::Sender,
+) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    use std::os::fd::AsFd;
+    let duplicate = writer.as_fd().try_clone_to_owned()?;
+    // SAFETY: the AsyncFd owns the duplicate, so the descriptor stays open for as long as it
+    // is registered.
+    #[allow(unsafe_code)]
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(duplicate, tokio::io::Interest::ERROR)
+    };
+    registered.map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

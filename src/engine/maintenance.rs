@@ -1,5 +1,7 @@
 //! Cleanup, Sync, Refresh and Batch: the seed's verbs that repair or group others.
 
+use std::time::Duration;
+
 use super::{blocking, event, Caller, Engine, EngineError, Locked, Result, State};
 use crate::runtime::RuntimeStatus;
 
@@ -77,54 +79,78 @@ pub(crate) async fn cleanup_locked(locked: &Locked<'_>, caller: Caller) -> Resul
     if !locked.status().state.can_cleanup() {
         return Err(locked.invalid("clean up"));
     }
-    super::exit::record_exit_locked(locked, caller).await?;
-    super::exit::release_runtime(locked).await?;
-    locked
-        .record(vec![event("cleanup", locked.config(), caller, &[])])
-        .await
+    super::exit::record_exit_locked(locked, caller, Vec::new()).await?;
+    if !super::exit::release_runtime(locked, caller).await? {
+        locked
+            .record(vec![event("cleanup", locked.config(), caller, &[])])
+            .await?;
+    }
+    Ok(())
 }
 
-/// Re-reads the runtime's view: a process the runtime says is gone is looked for in the
-/// exit file; a pause done behind our back is adopted.
+/// How long `Sync` gives a live monitor to write the exit file of a process the runtime
+/// already reports gone.
+const EXIT_FILE_GRACE: Duration = Duration::from_secs(5);
+
+/// Re-reads the runtime's view. A process the runtime says is gone is recorded from its exit
+/// file (waiting for a live monitor to write it); a pause done behind our back is adopted;
+/// a container whose monitor is gone is stopped, since its exit could never be learned.
 pub(crate) async fn sync_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
     let status = locked.status();
     if status.state.has_process() {
-        let runtime = locked.engine().backends.runtime.clone();
+        let backends = &locked.engine().backends;
+        let monitor_alive = backends.launcher.is_alive(status.monitor_pid, locked.id());
+        let runtime = backends.runtime.clone();
         let id = locked.id().to_string();
         let seen = blocking(move || Ok(runtime.state(&id)?)).await?;
-        let mut updated = status.clone();
         match seen {
-            Some(RuntimeStatus::Paused) if status.state == State::Running => {
-                updated.state = State::Paused
-            }
-            Some(RuntimeStatus::Running) if status.state == State::Paused => {
-                updated.state = State::Running
-            }
             Some(RuntimeStatus::Stopped) | None => {
-                super::exit::record_exit_locked(locked, caller).await?;
-                updated = locked.status();
-                if updated.state.has_process() {
-                    // No exit file: the monitor is gone too, and the exit code with it.
-                    updated.state = State::Stopped;
-                    updated.exit_code = -1;
-                    updated.pid = 0;
-                    updated.monitor_pid = 0;
-                    updated.error =
-                        "the container's process and monitor are gone; exit code unknown".into();
-                    locked.commit(updated, Vec::new()).await?;
-                    super::exit::release_runtime(locked).await?;
-                    updated = locked.status();
+                if monitor_alive {
+                    super::exit::exit_file_written(&locked.entry, status.pid, EXIT_FILE_GRACE)
+                        .await;
+                }
+                if !super::exit::record_exit_locked(locked, caller, Vec::new()).await? {
+                    monitor_lost(locked, caller).await?;
                 }
             }
-            _ => {}
-        }
-        if updated != locked.status() {
-            locked.commit(updated, Vec::new()).await?;
+            Some(_) if !monitor_alive => monitor_lost(locked, caller).await?,
+            Some(RuntimeStatus::Paused) if status.state == State::Running => {
+                let mut paused = status.clone();
+                paused.state = State::Paused;
+                locked.commit(paused, Vec::new()).await?;
+            }
+            Some(RuntimeStatus::Running) if status.state == State::Paused => {
+                let mut running = status.clone();
+                running.state = State::Running;
+                locked.commit(running, Vec::new()).await?;
+            }
+            Some(_) => {}
         }
     }
     locked
         .record(vec![event("sync", locked.config(), caller, &[])])
         .await
+}
+
+/// The monitor is gone (killed, or a reboot wiped `--runroot`) without an exit file: nobody
+/// can learn this process's exit any more, so it is stopped and the exit recorded as
+/// unknown (-1) rather than left to hang every `Wait`.
+async fn monitor_lost(locked: &Locked<'_>, caller: Caller) -> Result<()> {
+    let runtime = locked.engine().backends.runtime.clone();
+    let id = locked.id().to_string();
+    tracing::warn!(id = %id, "monitor lost: stopping the container, its exit code is unknown");
+    blocking(move || Ok(runtime.delete(&id, true)?)).await?;
+    let died = event(
+        "died",
+        locked.config(),
+        caller,
+        &[("exitCode", "-1".to_string())],
+    );
+    super::exit::record_stopped(locked, -1, false, crate::clock::now_micros(), vec![died]).await?;
+    let mut status = locked.status();
+    status.error =
+        "the container's monitor was lost; it was stopped and its exit code is unknown".into();
+    locked.commit(status, Vec::new()).await
 }
 
 /// libpod's Refresh: unwind the container to `configured`, then bring it back to the state
@@ -138,7 +164,7 @@ pub(crate) async fn refresh_locked(locked: &Locked<'_>, caller: Caller) -> Resul
     if locked.status().state.can_stop() {
         stop_locked(locked, caller, locked.config().stop_timeout).await?;
     }
-    super::exit::release_runtime(locked).await?;
+    super::exit::release_runtime(locked, caller).await?;
     let mut status = locked.status();
     if matches!(
         status.state,

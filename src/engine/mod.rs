@@ -100,8 +100,11 @@ pub(crate) struct Entry {
     pub config: ContainerConfig,
     lock: Arc<Mutex<()>>,
     status: watch::Sender<ContainerStatus>,
-    /// Raised when this container's exit file appears, before the exit is recorded.
-    exit_seen: watch::Sender<bool>,
+    /// The main pid of the last run whose exit file appeared (before the exit is recorded):
+    /// what `Stop` waits on, so it needs no lock.
+    exited_pid: watch::Sender<u32>,
+    /// The restart policy has a start scheduled; a user's verb cancels it.
+    restart_pending: std::sync::atomic::AtomicBool,
 }
 
 impl Entry {
@@ -110,7 +113,8 @@ impl Entry {
             config,
             lock: Arc::new(Mutex::new(())),
             status: watch::Sender::new(status),
-            exit_seen: watch::Sender::new(false),
+            exited_pid: watch::Sender::new(0),
+            restart_pending: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

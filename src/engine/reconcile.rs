@@ -24,16 +24,15 @@ impl Engine {
             return Ok(());
         }
         // An exit that happened while berthd was away: record it now, in order.
-        super::exit::record_exit_locked(&locked, Caller::ENGINE).await?;
-        if !locked.status().state.has_process() {
+        if super::exit::record_exit_locked(&locked, Caller::ENGINE, Vec::new()).await? {
             return super::exit::after_exit_locked(&locked).await;
         }
-        let monitor_alive = self
+        if self
             .inner()
             .backends
             .launcher
-            .is_alive(status.monitor_pid, id);
-        if monitor_alive {
+            .is_alive(status.monitor_pid, id)
+        {
             // Adopted: the monitor still watches it and will write its exit file.
             if status.state == State::Stopping {
                 let mut running = status.clone();
@@ -42,13 +41,8 @@ impl Engine {
             }
             return Ok(());
         }
-        // The monitor is gone without an exit file (killed, or a reboot wiped --runroot).
-        // The exit file may have landed between our two looks.
-        super::exit::record_exit_locked(&locked, Caller::ENGINE).await?;
-        if locked.status().state.has_process() {
-            tracing::warn!(id = %id, pid = status.pid, "monitor lost; syncing with the runtime");
-            super::maintenance::sync_locked(&locked, Caller::ENGINE).await?;
-        }
-        Ok(())
+        // The monitor is gone: the runtime tells whether the process went too.
+        super::maintenance::sync_locked(&locked, Caller::ENGINE).await?;
+        super::exit::after_exit_locked(&locked).await
     }
 }

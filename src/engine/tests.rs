@@ -506,3 +506,91 @@ async fn a_restarted_engine_records_exits_it_missed_and_adopts_the_rest() {
         .unwrap();
     assert!(start < died);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_an_auto_remove_container_succeeds_and_removes_it() {
+    let setup = setup().await;
+    let request = CreateRequest {
+        auto_remove: true,
+        ..request(&setup, "temporary")
+    };
+    let id = setup.engine.create(ROOT, request).await.unwrap();
+    setup.engine.start(ROOT, &id, false).await.unwrap();
+    setup.engine.stop(ROOT, &id, 1).await.unwrap();
+    let entry = setup.engine.inner().entry(&id);
+    assert!(entry.is_err(), "AutoRemove left the container");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_an_auto_remove_container_keeps_it() {
+    let setup = setup().await;
+    let request = CreateRequest {
+        auto_remove: true,
+        ..request(&setup, "kept")
+    };
+    let id = setup.engine.create(ROOT, request).await.unwrap();
+    setup.engine.start(ROOT, &id, false).await.unwrap();
+    setup.engine.restart(ROOT, &id, 1).await.unwrap();
+    assert_eq!(setup.engine.status(&id).unwrap().state, State::Running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_racing_a_natural_exit_reports_the_real_exit_code() {
+    let setup = setup().await;
+    let id = container_in(&setup, "racer", State::Running).await;
+    // The process is gone; its monitor writes the exit file a little later.
+    setup.world.exit_silently(&id);
+    let world = setup.world.clone();
+    let late = id.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        world.deliver_exit(&late, 3);
+    });
+    setup.engine.stop(ROOT, &id, 5).await.unwrap();
+    let status = setup.engine.status(&id).unwrap();
+    assert_eq!((status.state, status.exit_code), (State::Exited, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_stops_a_container_whose_monitor_is_lost() {
+    let setup = setup().await;
+    let id = container_in(&setup, "orphan", State::Running).await;
+    setup.world.dead_monitors.lock().unwrap().push(id.clone());
+    let waiter = {
+        let engine = setup.engine.clone();
+        let id = id.clone();
+        tokio::spawn(async move { engine.wait(ROOT, &id).await })
+    };
+    setup.engine.sync(ROOT, &id).await.unwrap();
+    let status = setup.engine.status(&id).unwrap();
+    assert_eq!((status.state, status.exit_code), (State::Exited, -1));
+    assert!(status.error.contains("monitor"), "{}", status.error);
+    let code = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, -1, "Wait must not hang on a lost monitor");
+    assert!(
+        setup.world.runtime_status(&id).is_none(),
+        "the orphan was left in the runtime"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_cancels_a_pending_policy_restart() {
+    let setup = setup().await;
+    let request = CreateRequest {
+        restart_policy: Some("always".into()),
+        ..request(&setup, "loop")
+    };
+    let id = setup.engine.create(ROOT, request).await.unwrap();
+    setup.engine.start(ROOT, &id, false).await.unwrap();
+    setup.world.exit(&id, 1);
+    reach(&setup.engine, &id, State::Exited).await;
+    setup.engine.stop(ROOT, &id, 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(setup.engine.status(&id).unwrap().state, State::Exited);
+    let error = setup.engine.stop(ROOT, &id, 1).await.unwrap_err();
+    assert!(matches!(error, EngineError::ContainerStopped(_)));
+}

@@ -131,12 +131,35 @@ fn monitor(options: &MonitorOptions) -> Result<(), String> {
         let verb = if options.start { "run" } else { "create" };
         return Err(format!("{} {verb}: {}", options.runtime, message.trim()));
     }
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .map_err(|e| format!("read {}: {e}", pid_file.display()))?
-        .trim()
-        .parse()
-        .map_err(|e| format!("pid file {}: {e}", pid_file.display()))?;
-    let pidfd = pidfd_open(pid).map_err(|e| format!("pidfd_open {pid}: {e}"))?;
+    let watched = std::fs::read_to_string(&pid_file)
+        .map_err(|e| format!("read {}: {e}", pid_file.display()))
+        .and_then(|text| {
+            text.trim()
+                .parse::<i32>()
+                .map_err(|e| format!("pid file {}: {e}", pid_file.display()))
+        })
+        .and_then(|pid| {
+            Ok((
+                pid,
+                pidfd_open(pid).map_err(|e| format!("pidfd_open {pid}: {e}"))?,
+            ))
+        });
+    let (pid, pidfd) = match watched {
+        Ok(watched) => watched,
+        Err(error) => {
+            // The runtime made a container we cannot watch: take it away again rather than
+            // leave it running with nobody to record its exit.
+            let _ = Command::new(&options.runtime)
+                .arg("--root")
+                .arg(&options.runtime_root)
+                .args(["delete", "--force", &options.id])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            return Err(error);
+        }
+    };
 
     report(&StartReport::Created {
         pid: pid as u32,
@@ -252,7 +275,12 @@ fn copy_until_exit(
             Ok(0) => continue,
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
+            // Never give up on a live container (that would write a false exit code); a
+            // transient failure (ENOMEM) is retried after a pause.
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
         }
         let ready: Vec<(usize, PollFlags)> = fds
             .iter()

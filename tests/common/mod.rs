@@ -272,7 +272,11 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        // Remove every container through the service, so monitors, mounts and cgroups go.
+        // Remove every container through the service, so monitors, mounts and cgroups go
+        // (starting berthd again if it idled out or a test stopped it).
+        if self.berthd.is_some() && !name_has_owner(&self.address) {
+            self.start_berthd(&[]);
+        }
         if self.berthd.is_some() {
             let listing = self.berthctl(&["ps", "-q"]);
             for id in String::from_utf8_lossy(&listing.stdout).lines() {
