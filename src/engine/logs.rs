@@ -37,31 +37,11 @@ fn parse_line(line: &str) -> Option<LogLine> {
     let tag = fields.next()?;
     let text = fields.next().unwrap_or("").to_string();
     Some(LogLine {
-        micros: parse_rfc3339_micros(&timestamp).unwrap_or(0),
+        micros: crate::clock::parse_rfc3339_micros(&timestamp).unwrap_or(0),
         timestamp,
         full: tag == "F",
         text,
     })
-}
-
-/// Parses the `YYYY-MM-DDTHH:MM:SS.fffffffffZ` timestamps the monitor writes.
-fn parse_rfc3339_micros(text: &str) -> Option<u64> {
-    let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
-    let mut date = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
-    let (clock, fraction) = time.split_once('.').unwrap_or((time, "0"));
-    let mut clock = clock.split(':').map(|p| p.parse::<i64>().ok());
-    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
-    let micros_fraction: i64 = format!("{fraction:0<6}")[..6].parse().ok()?;
-    // Days from civil (Howard Hinnant), the inverse of clock::civil_from_days.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
-    u64::try_from(seconds * 1_000_000 + micros_fraction).ok()
 }
 
 fn render(line: &LogLine, options: &LogOptions) -> Option<Vec<u8>> {
@@ -234,7 +214,7 @@ mod tests {
         let text = crate::clock::rfc3339_nanos(
             std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros),
         );
-        assert_eq!(parse_rfc3339_micros(&text), Some(micros));
+        assert_eq!(crate::clock::parse_rfc3339_micros(&text), Some(micros));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! inside it, and artifacts.
 
 pub mod artifacts;
+pub mod images;
 pub mod resolve;
 pub mod rootfs;
 pub mod unpack;

@@ -1,0 +1,847 @@
+//! The image store: layers unpacked once under `<root>/layers/<diff id>` and shared by every
+//! image that has them, and the import of OCI archives (`oci-layout` + `index.json`),
+//! docker-archives (`manifest.json`) and plain root-filesystem tars, streamed from a reader:
+//! never the whole archive in memory, never a temporary copy of it. Digests are verified;
+//! a failure leaves nothing behind.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Cursor, Read};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::unpack::{unpack_layer, UnpackError, UnpackLimits};
+
+/// The runtime configuration an image suggests (`Config` property).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    pub cmd: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An image as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// Hex sha256 of the config JSON (as docker and podman name images).
+    pub id: String,
+    pub names: Vec<String>,
+    /// Diff ids, bottom layer first.
+    pub layers: Vec<String>,
+    pub config: ImageConfig,
+    pub architecture: String,
+    pub os: String,
+    /// Microseconds since the epoch (from the config's `created`, else the import time).
+    pub created_at: u64,
+    /// Bytes of uncompressed layers.
+    pub size: u64,
+}
+
+/// `ImportImage` options.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Names the image (`localhost/app:1`).
+    pub reference: Option<String>,
+    /// For a plain rootfs tar, which has no config of its own.
+    pub config: ImageConfig,
+    pub limits: UnpackLimits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{0}")]
+    Unpack(#[from] UnpackError),
+    #[error("archive: {0}")]
+    Format(String),
+    #[error("layer {name}: digest is {actual}, the manifest says {expected}")]
+    DigestMismatch {
+        name: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("image store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn format_error(message: impl Into<String>) -> ImportError {
+    ImportError::Format(message.into())
+}
+
+/// Where layers live.
+#[derive(Debug, Clone)]
+pub struct LayerStore {
+    dir: PathBuf,
+}
+
+impl LayerStore {
+    pub fn new(dir: &Path) -> LayerStore {
+        LayerStore {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The directory of a layer, by its diff id (`sha256:…`).
+    pub fn path(&self, diff_id: &str) -> PathBuf {
+        self.dir.join(diff_id.trim_start_matches("sha256:"))
+    }
+
+    pub fn has(&self, diff_id: &str) -> bool {
+        self.path(diff_id).is_dir()
+    }
+
+    /// Deletes a layer no image uses any more.
+    pub fn delete(&self, diff_id: &str) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(self.path(diff_id)) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    fn staging(&self) -> std::io::Result<tempfile::TempDir> {
+        std::fs::create_dir_all(&self.dir)?;
+        tempfile::Builder::new()
+            .prefix(".import-")
+            .tempdir_in(&self.dir)
+    }
+}
+
+/// Hashes what it reads (a blob's digest is over its compressed bytes).
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.hasher.update(&buffer[..read]);
+        Ok(read)
+    }
+}
+
+/// Reads up to `n` bytes for sniffing; returns them and a reader that still yields them.
+fn peek<R: Read>(
+    mut reader: R,
+    n: usize,
+) -> std::io::Result<(Vec<u8>, std::io::Chain<Cursor<Vec<u8>>, R>)> {
+    let mut head = Vec::with_capacity(n);
+    (&mut reader).take(n as u64).read_to_end(&mut head)?;
+    Ok((head.clone(), Cursor::new(head).chain(reader)))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+fn compression_of(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+fn is_tar(head: &[u8]) -> bool {
+    head.len() >= 262 && &head[257..262] == b"ustar"
+}
+
+/// A reader of the uncompressed bytes, whatever the compression.
+fn decompressed<'a, R: Read + 'a>(reader: R) -> Result<Box<dyn Read + 'a>, ImportError> {
+    let (head, reader) = peek(reader, 4)?;
+    Ok(match compression_of(&head) {
+        Compression::None => Box::new(reader),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        Compression::Zstd => Box::new(
+            ruzstd::decoding::StreamingDecoder::new(reader)
+                .map_err(|e| format_error(format!("zstd: {e}")))?,
+        ),
+    })
+}
+
+/// Whether the first entry name says "image archive" rather than "root filesystem".
+fn names_an_image_archive(name: &str) -> bool {
+    let name = name.trim_start_matches("./");
+    let hex_prefix = name.len() >= 64 && name[..64].bytes().all(|b| b.is_ascii_hexdigit());
+    matches!(
+        name,
+        "oci-layout" | "index.json" | "manifest.json" | "repositories"
+    ) || name.starts_with("blobs/")
+        || hex_prefix
+}
+
+/// A layer unpacked into the staging area, waiting for the manifest to claim it.
+struct Staged {
+    blob_digest: String,
+    diff_id: String,
+    bytes: u64,
+    dir: PathBuf,
+}
+
+/// Small JSON documents of the archive are kept; anything else this large is refused.
+const MAX_METADATA: u64 = 16 << 20;
+
+/// Imports an image from `reader`. `exists` tells whether an image id is already stored (its
+/// layers are then only reused). Returns the record to store.
+pub fn import(
+    reader: impl Read,
+    store: &LayerStore,
+    options: &ImportOptions,
+) -> Result<ImageRecord, ImportError> {
+    let staging = store.staging()?;
+    let stream = decompressed(reader)?;
+    let (head, stream) = peek(stream, 512)?;
+    if head.len() < 512 || !is_tar(&head) {
+        return Err(format_error(
+            "not a tar archive (nor a gzip or zstd compressed one)",
+        ));
+    }
+    let first_name = String::from_utf8_lossy(&head[..100])
+        .trim_end_matches('\0')
+        .to_string();
+    let record = if names_an_image_archive(&first_name) {
+        import_archive(stream, store, staging.path(), options)?
+    } else {
+        import_rootfs(stream, store, staging.path(), options)?
+    };
+    Ok(record)
+}
+
+fn import_rootfs(
+    stream: impl Read,
+    store: &LayerStore,
+    staging: &Path,
+    options: &ImportOptions,
+) -> Result<ImageRecord, ImportError> {
+    let dir = staging.join("rootfs");
+    std::fs::create_dir(&dir)?;
+    let unpacked = unpack_layer(stream, &dir, options.limits)?;
+    let config = serde_json::json!({
+        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        "os": "linux",
+        "config": {
+            "Cmd": options.config.cmd,
+            "Entrypoint": options.config.entrypoint,
+            "Env": options.config.env,
+            "WorkingDir": options.config.working_dir,
+            "User": options.config.user,
+            "Labels": options.config.labels,
+        },
+        "rootfs": { "type": "layers", "diff_ids": [unpacked.diff_id] },
+    });
+    let config_bytes = serde_json::to_vec(&config).map_err(|e| format_error(e.to_string()))?;
+    let staged = vec![Staged {
+        blob_digest: unpacked.diff_id.clone(),
+        diff_id: unpacked.diff_id,
+        bytes: unpacked.bytes,
+        dir,
+    }];
+    finish(
+        store,
+        &config_bytes,
+        staged,
+        options.reference.iter().cloned().collect(),
+    )
+}
+
+fn import_archive(
+    stream: impl Read,
+    store: &LayerStore,
+    staging: &Path,
+    options: &ImportOptions,
+) -> Result<ImageRecord, ImportError> {
+    let mut archive = tar::Archive::new(stream);
+    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut layers: HashMap<String, Staged> = HashMap::new();
+    for (index, entry) in archive
+        .entries()
+        .map_err(|e| format_error(e.to_string()))?
+        .enumerate()
+    {
+        let entry = entry.map_err(|e| format_error(format!("truncated or corrupt: {e}")))?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let name = entry
+            .path()
+            .map_err(|e| format_error(e.to_string()))?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        let size = entry
+            .header()
+            .size()
+            .map_err(|e| format_error(e.to_string()))?;
+        let mut hashing = Hashing {
+            inner: entry,
+            hasher: Sha256::new(),
+        };
+        let (head, content) = peek(&mut hashing, 512)?;
+        let layer_like = compression_of(&head) != Compression::None || is_tar(&head);
+        if layer_like {
+            let dir = staging.join(index.to_string());
+            std::fs::create_dir(&dir)?;
+            let unpacked = unpack_layer(decompressed(content)?, &dir, options.limits)?;
+            // Whatever the decompressor left unread still belongs to the blob's digest.
+            std::io::copy(&mut hashing, &mut std::io::sink())?;
+            let blob_digest = format!("sha256:{:x}", hashing.hasher.finalize());
+            layers.insert(
+                name,
+                Staged {
+                    blob_digest,
+                    diff_id: unpacked.diff_id,
+                    bytes: unpacked.bytes,
+                    dir,
+                },
+            );
+        } else {
+            if size > MAX_METADATA {
+                return Err(format_error(format!(
+                    "{name}: {size} bytes is not image metadata"
+                )));
+            }
+            let mut bytes = Vec::with_capacity(size as usize);
+            let mut content = content;
+            content
+                .read_to_end(&mut bytes)
+                .map_err(|e| format_error(format!("{name}: {e}")))?;
+            if (bytes.len() as u64) < size {
+                return Err(format_error(format!("{name}: truncated")));
+            }
+            files.insert(name, bytes);
+        }
+    }
+    if files.contains_key("index.json") {
+        resolve_oci(&files, layers, store, options)
+    } else if files.contains_key("manifest.json") {
+        resolve_docker(&files, layers, store, options)
+    } else {
+        Err(format_error(
+            "no index.json (OCI layout) or manifest.json (docker-archive) in the archive",
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+struct Descriptor {
+    digest: String,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct OciIndex {
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct OciManifest {
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+/// A blob of an OCI layout, checked against its digest.
+fn blob<'a>(files: &'a HashMap<String, Vec<u8>>, digest: &str) -> Result<&'a [u8], ImportError> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| format_error(format!("unsupported digest {digest}")))?;
+    let bytes = files
+        .get(&format!("blobs/sha256/{hex}"))
+        .ok_or_else(|| format_error(format!("blob {digest} is missing")))?;
+    let actual = format!("sha256:{:x}", Sha256::digest(bytes));
+    if actual != digest {
+        return Err(ImportError::DigestMismatch {
+            name: digest.to_string(),
+            expected: digest.to_string(),
+            actual,
+        });
+    }
+    Ok(bytes)
+}
+
+fn resolve_oci(
+    files: &HashMap<String, Vec<u8>>,
+    mut layers: HashMap<String, Staged>,
+    store: &LayerStore,
+    options: &ImportOptions,
+) -> Result<ImageRecord, ImportError> {
+    let index: OciIndex = serde_json::from_slice(&files["index.json"])
+        .map_err(|e| format_error(format!("index.json: {e}")))?;
+    let descriptor = index
+        .manifests
+        .first()
+        .ok_or_else(|| format_error("index.json lists no manifest"))?;
+    let manifest: OciManifest = serde_json::from_slice(blob(files, &descriptor.digest)?)
+        .map_err(|e| format_error(format!("manifest {}: {e}", descriptor.digest)))?;
+    let config = blob(files, &manifest.config.digest)?;
+    let mut staged = Vec::new();
+    for layer in &manifest.layers {
+        let name = format!(
+            "blobs/sha256/{}",
+            layer.digest.trim_start_matches("sha256:")
+        );
+        let found = layers
+            .remove(&name)
+            .ok_or_else(|| format_error(format!("layer {} is missing", layer.digest)))?;
+        if found.blob_digest != layer.digest {
+            return Err(ImportError::DigestMismatch {
+                name,
+                expected: layer.digest.clone(),
+                actual: found.blob_digest,
+            });
+        }
+        staged.push(found);
+    }
+    let mut names: Vec<String> = descriptor
+        .annotations
+        .get("org.opencontainers.image.ref.name")
+        .map(|name| qualify(name))
+        .into_iter()
+        .collect();
+    names.extend(options.reference.iter().cloned());
+    finish(store, config, staged, names)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifest {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+fn resolve_docker(
+    files: &HashMap<String, Vec<u8>>,
+    mut layers: HashMap<String, Staged>,
+    store: &LayerStore,
+    options: &ImportOptions,
+) -> Result<ImageRecord, ImportError> {
+    let manifests: Vec<DockerManifest> = serde_json::from_slice(&files["manifest.json"])
+        .map_err(|e| format_error(format!("manifest.json: {e}")))?;
+    let manifest = manifests
+        .first()
+        .ok_or_else(|| format_error("manifest.json lists no image"))?;
+    let config = files
+        .get(manifest.config.trim_start_matches("./"))
+        .ok_or_else(|| format_error(format!("config {} is missing", manifest.config)))?;
+    let mut staged = Vec::new();
+    for name in &manifest.layers {
+        let name = name.trim_start_matches("./");
+        staged.push(
+            layers
+                .remove(name)
+                .ok_or_else(|| format_error(format!("layer {name} is missing")))?,
+        );
+    }
+    let mut names: Vec<String> = manifest
+        .repo_tags
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .map(|n| qualify(n))
+        .collect();
+    names.extend(options.reference.iter().cloned());
+    finish(store, config, staged, names)
+}
+
+/// `busybox` → `docker.io/library/busybox:latest`, as podman names images.
+fn qualify(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or_default();
+    let tagged = if last.contains(':') || last.contains('@') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    };
+    let first = name.split('/').next().unwrap_or_default();
+    let has_registry =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    if has_registry {
+        tagged
+    } else if name.contains('/') {
+        format!("docker.io/{tagged}")
+    } else {
+        format!("docker.io/library/{tagged}")
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ConfigDocument {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    created: Option<String>,
+    #[serde(default)]
+    config: Option<RuntimeConfig>,
+    rootfs: RootFs,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct RuntimeConfig {
+    #[serde(default)]
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    env: Option<Vec<String>>,
+    #[serde(default)]
+    working_dir: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize, Default)]
+struct RootFs {
+    diff_ids: Vec<String>,
+}
+
+/// Checks the layers against the config's diff ids, moves new layers into the store (layers
+/// already there are reused) and builds the record.
+fn finish(
+    store: &LayerStore,
+    config_bytes: &[u8],
+    staged: Vec<Staged>,
+    names: Vec<String>,
+) -> Result<ImageRecord, ImportError> {
+    let document: ConfigDocument = serde_json::from_slice(config_bytes)
+        .map_err(|e| format_error(format!("image config: {e}")))?;
+    let diff_ids: Vec<String> = staged.iter().map(|s| s.diff_id.clone()).collect();
+    if document.rootfs.diff_ids != diff_ids {
+        let (expected, actual) = document
+            .rootfs
+            .diff_ids
+            .iter()
+            .zip(&diff_ids)
+            .find(|(a, b)| a != b)
+            .map(|(a, b)| (a.clone(), b.clone()))
+            .unwrap_or_else(|| {
+                (
+                    format!("{} layers", document.rootfs.diff_ids.len()),
+                    format!("{} layers", diff_ids.len()),
+                )
+            });
+        return Err(ImportError::DigestMismatch {
+            name: "uncompressed layer".into(),
+            expected,
+            actual,
+        });
+    }
+    let size = staged.iter().map(|s| s.bytes).sum();
+    for layer in staged {
+        if !store.has(&layer.diff_id) {
+            std::fs::rename(&layer.dir, store.path(&layer.diff_id))?;
+        }
+    }
+    let runtime = document.config.unwrap_or_default();
+    let mut unique_names: Vec<String> = Vec::new();
+    for name in names {
+        if !unique_names.contains(&name) {
+            unique_names.push(name);
+        }
+    }
+    Ok(ImageRecord {
+        id: format!("{:x}", Sha256::digest(config_bytes)),
+        names: unique_names,
+        layers: diff_ids,
+        config: ImageConfig {
+            cmd: runtime.cmd.unwrap_or_default(),
+            entrypoint: runtime.entrypoint.unwrap_or_default(),
+            env: runtime.env.unwrap_or_default(),
+            working_dir: runtime.working_dir.unwrap_or_default(),
+            user: runtime.user.unwrap_or_default(),
+            labels: runtime.labels.unwrap_or_default(),
+        },
+        architecture: document.architecture,
+        os: document.os,
+        created_at: document
+            .created
+            .as_deref()
+            .and_then(crate::clock::parse_rfc3339_micros)
+            .unwrap_or_else(crate::clock::now_micros),
+        size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn sha(bytes: &[u8]) -> String {
+        format!("sha256:{:x}", Sha256::digest(bytes))
+    }
+
+    fn add(builder: &mut tar::Builder<Vec<u8>>, name: &str, bytes: &[u8]) {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(name).unwrap();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder.append(&header, bytes).unwrap();
+    }
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, bytes) in files {
+            add(&mut builder, name, bytes);
+        }
+        builder.into_inner().unwrap()
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    /// Two layers: a base with bin/sh and a second adding etc/motd.
+    fn layers() -> (Vec<u8>, Vec<u8>) {
+        (
+            tar_of(&[("bin/sh", b"shell")]),
+            tar_of(&[("etc/motd", b"hello")]),
+        )
+    }
+
+    fn config(diff_ids: &[String]) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux", "created": "2026-01-02T03:04:05Z",
+            "config": { "Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "WorkingDir": "/srv" },
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        }))
+        .unwrap()
+    }
+
+    fn oci_archive(layer_blobs: &[Vec<u8>], config_bytes: &[u8]) -> Vec<u8> {
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "config": { "digest": sha(config_bytes), "size": config_bytes.len() },
+            "layers": layer_blobs.iter().map(|b| serde_json::json!({ "digest": sha(b), "size": b.len() })).collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{ "digest": sha(&manifest), "size": manifest.len(),
+                            "annotations": { "org.opencontainers.image.ref.name": "localhost/demo:1" } }],
+        }))
+        .unwrap();
+        let blob_name = |b: &[u8]| format!("blobs/sha256/{}", &sha(b)[7..]);
+        let mut files: Vec<(String, Vec<u8>)> = vec![(
+            "oci-layout".into(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        )];
+        for blob in layer_blobs
+            .iter()
+            .chain([&config_bytes.to_vec(), &manifest])
+        {
+            files.push((blob_name(blob), blob.clone()));
+        }
+        files.push(("index.json".into(), index));
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        tar_of(&refs)
+    }
+
+    fn docker_archive(layer_tars: &[Vec<u8>], config_bytes: &[u8]) -> Vec<u8> {
+        let names: Vec<String> = layer_tars
+            .iter()
+            .map(|l| format!("{}/layer.tar", &sha(l)[7..]))
+            .collect();
+        let config_name = format!("{}.json", &sha(config_bytes)[7..]);
+        let manifest = serde_json::to_vec(&serde_json::json!([{
+            "Config": config_name, "RepoTags": ["demo:1"], "Layers": names,
+        }]))
+        .unwrap();
+        let mut files: Vec<(String, Vec<u8>)> = vec![(config_name, config_bytes.to_vec())];
+        for (name, layer) in names.iter().zip(layer_tars) {
+            files.push((name.clone(), layer.clone()));
+        }
+        files.push(("manifest.json".into(), manifest));
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        tar_of(&refs)
+    }
+
+    fn store() -> (tempfile::TempDir, LayerStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LayerStore::new(&dir.path().join("layers"));
+        (dir, store)
+    }
+
+    fn leftovers(store: &LayerStore) -> Vec<String> {
+        std::fs::read_dir(&store.dir)
+            .map(|e| {
+                e.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn an_oci_archive_imports_with_its_config_and_names() {
+        let (_dir, store) = store();
+        let (base, top) = layers();
+        let diff_ids = [sha(&base), sha(&top)];
+        let archive = oci_archive(&[gzip(&base), gzip(&top)], &config(&diff_ids));
+        let image = import(&archive[..], &store, &ImportOptions::default()).unwrap();
+        assert_eq!(image.layers, diff_ids);
+        assert_eq!(image.names, ["localhost/demo:1"]);
+        assert_eq!(image.config.cmd, ["/bin/sh"]);
+        assert_eq!(image.config.working_dir, "/srv");
+        assert_eq!(
+            std::fs::read(store.path(&diff_ids[1]).join("etc/motd")).unwrap(),
+            b"hello"
+        );
+        assert_eq!(
+            leftovers(&store).len(),
+            2,
+            "staging left behind: {:?}",
+            leftovers(&store)
+        );
+    }
+
+    #[test]
+    fn a_docker_archive_of_the_same_image_reuses_the_layers() {
+        let (_dir, store) = store();
+        let (base, top) = layers();
+        let diff_ids = [sha(&base), sha(&top)];
+        let oci = import(
+            &oci_archive(&[gzip(&base), gzip(&top)], &config(&diff_ids))[..],
+            &store,
+            &ImportOptions::default(),
+        )
+        .unwrap();
+        let inode =
+            |path: PathBuf| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap());
+        let before = inode(store.path(&diff_ids[0]).join("bin/sh"));
+        let docker = import(
+            &docker_archive(&[base, top], &config(&diff_ids))[..],
+            &store,
+            &ImportOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(docker.id, oci.id, "same config, same image id");
+        assert_eq!(docker.names, ["docker.io/library/demo:1"]);
+        assert_eq!(
+            inode(store.path(&diff_ids[0]).join("bin/sh")),
+            before,
+            "the layer was unpacked again"
+        );
+        assert_eq!(leftovers(&store).len(), 2);
+    }
+
+    #[test]
+    fn a_plain_rootfs_tar_becomes_a_one_layer_image_with_the_given_config() {
+        let (_dir, store) = store();
+        let rootfs = gzip(&tar_of(&[
+            ("bin/busybox", b"bb"),
+            ("etc/passwd", b"root:x:0:0::/:/bin/sh\n"),
+        ]));
+        let options = ImportOptions {
+            reference: Some("localhost/plain:1".into()),
+            config: ImageConfig {
+                cmd: vec!["/bin/sh".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let image = import(&rootfs[..], &store, &options).unwrap();
+        assert_eq!(image.layers.len(), 1);
+        assert_eq!(image.names, ["localhost/plain:1"]);
+        assert_eq!(image.config.cmd, ["/bin/sh"]);
+        assert!(store.path(&image.layers[0]).join("bin/busybox").exists());
+    }
+
+    #[test]
+    fn a_layer_whose_digest_does_not_match_fails_and_leaves_nothing() {
+        let (_dir, store) = store();
+        let (base, top) = layers();
+        let diff_ids = [sha(&base), sha(&top)];
+        let mut archive = oci_archive(&[gzip(&base), gzip(&top)], &config(&diff_ids));
+        // Swap one byte of the file name of the first layer's blob: its content no longer
+        // matches its name.
+        let blob = format!("blobs/sha256/{}", &sha(&gzip(&base))[7..]);
+        let at = archive
+            .windows(blob.len())
+            .position(|w| w == blob.as_bytes())
+            .unwrap();
+        let tampered_name = format!("blobs/sha256/{}", &sha(&gzip(&top))[7..]);
+        archive[at..at + blob.len()].copy_from_slice(tampered_name.as_bytes());
+        let mut header = tar::Header::new_old();
+        header
+            .as_mut_bytes()
+            .copy_from_slice(&archive[at..at + 512]);
+        header.set_cksum();
+        archive[at..at + 512].copy_from_slice(header.as_bytes());
+        let error = import(&archive[..], &store, &ImportOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ImportError::DigestMismatch { .. } | ImportError::Format(_)
+            ),
+            "{error}"
+        );
+        assert!(leftovers(&store).is_empty(), "{:?}", leftovers(&store));
+    }
+
+    #[test]
+    fn diff_ids_that_do_not_match_the_config_fail() {
+        let (_dir, store) = store();
+        let (base, top) = layers();
+        let archive = docker_archive(&[base.clone(), top], &config(&[sha(&base), sha(b"other")]));
+        let error = import(&archive[..], &store, &ImportOptions::default()).unwrap_err();
+        assert!(
+            matches!(error, ImportError::DigestMismatch { .. }),
+            "{error}"
+        );
+        assert!(leftovers(&store).is_empty());
+    }
+
+    #[test]
+    fn a_truncated_archive_fails_and_leaves_nothing() {
+        let (_dir, store) = store();
+        let (base, top) = layers();
+        let archive = docker_archive(
+            &[base.clone(), top.clone()],
+            &config(&[sha(&base), sha(&top)]),
+        );
+        let error = import(
+            &archive[..archive.len() / 2],
+            &store,
+            &ImportOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(error, ImportError::Format(_) | ImportError::Unpack(_)),
+            "{error}"
+        );
+        assert!(leftovers(&store).is_empty());
+    }
+
+    #[test]
+    fn names_are_qualified_as_podman_does() {
+        assert_eq!(qualify("busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(qualify("me/app:2"), "docker.io/me/app:2");
+        assert_eq!(qualify("localhost/app"), "localhost/app:latest");
+        assert_eq!(qualify("quay.io/x/y:1"), "quay.io/x/y:1");
+    }
+}
