@@ -123,11 +123,11 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+/// A reader with its first bytes put back in front.
+type Peeked<R> = std::io::Chain<Cursor<Vec<u8>>, R>;
+
 /// Reads up to `n` bytes for sniffing; returns them and a reader that still yields them.
-fn peek<R: Read>(
-    mut reader: R,
-    n: usize,
-) -> std::io::Result<(Vec<u8>, std::io::Chain<Cursor<Vec<u8>>, R>)> {
+fn peek<R: Read>(mut reader: R, n: usize) -> std::io::Result<(Vec<u8>, Peeked<R>)> {
     let mut head = Vec::with_capacity(n);
     (&mut reader).take(n as u64).read_to_end(&mut head)?;
     Ok((head.clone(), Cursor::new(head).chain(reader)))
