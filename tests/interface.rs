@@ -29,9 +29,30 @@ async fn shipped_introspection_xml_equals_the_live_interfaces() {
     let connection = h.connection().await;
     let container = h.create(&connection, "xml", &["true"]).await;
     let container_path = container.inner().path().to_string();
+    // An image object, from a rootfs tar of the test's busybox tree.
+    let tar = h.dir.path().join("rootfs.tar");
+    assert!(std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&h.rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    let manager = berth::cli::proxy::ManagerProxy::new(&connection)
+        .await
+        .unwrap();
+    let fd: std::os::fd::OwnedFd = std::fs::File::open(&tar).unwrap().into();
+    let image_path = manager
+        .import_image(zbus::Fd::from(fd), Default::default())
+        .await
+        .unwrap()
+        .to_string();
     for (interface, path) in [
         ("org.berth.Engine1.Manager", "/org/berth/Engine1"),
         ("org.berth.Engine1.Container", container_path.as_str()),
+        ("org.berth.Engine1.Image", image_path.as_str()),
     ] {
         let live = h.busctl(&["introspect", "--xml-interface", "org.berth.Engine1", path]);
         let live = String::from_utf8(live.stdout).unwrap();

@@ -19,6 +19,8 @@ pub enum Action {
     Exec,
     /// Mount, export, artifacts, checkpoint.
     Filesystem,
+    /// Import, tag, untag, remove images.
+    Images,
 }
 
 impl Action {
@@ -27,6 +29,7 @@ impl Action {
             Action::Manage => "org.berth.engine1.manage",
             Action::Exec => "org.berth.engine1.exec",
             Action::Filesystem => "org.berth.engine1.filesystem",
+            Action::Images => "org.berth.engine1.images",
         }
     }
 }

@@ -196,6 +196,28 @@ impl ContainerObject {
         ))
     }
 
+    /// Writes the root filesystem as a tar stream into the fd.
+    async fn export(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        destination: zbus::Fd<'_>,
+    ) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self
+            .shared
+            .auth
+            .authorize(&header, Action::Filesystem)
+            .await?;
+        let destination = std::os::fd::AsFd::as_fd(&destination)
+            .try_clone_to_owned()
+            .map_err(|e| BusError::invalid_args(format!("destination: {e}")))?;
+        let result = self
+            .engine
+            .export(caller, &self.id, std::fs::File::from(destination))
+            .await;
+        self.shared.reply(&self.engine, result).await
+    }
+
     async fn cleanup(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;

@@ -62,6 +62,7 @@ impl From<EngineError> for BusError {
             EngineError::NoSuchContainer(_) => BusError::berth("NoSuchContainer", message),
             EngineError::NoSuchImage(_) => BusError::berth("NoSuchImage", message),
             EngineError::NameInUse(_) => BusError::berth("NameInUse", message),
+            EngineError::ImageInUse(_) => BusError::berth("ImageInUse", message),
             EngineError::InvalidState { .. } => BusError::berth("InvalidState", message),
             EngineError::ContainerStopped(_) => BusError::berth("ContainerStopped", message),
             EngineError::DependencyNotRunning { .. } => {

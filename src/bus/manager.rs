@@ -10,6 +10,7 @@ use zbus::{interface, OwnedVariant};
 use super::auth::Action;
 use super::container;
 use super::error::BusError;
+use super::image;
 use super::spec;
 use super::Shared;
 use crate::engine::Engine;
@@ -73,6 +74,70 @@ impl Manager {
         let id = self.engine.lookup(name_or_id)?;
         self.shared
             .reply(&self.engine, self.engine.remove(caller, &id, force).await)
+            .await
+    }
+
+    /// Reads an image archive (OCI archive, docker-archive or rootfs tar, optionally gzip or
+    /// zstd compressed) from the fd, streaming.
+    async fn import_image(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        source: zbus::Fd<'_>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.shared.auth.authorize(&header, Action::Images).await?;
+        let options = spec::import_options(&options)?;
+        let source = std::os::fd::AsFd::as_fd(&source)
+            .try_clone_to_owned()
+            .map_err(|e| BusError::invalid_args(format!("source: {e}")))?;
+        let id = self
+            .engine
+            .import_image(caller, std::fs::File::from(source), options)
+            .await;
+        self.shared
+            .reply(&self.engine, id.map(|id| image::path(&id)))
+            .await
+    }
+
+    /// A name, full id, or unique id prefix.
+    async fn get_image(&self, reference_or_id: &str) -> Result<OwnedObjectPath, BusError> {
+        let _busy = self.engine.busy();
+        Ok(image::path(&self.engine.lookup_image(reference_or_id)?))
+    }
+
+    /// (id, first name or "", size, path) of every image, oldest first.
+    async fn list_images(&self) -> Vec<(String, String, u64, OwnedObjectPath)> {
+        let _busy = self.engine.busy();
+        self.engine
+            .images()
+            .into_iter()
+            .map(|i| {
+                let path = image::path(&i.id);
+                (
+                    i.id,
+                    i.names.first().cloned().unwrap_or_default(),
+                    i.size,
+                    path,
+                )
+            })
+            .collect()
+    }
+
+    async fn remove_image(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        reference_or_id: &str,
+        force: bool,
+    ) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.shared.auth.authorize(&header, Action::Images).await?;
+        let id = self.engine.lookup_image(reference_or_id)?;
+        self.shared
+            .reply(
+                &self.engine,
+                self.engine.remove_image(caller, &id, force).await,
+            )
             .await
     }
 

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod container;
 pub mod error;
+pub mod image;
 pub mod manager;
 pub mod spec;
 
@@ -116,6 +117,9 @@ pub async fn serve(
     for id in engine.container_ids() {
         add_container(&connection, &engine, &shared, &id).await?;
     }
+    for image in engine.images() {
+        add_image(&connection, &engine, &shared, &image.id).await?;
+    }
     let publisher = Publisher {
         connection: connection.clone(),
         engine: engine.clone(),
@@ -164,6 +168,25 @@ async fn add_container(
     connection
         .object_server()
         .at(container::path(id), object)
+        .await?;
+    Ok(())
+}
+
+/// Serves an image's object (a no-op if it is already served).
+async fn add_image(
+    connection: &Connection,
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    id: &str,
+) -> zbus::Result<()> {
+    let object = image::ImageObject {
+        engine: engine.clone(),
+        shared: shared.clone(),
+        id: id.to_string(),
+    };
+    connection
+        .object_server()
+        .at(image::path(id), object)
         .await?;
     Ok(())
 }
@@ -229,6 +252,28 @@ impl Publisher {
                     attributes,
                 )
                 .await?;
+            }
+            Notification::ImageAdded { id } => {
+                add_image(&self.connection, &self.engine, &self.shared, &id).await?;
+            }
+            Notification::ImageChanged { id } => {
+                if let Ok(image) = self.engine.image(&id) {
+                    let emitter = SignalEmitter::new(&self.connection, image::path(&id))?;
+                    let changed = HashMap::from([("Names", zbus::Variant::from(image.names))]);
+                    zbus::fdo::Properties::properties_changed(
+                        &emitter,
+                        InterfaceName::from_static_str_unchecked(image::INTERFACE),
+                        changed,
+                        std::borrow::Cow::Borrowed(&[]),
+                    )
+                    .await?;
+                }
+            }
+            Notification::ImageRemoved { id } => {
+                self.connection
+                    .object_server()
+                    .remove::<image::ImageObject, _>(image::path(&id))
+                    .await?;
             }
             Notification::Exited { id, exit_code } => {
                 let emitter = SignalEmitter::new(&self.connection, container::path(&id))?;

@@ -7,6 +7,7 @@ use zbus::OwnedVariant;
 
 use super::error::{BusError, BusResult};
 use crate::engine::{BatchOp, CreateRequest, LogOptions, MountSpec};
+use crate::storage::images::ImportOptions;
 
 /// Takes one value of type `T` out of a variant, naming `key` on a type mismatch.
 fn take<T>(key: &str, value: &OwnedVariant, expected: &str) -> BusResult<T>
@@ -106,6 +107,32 @@ fn mounts(value: &OwnedVariant) -> BusResult<Vec<MountSpec>> {
             Ok(mount)
         })
         .collect()
+}
+
+/// `ImportImage` options: `Reference` names the image; a plain rootfs tar takes its config
+/// from `Command`, `Entrypoint`, `Env`, `WorkingDir`, `User`, `Labels`; `MaxSize` t bounds
+/// the uncompressed bytes accepted.
+pub fn import_options(options: &HashMap<String, OwnedVariant>) -> BusResult<ImportOptions> {
+    let mut parsed = ImportOptions::default();
+    for (key, value) in options {
+        let key = key.as_str();
+        match key {
+            "Reference" => parsed.reference = Some(take(key, value, "s")?),
+            "Command" => parsed.config.cmd = strings(key, value)?,
+            "Entrypoint" => parsed.config.entrypoint = strings(key, value)?,
+            "Env" => parsed.config.env = strings(key, value)?,
+            "WorkingDir" => parsed.config.working_dir = take(key, value, "s")?,
+            "User" => parsed.config.user = take(key, value, "s")?,
+            "Labels" => parsed.config.labels = string_map(key, value)?,
+            "MaxSize" => parsed.limits.max_bytes = take(key, value, "t")?,
+            other => {
+                return Err(BusError::invalid_args(format!(
+                    "{other}: unknown ImportImage option"
+                )))
+            }
+        }
+    }
+    Ok(parsed)
 }
 
 /// `Logs` options.

@@ -12,9 +12,9 @@ use super::proxy::{ContainerProxy, ManagerProxy, Spec};
 pub struct CreateArgs {
     #[arg(long)]
     name: Option<String>,
-    /// Host directory used read-only as the container's root filesystem.
+    /// Host directory used read-only as the container's root filesystem (instead of IMAGE).
     #[arg(long)]
-    rootfs: String,
+    rootfs: Option<String>,
     #[arg(short, long = "env")]
     env: Vec<String>,
     #[arg(short, long = "workdir")]
@@ -70,7 +70,7 @@ pub struct CreateArgs {
     log_driver: Option<String>,
     #[arg(long)]
     entrypoint: Option<String>,
-    /// The command and its arguments.
+    /// IMAGE (unless --rootfs), then the command and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
@@ -123,7 +123,20 @@ fn mount_spec(text: &str) -> anyhow::Result<HashMap<String, zbus::OwnedVariant>>
 
 fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
     let mut spec: Spec<'static> = HashMap::new();
-    spec.insert("Rootfs", Variant::from(args.rootfs.clone()));
+    let command = match &args.rootfs {
+        Some(rootfs) => {
+            spec.insert("Rootfs", Variant::from(rootfs.clone()));
+            args.command.clone()
+        }
+        None => {
+            let (image, command) = args
+                .command
+                .split_first()
+                .ok_or_else(|| anyhow::anyhow!("name an IMAGE (or give --rootfs DIR)"))?;
+            spec.insert("Image", Variant::from(image.clone()));
+            command.to_vec()
+        }
+    };
     let mut put_string = |key: &'static str, value: &Option<String>| {
         if let Some(value) = value {
             spec.insert(key, Variant::from(value.clone()));
@@ -137,8 +150,8 @@ fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
     put_string("Network", &args.network);
     put_string("RestartPolicy", &args.restart);
     put_string("LogDriver", &args.log_driver);
-    if !args.command.is_empty() {
-        spec.insert("Command", Variant::from(args.command.clone()));
+    if !command.is_empty() {
+        spec.insert("Command", Variant::from(command));
     }
     if let Some(entrypoint) = &args.entrypoint {
         spec.insert("Entrypoint", Variant::from(vec![entrypoint.clone()]));

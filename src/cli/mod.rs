@@ -2,6 +2,7 @@
 
 mod create;
 mod events;
+mod images;
 mod lifecycle;
 mod list;
 mod logs;
@@ -91,6 +92,44 @@ pub enum Command {
         tail: Option<u32>,
         #[arg(short, long)]
         timestamps: bool,
+        container: String,
+    },
+    /// Import an image archive (OCI archive, docker-archive, rootfs tar; `-` for stdin).
+    Import {
+        file: String,
+        /// Name the image.
+        #[arg(long)]
+        reference: Option<String>,
+    },
+    /// List images.
+    Images {
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Remove images.
+    Rmi {
+        #[arg(short, long)]
+        force: bool,
+        images: Vec<String>,
+    },
+    /// Add a name to an image.
+    Tag {
+        image: String,
+        name: String,
+    },
+    /// Write a container's root filesystem as a tar to stdout.
+    Export {
+        container: String,
+    },
+    /// Mount a container's root filesystem and print where.
+    Mount {
+        container: String,
+    },
+    /// Undo `mount`.
+    #[command(alias = "umount")]
+    Unmount {
+        #[arg(short, long)]
+        force: bool,
         container: String,
     },
     /// Follow events; `--since SEQ` replays the log after SEQ first.
@@ -206,6 +245,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             timestamps,
             container,
         } => logs::logs(&connection, &container, follow, tail, timestamps).await,
+        Command::Import { file, reference } => images::import(&connection, &file, reference).await,
+        Command::Images { quiet } => images::images(&connection, quiet).await,
+        Command::Rmi {
+            force,
+            images: names,
+        } => images::remove(&connection, &names, force).await,
+        Command::Tag { image, name } => images::tag(&connection, &image, &name).await,
+        Command::Export { container } => images::export(&connection, &container).await,
+        Command::Mount { container } => images::mount(&connection, &container).await,
+        Command::Unmount { force, container } => {
+            images::unmount(&connection, &container, force).await
+        }
         Command::Events { since, no_follow } => {
             events::events(&connection, since, !no_follow).await
         }

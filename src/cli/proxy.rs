@@ -14,6 +14,14 @@ pub trait Manager {
     fn get_container(&self, name_or_id: &str) -> zbus::Result<OwnedObjectPath>;
     fn list_containers(&self) -> zbus::Result<Vec<(String, String, String, OwnedObjectPath)>>;
     fn remove_container(&self, name_or_id: &str, force: bool) -> zbus::Result<()>;
+    fn import_image(
+        &self,
+        source: zbus::Fd<'_>,
+        options: HashMap<&str, Variant<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn get_image(&self, reference_or_id: &str) -> zbus::Result<OwnedObjectPath>;
+    fn list_images(&self) -> zbus::Result<Vec<(String, String, u64, OwnedObjectPath)>>;
+    fn remove_image(&self, reference_or_id: &str, force: bool) -> zbus::Result<()>;
     fn get_events(
         &self,
         after_seq: u64,
@@ -40,6 +48,7 @@ pub trait Container {
     fn unmount(&self, force: bool) -> zbus::Result<()>;
     fn inspect(&self, size: bool) -> zbus::Result<String>;
     fn cleanup(&self) -> zbus::Result<()>;
+    fn export(&self, destination: zbus::Fd<'_>) -> zbus::Result<()>;
     fn logs(&self, options: HashMap<&str, Variant<'_>>) -> zbus::Result<zbus::OwnedFd>;
     fn sync(&self) -> zbus::Result<()>;
     fn refresh(&self) -> zbus::Result<()>;
@@ -79,6 +88,23 @@ pub trait Container {
     fn error(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn stop_timeout(&self) -> zbus::Result<u32>;
+}
+
+#[proxy(
+    interface = "org.berth.Engine1.Image",
+    default_service = "org.berth.Engine1"
+)]
+pub trait Image {
+    fn tag(&self, name: &str) -> zbus::Result<()>;
+    fn untag(&self, name: &str) -> zbus::Result<()>;
+    fn remove(&self, force: bool) -> zbus::Result<()>;
+    fn inspect(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn id(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn names(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn size(&self) -> zbus::Result<u64>;
 }
 
 /// A `CreateContainer` spec as a client builds it.

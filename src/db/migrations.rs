@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[&str] = &[
          attributes   TEXT NOT NULL
      );
      CREATE INDEX events_by_container ON events (container_id, seq);",
+    // 2: the image store's records (layers live on disk, keyed by diff id).
+    "CREATE TABLE images (
+         id     TEXT PRIMARY KEY NOT NULL,
+         record TEXT NOT NULL
+     );",
 ];
 
 /// Brings the database up to the latest schema, each step in its own transaction.
@@ -63,6 +68,25 @@ mod tests {
             .query_row("SELECT count(*) FROM containers", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 1);
+    }
+
+    #[test]
+    fn migration_two_adds_the_image_table_to_a_version_one_database() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO containers VALUES ('a', 'n', '{}', '{}', 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        conn.execute("INSERT INTO images VALUES ('i', '{}')", [])
+            .unwrap();
+        let containers: i64 = conn
+            .query_row("SELECT count(*) FROM containers", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(containers, 1, "the migration kept the containers");
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub enum Change<'a> {
     Delete(&'a str),
     /// Events only (e.g. `wait`, `sync` with no change).
     Nothing,
+    /// Stores an image record (new or updated), by id.
+    PutImage(&'a str, &'a str),
+    DeleteImage(&'a str),
 }
 
 /// The database handle. SQLite serialises writers anyway; one connection behind a mutex means
@@ -114,6 +117,16 @@ impl Db {
         Ok(rows)
     }
 
+    /// Every stored image record (JSON), by id.
+    pub fn images(&self) -> Result<Vec<(String, String)>, DbError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT id, record FROM images ORDER BY id")?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// Writes one transition atomically: the row change and its events. `published` runs
     /// after the commit while the connection is still held, so whatever it announces leaves in
     /// sequence-number order.
@@ -125,35 +138,22 @@ impl Db {
         timestamp: u64,
         published: impl FnOnce(Vec<EventRecord>),
     ) -> Result<(), DbError> {
+        self.commit_many(container_id, vec![change], events, timestamp, published)
+    }
+
+    /// As [`Db::commit`], with several row changes in the one transaction.
+    pub fn commit_many(
+        &self,
+        container_id: &str,
+        changes: Vec<Change<'_>>,
+        events: &[NewEvent],
+        timestamp: u64,
+        published: impl FnOnce(Vec<EventRecord>),
+    ) -> Result<(), DbError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        match change {
-            Change::Insert(row, created_at) => {
-                let taken: Option<String> = tx
-                    .query_row(
-                        "SELECT id FROM containers WHERE name = ?1",
-                        [&row.name],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                if taken.is_some() {
-                    return Err(DbError::NameInUse(row.name.clone()));
-                }
-                tx.execute(
-                    "INSERT INTO containers (id, name, config, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![row.id, row.name, row.config, row.status, created_at as i64],
-                )?;
-            }
-            Change::Status(id, status) => {
-                tx.execute(
-                    "UPDATE containers SET status = ?2 WHERE id = ?1",
-                    params![id, status],
-                )?;
-            }
-            Change::Delete(id) => {
-                tx.execute("DELETE FROM containers WHERE id = ?1", [id])?;
-            }
-            Change::Nothing => {}
+        for change in changes {
+            apply(&tx, change)?;
         }
         let mut records = Vec::with_capacity(events.len());
         for event in events {
@@ -197,6 +197,49 @@ impl Db {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
+}
+
+/// One row change inside a transaction.
+fn apply(tx: &rusqlite::Transaction<'_>, change: Change<'_>) -> Result<(), DbError> {
+    match change {
+        Change::Insert(row, created_at) => {
+            let taken: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM containers WHERE name = ?1",
+                    [&row.name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if taken.is_some() {
+                return Err(DbError::NameInUse(row.name.clone()));
+            }
+            tx.execute(
+                "INSERT INTO containers (id, name, config, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![row.id, row.name, row.config, row.status, created_at as i64],
+            )?;
+        }
+        Change::Status(id, status) => {
+            tx.execute(
+                "UPDATE containers SET status = ?2 WHERE id = ?1",
+                params![id, status],
+            )?;
+        }
+        Change::Delete(id) => {
+            tx.execute("DELETE FROM containers WHERE id = ?1", [id])?;
+        }
+        Change::Nothing => {}
+        Change::PutImage(id, record) => {
+            tx.execute(
+                "INSERT INTO images (id, record) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET record = excluded.record",
+                params![id, record],
+            )?;
+        }
+        Change::DeleteImage(id) => {
+            tx.execute("DELETE FROM images WHERE id = ?1", [id])?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -120,6 +120,9 @@ pub struct ContainerConfig {
     pub rootfs: String,
     pub image: String,
     pub image_id: String,
+    /// The image's layers (diff ids, bottom first); empty for a `Rootfs` container.
+    #[serde(default)]
+    pub layers: Vec<String>,
     pub command: Vec<String>,
     pub entrypoint: Vec<String>,
     pub env: Vec<String>,

@@ -13,7 +13,16 @@ use crate::clock::now_micros;
 use crate::db::{Change, ContainerRow};
 use crate::runtime::signal::parse_signal;
 use crate::runtime::spec::capability_set;
+use crate::storage::images::{ImageConfig, ImageRecord};
 use crate::storage::rootfs::is_mountable_path;
+
+/// Where a container's root filesystem comes from.
+enum Source {
+    /// A host directory, used read-only as the lower layer.
+    Rootfs(String),
+    /// An image (the reference as given, and the image).
+    Image(String, Box<ImageRecord>),
+}
 
 fn invalid(message: impl Into<String>) -> EngineError {
     EngineError::InvalidArgument(message.into())
@@ -67,7 +76,7 @@ impl Engine {
         .await
     }
 
-    fn validate(&self, request: CreateRequest) -> Result<ContainerConfig> {
+    fn validate(&self, mut request: CreateRequest) -> Result<ContainerConfig> {
         let id = new_id();
         let name = match request.name {
             Some(name) if !is_valid_name(&name) => {
@@ -86,23 +95,28 @@ impl Engine {
         if names_taken {
             return Err(EngineError::NameInUse(name));
         }
-        let rootfs = match (request.rootfs, request.image) {
+        let source = match (request.rootfs.take(), request.image.take()) {
             (Some(_), Some(_)) => return Err(invalid("Image and Rootfs: give exactly one")),
             (None, None) => return Err(invalid("Image or Rootfs: one is required")),
-            (None, Some(image)) => return Err(EngineError::NoSuchImage(image)),
-            (Some(rootfs), None) => rootfs,
+            (None, Some(reference)) => {
+                let image = self.image(&self.lookup_image(&reference)?)?;
+                Source::Image(reference, Box::new(image))
+            }
+            (Some(rootfs), None) => {
+                let path = Path::new(&rootfs);
+                if !path.is_absolute() || !path.is_dir() {
+                    return Err(invalid(format!(
+                        "Rootfs: {rootfs:?} is not an absolute path to a directory"
+                    )));
+                }
+                if !is_mountable_path(path) {
+                    return Err(invalid(format!(
+                        "Rootfs: {rootfs:?} contains ',' or ':', which overlayfs cannot take"
+                    )));
+                }
+                Source::Rootfs(rootfs)
+            }
         };
-        let rootfs_path = Path::new(&rootfs);
-        if !rootfs_path.is_absolute() || !rootfs_path.is_dir() {
-            return Err(invalid(format!(
-                "Rootfs: {rootfs:?} is not an absolute path to a directory"
-            )));
-        }
-        if !is_mountable_path(rootfs_path) {
-            return Err(invalid(format!(
-                "Rootfs: {rootfs:?} contains ',' or ':', which overlayfs cannot take"
-            )));
-        }
         let stop_signal = match request.stop_signal {
             None => "TERM".to_string(),
             Some(text) => {
@@ -189,24 +203,63 @@ impl Engine {
         for dependency in &request.dependencies {
             dependencies.push(self.lookup(dependency)?);
         }
-        if request.command.is_empty() && request.entrypoint.is_empty() {
-            return Err(invalid("Command: a rootfs container needs a command"));
+        let (rootfs, image, image_id, layers, suggested) = match source {
+            Source::Rootfs(rootfs) => (
+                rootfs,
+                String::new(),
+                String::new(),
+                Vec::new(),
+                ImageConfig::default(),
+            ),
+            Source::Image(reference, image) => (
+                String::new(),
+                reference,
+                image.id,
+                image.layers,
+                image.config,
+            ),
+        };
+        // The image's config fills what the spec leaves out, as podman does: a given
+        // entrypoint drops the image's command; environment and labels merge, the spec's win.
+        let command = match (request.command.is_empty(), request.entrypoint.is_empty()) {
+            (false, _) => request.command,
+            (true, false) => Vec::new(),
+            (true, true) => suggested.cmd,
+        };
+        let entrypoint = if request.entrypoint.is_empty() {
+            suggested.entrypoint
+        } else {
+            request.entrypoint
+        };
+        if command.is_empty() && entrypoint.is_empty() {
+            return Err(invalid(
+                "Command: neither the spec nor the image gives a command",
+            ));
         }
+        let mut env = suggested.env;
+        env.extend(request.env);
+        let mut labels = suggested.labels;
+        labels.extend(request.labels);
+        let working_dir = request
+            .working_dir
+            .or(Some(suggested.working_dir).filter(|dir| !dir.is_empty()))
+            .unwrap_or_else(|| "/".to_string());
         Ok(ContainerConfig {
             hostname: request.hostname.unwrap_or_else(|| id[..12].to_string()),
             id,
             name,
             rootfs,
-            image: String::new(),
-            image_id: String::new(),
-            command: request.command,
-            entrypoint: request.entrypoint,
-            env: request.env,
-            working_dir: request.working_dir.unwrap_or_else(|| "/".to_string()),
-            user: request.user.unwrap_or_default(),
+            image,
+            image_id,
+            layers,
+            command,
+            entrypoint,
+            env,
+            working_dir,
+            user: request.user.unwrap_or(suggested.user),
             terminal: request.terminal,
             stdin: request.stdin,
-            labels: request.labels,
+            labels,
             annotations: request.annotations,
             stop_signal,
             stop_timeout: request.stop_timeout.unwrap_or(10),

@@ -12,6 +12,8 @@ pub enum EngineError {
     NoSuchContainer(String),
     #[error("no such image {0:?}")]
     NoSuchImage(String),
+    #[error("{0}")]
+    ImageInUse(String),
     #[error("name {0:?} is already in use")]
     NameInUse(String),
     #[error("container {id} is {state}: cannot {verb}")]

@@ -229,7 +229,7 @@ impl MonitorLauncher for FakeLauncher {
 impl Mounter for FakeMounter {
     fn mount_overlay(
         &self,
-        _lower: &Path,
+        _lowers: &[PathBuf],
         _upper: &Path,
         _work: &Path,
         target: &Path,

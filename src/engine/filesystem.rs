@@ -10,7 +10,8 @@ use super::{blocking, event, Caller, ContainerStatus, Engine, EngineError, Locke
 use crate::storage::artifacts::Artifacts;
 
 struct Layout {
-    lower: PathBuf,
+    /// Read-only layers, top first (overlayfs order).
+    lowers: Vec<PathBuf>,
     upper: PathBuf,
     work: PathBuf,
     merged: PathBuf,
@@ -18,8 +19,18 @@ struct Layout {
 
 fn layout(locked: &Locked<'_>) -> Layout {
     let dir = locked.engine().container_dir(locked.id());
+    let config = locked.config();
     Layout {
-        lower: PathBuf::from(&locked.config().rootfs),
+        lowers: if config.layers.is_empty() {
+            vec![PathBuf::from(&config.rootfs)]
+        } else {
+            config
+                .layers
+                .iter()
+                .rev()
+                .map(|layer| locked.engine().layers.path(layer))
+                .collect()
+        },
         upper: dir.join("upper"),
         work: dir.join("work"),
         merged: dir.join("merged"),
@@ -41,7 +52,7 @@ pub(crate) async fn acquire_mount_into(
                     .map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
             }
             mounter
-                .mount_overlay(&layout.lower, &layout.upper, &layout.work, &layout.merged)
+                .mount_overlay(&layout.lowers, &layout.upper, &layout.work, &layout.merged)
                 .map_err(|e| EngineError::Internal(e.to_string()))
         })
         .await?;
@@ -166,5 +177,38 @@ impl Engine {
         self.inner().entry(id)?;
         let store = self.artifacts(id);
         blocking(move || Ok(store.list()?)).await
+    }
+}
+
+impl Engine {
+    /// Writes the container's root filesystem (its changes included) as a tar stream into
+    /// `destination`. The storage is mounted for the duration, as the seed's Export does.
+    pub async fn export(&self, caller: Caller, id: &str, destination: std::fs::File) -> Result<()> {
+        if self.status(id)?.state == super::State::Removing {
+            return Err(EngineError::InvalidState {
+                id: id.to_string(),
+                state: super::State::Removing,
+                verb: "export",
+            });
+        }
+        let mountpoint = PathBuf::from(self.mount(caller, id).await?);
+        let written = blocking(move || {
+            let mut builder =
+                tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, destination));
+            builder.follow_symlinks(false);
+            builder
+                .append_dir_all(".", &mountpoint)
+                .and_then(|()| builder.into_inner())
+                .and_then(|mut out| std::io::Write::flush(&mut out))
+                .map_err(|e| EngineError::Internal(format!("export: {e}")))
+        })
+        .await;
+        let unmounted = self.unmount(caller, id, false).await;
+        written?;
+        unmounted?;
+        let locked = self.inner().lock(id).await?;
+        locked
+            .record(vec![event("export", locked.config(), caller, &[])])
+            .await
     }
 }

@@ -12,6 +12,7 @@ mod exit;
 #[cfg(test)]
 mod fake;
 mod filesystem;
+mod images;
 mod inspect;
 mod lifecycle;
 mod logs;
@@ -57,11 +58,31 @@ impl Caller {
 /// What the engine announces, in commit order.
 #[derive(Debug, Clone)]
 pub enum Notification {
-    Added { id: String },
-    Status { id: String, status: ContainerStatus },
+    Added {
+        id: String,
+    },
+    Status {
+        id: String,
+        status: ContainerStatus,
+    },
     Event(EventRecord),
-    Exited { id: String, exit_code: i32 },
-    Removed { id: String },
+    Exited {
+        id: String,
+        exit_code: i32,
+    },
+    Removed {
+        id: String,
+    },
+    ImageAdded {
+        id: String,
+    },
+    /// An image's names changed.
+    ImageChanged {
+        id: String,
+    },
+    ImageRemoved {
+        id: String,
+    },
 }
 
 /// Sends notifications and counts them, so a caller can wait until the bus has published
@@ -137,6 +158,11 @@ pub(crate) struct Inner {
     paths: RunPaths,
     containers: RwLock<HashMap<String, Arc<Entry>>>,
     notify: Arc<Notifier>,
+    /// Image records by id; their layers are in `layers`.
+    images: RwLock<HashMap<String, crate::storage::images::ImageRecord>>,
+    /// Serialises image changes (imports, tags, removals with their layer deletion).
+    images_lock: Mutex<()>,
+    layers: crate::storage::images::LayerStore,
     /// Calls and background tasks in flight (for `--idle-timeout`).
     busy: AtomicUsize,
     /// Bumped whenever `busy` changes, so idling is awaited, not polled.
@@ -187,6 +213,13 @@ impl Engine {
                 .map_err(|e| EngineError::Internal(format!("container {} status: {e}", row.id)))?;
             containers.insert(row.id.clone(), Entry::new(config, status));
         }
+        let mut images = HashMap::new();
+        for (id, record) in db.images()? {
+            let image: crate::storage::images::ImageRecord = serde_json::from_str(&record)
+                .map_err(|e| EngineError::Internal(format!("image {id}: {e}")))?;
+            images.insert(id, image);
+        }
+        let layers = crate::storage::images::LayerStore::new(&options.root.join("layers"));
         let (sender, notifications) = mpsc::unbounded_channel();
         let notify = Arc::new(Notifier {
             sender,
@@ -199,6 +232,9 @@ impl Engine {
             paths,
             containers: RwLock::new(containers),
             notify,
+            images: RwLock::new(images),
+            images_lock: Mutex::new(()),
+            layers,
             busy: AtomicUsize::new(0),
             activity: watch::Sender::new(0),
         });

@@ -1,16 +1,16 @@
 //! The container's root filesystem: the read-only lower directory under a per-container
 //! overlay upper/work pair, so the lower directory itself is never written.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 /// The mount seam, faked in engine tests.
 pub trait Mounter: Send + Sync {
-    /// Mounts `lower` (read-only) under `upper`/`work` at `target`.
+    /// Mounts the read-only `lowers` (top first) under `upper`/`work` at `target`.
     fn mount_overlay(
         &self,
-        lower: &Path,
+        lowers: &[PathBuf],
         upper: &Path,
         work: &Path,
         target: &Path,
@@ -31,14 +31,15 @@ pub fn is_mountable_path(path: &Path) -> bool {
 impl Mounter for OverlayMounter {
     fn mount_overlay(
         &self,
-        lower: &Path,
+        lowers: &[PathBuf],
         upper: &Path,
         work: &Path,
         target: &Path,
     ) -> std::io::Result<()> {
+        let lower: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
         let options = format!(
             "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
+            lower.join(":"),
             upper.display(),
             work.display()
         );

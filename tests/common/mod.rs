@@ -341,6 +341,18 @@ pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// An uncached proxy of a container by name.
+pub async fn container_proxy<'a>(connection: &zbus::Connection, name: &str) -> ContainerProxy<'a> {
+    let manager = ManagerProxy::new(connection).await.unwrap();
+    let path = manager.get_container(name).await.unwrap();
+    ContainerProxy::builder(connection)
+        .path(path)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap()
+}
+
 /// The D-Bus error name of a failed call.
 pub fn error_name(error: &zbus::Error) -> String {
     match error {

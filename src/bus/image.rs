@@ -1,0 +1,146 @@
+//! `org.berth.Engine1.Image`: one object per image, holding the engine handle and the id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use zbus::message::Header;
+use zbus::{interface, OwnedObjectPath, OwnedVariant, Variant};
+
+use super::auth::Action;
+use super::error::BusError;
+use super::Shared;
+use crate::engine::Engine;
+use crate::storage::images::ImageRecord;
+
+pub const INTERFACE: &str = "org.berth.Engine1.Image";
+
+/// The object path of an image.
+pub fn path(id: &str) -> OwnedObjectPath {
+    OwnedObjectPath::try_from(format!("/org/berth/Engine1/image/{id}")).unwrap_or_else(|_| {
+        OwnedObjectPath::from(zbus::ObjectPath::from_static_str_unchecked(
+            "/org/berth/Engine1/image",
+        ))
+    })
+}
+
+pub struct ImageObject {
+    pub engine: Engine,
+    pub shared: Arc<Shared>,
+    pub id: String,
+}
+
+impl ImageObject {
+    fn image(&self) -> Result<ImageRecord, BusError> {
+        Ok(self.engine.image(&self.id)?)
+    }
+}
+
+/// The `Config` property: what the image suggests to a container.
+pub fn config_property(image: &ImageRecord) -> HashMap<String, OwnedVariant> {
+    let config = &image.config;
+    let owned = |value: Variant<'_>| value.try_to_owned().ok();
+    [
+        ("Cmd", owned(Variant::from(config.cmd.clone()))),
+        (
+            "Entrypoint",
+            owned(Variant::from(config.entrypoint.clone())),
+        ),
+        ("Env", owned(Variant::from(config.env.clone()))),
+        (
+            "WorkingDir",
+            owned(Variant::from(config.working_dir.clone())),
+        ),
+        ("User", owned(Variant::from(config.user.clone()))),
+        (
+            "Labels",
+            owned(Variant::from(
+                config.labels.clone().into_iter().collect::<HashMap<_, _>>(),
+            )),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((key.to_string(), value?)))
+    .collect()
+}
+
+#[interface(name = "org.berth.Engine1.Image")]
+impl ImageObject {
+    /// Adds a name (`localhost/app:2`; short names are qualified as podman does).
+    async fn tag(&self, #[zbus(header)] header: Header<'_>, name: &str) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.shared.auth.authorize(&header, Action::Images).await?;
+        self.shared
+            .reply(
+                &self.engine,
+                self.engine.tag_image(caller, &self.id, name).await,
+            )
+            .await
+    }
+
+    async fn untag(&self, #[zbus(header)] header: Header<'_>, name: &str) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.shared.auth.authorize(&header, Action::Images).await?;
+        self.shared
+            .reply(
+                &self.engine,
+                self.engine.untag_image(caller, &self.id, name).await,
+            )
+            .await
+    }
+
+    /// Removes the image; `ImageInUse` while a container uses it, unless `force`.
+    async fn remove(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        force: bool,
+    ) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.shared.auth.authorize(&header, Action::Images).await?;
+        self.shared
+            .reply(
+                &self.engine,
+                self.engine.remove_image(caller, &self.id, force).await,
+            )
+            .await
+    }
+
+    /// The image as JSON, shaped like `podman image inspect`.
+    fn inspect(&self) -> Result<String, BusError> {
+        Ok(self.engine.inspect_image(&self.id)?)
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    #[zbus(property)]
+    fn names(&self) -> Result<Vec<String>, BusError> {
+        Ok(self.image()?.names)
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn size(&self) -> Result<u64, BusError> {
+        Ok(self.image()?.size)
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn created_at(&self) -> Result<u64, BusError> {
+        Ok(self.image()?.created_at)
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn architecture(&self) -> Result<String, BusError> {
+        Ok(self.image()?.architecture)
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn os(&self) -> Result<String, BusError> {
+        Ok(self.image()?.os)
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn config(&self) -> Result<HashMap<String, OwnedVariant>, BusError> {
+        Ok(config_property(&self.image()?))
+    }
+}
