@@ -838,6 +838,18 @@ mod tests {
     }
 
     #[test]
+    fn zstd_layers_and_a_zstd_archive_import() {
+        let (_dir, store) = store();
+        let (base, top) = layers();
+        let zstd = |bytes: &[u8]| ruzstd::encoding::compress_to_vec(bytes, ruzstd::encoding::CompressionLevel::Fastest);
+        let diff_ids = [sha(&base), sha(&top)];
+        let archive = oci_archive(&[zstd(&base), zstd(&top)], &config(&diff_ids));
+        let image = import(&zstd(&archive)[..], &store, &ImportOptions::default()).unwrap();
+        assert_eq!(image.layers, diff_ids);
+        assert_eq!(std::fs::read(store.path(&diff_ids[0]).join("bin/sh")).unwrap(), b"shell");
+    }
+
+    #[test]
     fn names_are_qualified_as_podman_does() {
         assert_eq!(qualify("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(qualify("me/app:2"), "docker.io/me/app:2");
