@@ -290,3 +290,72 @@ async fn hostile_archives_are_refused_and_change_nothing() {
     assert!(layer_dirs(&h).is_empty(), "{:?}", layer_dirs(&h));
     assert!(manager.list_images().await.unwrap().is_empty());
 }
+
+/// Where overlayfs is not wanted (or cannot mount), the copy-based storage runs the same
+/// image: the container sees the image, keeps its writes across a restart, and nothing is
+/// mounted on the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_copy_based_storage_runs_images_without_mounts() {
+    let Some(mut h) = harness("copy_based_storage") else {
+        return;
+    };
+    h.start_berthd(&["--storage-driver=vfs"]);
+    let connection = h.connection().await;
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+    let tar = h.dir.path().join("rootfs.tar");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&h.rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    import(
+        &manager,
+        &tar,
+        HashMap::from([("Reference", Variant::from("localhost/copy"))]),
+    )
+    .await
+    .unwrap();
+    let run = h.berthctl(&[
+        "run",
+        "--name",
+        "c",
+        "copy",
+        "/bin/sh",
+        "-c",
+        "echo kept > /state; cat /etc/passwd | head -1",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "root:x:0:0:root:/root:/bin/sh\n",
+        "{run:?}"
+    );
+    assert!(h.mounts().is_empty(), "{:?}", h.mounts());
+    let again = h.berthctl(&["start", "c"]);
+    assert!(again.status.success());
+    let wait = h.berthctl(&["wait", "c"]);
+    assert_eq!(wait.status.code(), Some(0));
+    let export = Command::new(common::BERTHCTL)
+        .arg(format!("--bus={}", h.address))
+        .args(["export", "c"])
+        .output()
+        .unwrap();
+    let names: Vec<String> = tar::Archive::new(&export.stdout[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.trim_start_matches("./") == "state"),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.contains("copied")),
+        "berth's own marker leaked: {names:?}"
+    );
+    let driver: String = manager.inner().get_property("StorageDriver").await.unwrap();
+    assert_eq!(driver, "vfs");
+}

@@ -34,6 +34,10 @@ struct Args {
     /// The berth-monitor binary (default: beside berthd).
     #[arg(long)]
     monitor: Option<PathBuf>,
+    /// `overlay` (default; copies the layers where overlayfs cannot mount) or `vfs` (always
+    /// copy, as podman's vfs driver).
+    #[arg(long, default_value = "overlay", value_parser = ["overlay", "vfs"])]
+    storage_driver: String,
     /// The init run as PID 1 for `Init` containers (default: catatonit, if installed).
     #[arg(long)]
     init_binary: Option<PathBuf>,
@@ -78,12 +82,15 @@ async fn main() -> anyhow::Result<()> {
             runtime,
             runtime_root: paths.runtime_root(),
         }),
-        mounter: Arc::new(OverlayMounter),
+        mounter: Arc::new(OverlayMounter {
+            copy_only: args.storage_driver == "vfs",
+        }),
     };
     let options = EngineOptions {
         root: args.root,
         runroot: args.runroot,
         init_binary,
+        storage_driver: args.storage_driver.clone(),
     };
     let (engine, notifications) = Engine::open(options, backends).context("open the engine")?;
     let idle = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));

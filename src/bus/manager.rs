@@ -171,7 +171,7 @@ impl Manager {
 
     #[zbus(property(emits_changed_signal = "const"))]
     fn storage_driver(&self) -> String {
-        "overlay".to_string()
+        self.engine.storage_driver().to_string()
     }
 
     #[zbus(property(emits_changed_signal = "const"))]

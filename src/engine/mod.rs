@@ -114,6 +114,8 @@ pub struct EngineOptions {
     pub runroot: PathBuf,
     /// Host path of the init binary for the `Init` spec key (catatonit), if there is one.
     pub init_binary: Option<PathBuf>,
+    /// `overlay` or `vfs` (shown as the Manager's `StorageDriver`).
+    pub storage_driver: String,
 }
 
 /// One container: config, verb lock and observable status.
@@ -276,6 +278,10 @@ impl Engine {
 
     pub fn runroot(&self) -> &Path {
         &self.inner.options.runroot
+    }
+
+    pub fn storage_driver(&self) -> &str {
+        &self.inner.options.storage_driver
     }
 
     pub fn runtime_name(&self) -> String {

@@ -26,6 +26,7 @@ async fn setup() -> Setup {
         root: dir.path().join("root"),
         runroot: dir.path().join("run"),
         init_binary: None,
+        storage_driver: "overlay".into(),
     };
     let (engine, notifications) = Engine::open(options, world.backends()).unwrap();
     engine.start_up().await.unwrap();
@@ -460,6 +461,7 @@ async fn a_restarted_engine_records_exits_it_missed_and_adopts_the_rest() {
         root: dir.path().join("root"),
         runroot: dir.path().join("run"),
         init_binary: None,
+        storage_driver: "overlay".into(),
     };
     let request = |name: &str| CreateRequest {
         name: Some(name.into()),

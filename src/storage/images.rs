@@ -841,12 +841,17 @@ mod tests {
     fn zstd_layers_and_a_zstd_archive_import() {
         let (_dir, store) = store();
         let (base, top) = layers();
-        let zstd = |bytes: &[u8]| ruzstd::encoding::compress_to_vec(bytes, ruzstd::encoding::CompressionLevel::Fastest);
+        let zstd = |bytes: &[u8]| {
+            ruzstd::encoding::compress_to_vec(bytes, ruzstd::encoding::CompressionLevel::Fastest)
+        };
         let diff_ids = [sha(&base), sha(&top)];
         let archive = oci_archive(&[zstd(&base), zstd(&top)], &config(&diff_ids));
         let image = import(&zstd(&archive)[..], &store, &ImportOptions::default()).unwrap();
         assert_eq!(image.layers, diff_ids);
-        assert_eq!(std::fs::read(store.path(&diff_ids[0]).join("bin/sh")).unwrap(), b"shell");
+        assert_eq!(
+            std::fs::read(store.path(&diff_ids[0]).join("bin/sh")).unwrap(),
+            b"shell"
+        );
     }
 
     #[test]
