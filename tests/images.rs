@@ -269,8 +269,68 @@ async fn hostile_archives_are_refused_and_change_nothing() {
         .unwrap();
     builder.finish().unwrap();
 
+    // A symlink to the host, then a write through it; a hard link to a host file.
+    let entry = |builder: &mut tar::Builder<Vec<u8>>,
+                 name: &str,
+                 kind: tar::EntryType,
+                 link: &str,
+                 data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_entry_type(kind);
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder.append(&header, data).unwrap();
+    };
+    let host_dir = h.dir.path().display().to_string();
+    let mut builder = tar::Builder::new(Vec::new());
+    entry(
+        &mut builder,
+        "escape",
+        tar::EntryType::Symlink,
+        &host_dir,
+        b"",
+    );
+    entry(
+        &mut builder,
+        "escape/victim",
+        tar::EntryType::Regular,
+        "",
+        b"pwned",
+    );
+    let symlink_escape = h.dir.path().join("symlink.tar");
+    std::fs::write(&symlink_escape, builder.into_inner().unwrap()).unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    entry(
+        &mut builder,
+        "stolen",
+        tar::EntryType::Link,
+        &victim.display().to_string(),
+        b"",
+    );
+    let hard_link = h.dir.path().join("hardlink.tar");
+    std::fs::write(&hard_link, builder.into_inner().unwrap()).unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    entry(
+        &mut builder,
+        "big",
+        tar::EntryType::Regular,
+        "",
+        &[7u8; 4096],
+    );
+    let truncated = h.dir.path().join("truncated.tar");
+    std::fs::write(&truncated, &builder.into_inner().unwrap()[..1500]).unwrap();
+
     let cases: Vec<(PathBuf, HashMap<&str, Variant<'_>>, &str)> = vec![
         (traversal, HashMap::new(), "leaves the layer"),
+        (symlink_escape, HashMap::new(), "through the symlink"),
+        (hard_link, HashMap::new(), "hard link"),
+        (truncated, HashMap::new(), "not a valid tar stream"),
         (
             zeros,
             HashMap::from([("MaxSize", Variant::from(1u64 << 20))]),
