@@ -5,7 +5,8 @@
 //! - `runtime`: the OCI runtime seam (runc/crun CLI) and the `config.json` builder.
 //! - `monitor`: `berth-monitor`, one per container, outliving berthd; it runs
 //!   `runc create`, logs the output, waits with a pidfd and writes the exit file.
-//! - `storage`: overlay rootfs, paths resolved beneath a root, users, artifacts.
+//! - `storage`: images and their layer store, safe unpacking, overlay rootfs, paths
+//!   resolved beneath a root, users, artifacts.
 //! - `bus`: the zbus objects (Manager, Container), authorization and error mapping.
 //! - `cli`: `berthctl`, a D-Bus client only.
 //!
@@ -19,5 +20,6 @@ pub mod db;
 pub mod engine;
 mod inotify;
 pub mod monitor;
+pub mod names;
 pub mod runtime;
 pub mod storage;

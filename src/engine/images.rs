@@ -263,6 +263,16 @@ impl Engine {
         }
         let inner = self.inner().clone();
         let _serial = inner.images_lock.lock().await;
+        // A container created from it meanwhile keeps it.
+        if inner
+            .read_containers()
+            .values()
+            .any(|e| e.config.image_id == id)
+        {
+            return Err(EngineError::ImageInUse(format!(
+                "image {id} got a new container meanwhile"
+            )));
+        }
         let still_used: std::collections::HashSet<String> = inner
             .read_images()
             .values()

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::engine::config::is_valid_name;
+use crate::names::is_valid_name;
 
 /// The largest artifact accepted (DESIGN §2.2).
 pub const MAX_ARTIFACT_SIZE: usize = 1 << 20;
