@@ -19,11 +19,7 @@ pub const INTERFACE: &str = "org.berth.Engine1.Container";
 
 /// The object path of a container.
 pub fn path(id: &str) -> OwnedObjectPath {
-    OwnedObjectPath::try_from(format!("/org/berth/Engine1/container/{id}")).unwrap_or_else(|_| {
-        OwnedObjectPath::from(zbus::ObjectPath::from_static_str_unchecked(
-            "/org/berth/Engine1/container",
-        ))
-    })
+    super::object_path("container", id)
 }
 
 pub struct ContainerObject {

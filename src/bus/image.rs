@@ -16,11 +16,7 @@ pub const INTERFACE: &str = "org.berth.Engine1.Image";
 
 /// The object path of an image.
 pub fn path(id: &str) -> OwnedObjectPath {
-    OwnedObjectPath::try_from(format!("/org/berth/Engine1/image/{id}")).unwrap_or_else(|_| {
-        OwnedObjectPath::from(zbus::ObjectPath::from_static_str_unchecked(
-            "/org/berth/Engine1/image",
-        ))
-    })
+    super::object_path("image", id)
 }
 
 pub struct ImageObject {

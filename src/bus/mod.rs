@@ -52,6 +52,18 @@ impl Shared {
     }
 }
 
+/// `/org/berth/Engine1/<collection>/<id>`. Ids are 64 hex digits, always a valid path
+/// element; anything else falls back to the collection's own path rather than panic.
+fn object_path(collection: &str, id: &str) -> zbus::OwnedObjectPath {
+    zbus::OwnedObjectPath::try_from(format!("/org/berth/Engine1/{collection}/{id}"))
+        .or_else(|_| zbus::OwnedObjectPath::try_from(format!("/org/berth/Engine1/{collection}")))
+        .unwrap_or_else(|_| {
+            zbus::OwnedObjectPath::from(zbus::ObjectPath::from_static_str_unchecked(
+                "/org/berth/Engine1",
+            ))
+        })
+}
+
 /// Which bus to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusAddress {
