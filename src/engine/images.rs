@@ -8,7 +8,9 @@ use std::sync::Arc;
 use super::{blocking, Caller, Engine, EngineError, Inner, Notification, Result};
 use crate::clock::now_micros;
 use crate::db::{Change, NewEvent};
-use crate::storage::images::{import, ImageRecord, ImportError, ImportOptions};
+use crate::storage::images::{
+    import, qualify as normalize_reference, ImageRecord, ImportError, ImportOptions,
+};
 
 impl From<ImportError> for EngineError {
     fn from(error: ImportError) -> Self {
@@ -109,26 +111,6 @@ fn claim_names(
         }
     }
     losers
-}
-
-/// `busybox` → `docker.io/library/busybox:latest`; a name with a registry keeps it.
-pub fn normalize_reference(reference: &str) -> String {
-    let last = reference.rsplit('/').next().unwrap_or_default();
-    let tagged = if last.contains(':') || last.contains('@') {
-        reference.to_string()
-    } else {
-        format!("{reference}:latest")
-    };
-    let first = reference.split('/').next().unwrap_or_default();
-    let has_registry = reference.contains('/')
-        && (first.contains('.') || first.contains(':') || first == "localhost");
-    if has_registry {
-        tagged
-    } else if reference.contains('/') {
-        format!("docker.io/{tagged}")
-    } else {
-        format!("docker.io/library/{tagged}")
-    }
 }
 
 impl Engine {

@@ -453,8 +453,9 @@ fn resolve_docker(
     finish(store, config, staged, names)
 }
 
-/// `busybox` → `docker.io/library/busybox:latest`, as podman names images.
-fn qualify(name: &str) -> String {
+/// `busybox` → `docker.io/library/busybox:latest`, as podman names images; a name with a
+/// registry (or `localhost/`) keeps it.
+pub fn qualify(name: &str) -> String {
     let last = name.rsplit('/').next().unwrap_or_default();
     let tagged = if last.contains(':') || last.contains('@') {
         name.to_string()
