@@ -28,6 +28,12 @@ struct Args {
 }
 
 fn main() {
+    // `berth-monitor export DIR`: the chrooted tar writer berthd's Export uses.
+    let mut raw = std::env::args_os().skip(1);
+    if raw.next().as_deref() == Some(std::ffi::OsStr::new("export")) {
+        let root = raw.next().map(PathBuf::from).unwrap_or_default();
+        std::process::exit(berth::monitor::export::run(&root));
+    }
     let args = Args::parse();
     std::process::exit(run(MonitorOptions {
         id: args.id,

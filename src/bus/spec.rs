@@ -45,7 +45,7 @@ pub fn create_request(spec: HashMap<String, OwnedVariant>) -> BusResult<CreateRe
             "Rootfs" => request.rootfs = Some(take(key, value, "s")?),
             "Name" => request.name = Some(take(key, value, "s")?),
             "Command" => request.command = strings(key, value)?,
-            "Entrypoint" => request.entrypoint = strings(key, value)?,
+            "Entrypoint" => request.entrypoint = Some(strings(key, value)?),
             "Env" => request.env = strings(key, value)?,
             "WorkingDir" => request.working_dir = Some(take(key, value, "s")?),
             "User" => request.user = Some(take(key, value, "s")?),

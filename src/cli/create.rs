@@ -154,7 +154,13 @@ fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
         spec.insert("Command", Variant::from(command));
     }
     if let Some(entrypoint) = &args.entrypoint {
-        spec.insert("Entrypoint", Variant::from(vec![entrypoint.clone()]));
+        // podman's `--entrypoint ""` clears the image's entrypoint.
+        let entrypoint: Vec<String> = if entrypoint.is_empty() {
+            Vec::new()
+        } else {
+            vec![entrypoint.clone()]
+        };
+        spec.insert("Entrypoint", Variant::from(entrypoint));
     }
     for (key, list) in [
         ("Env", &args.env),

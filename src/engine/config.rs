@@ -85,7 +85,8 @@ pub struct CreateRequest {
     pub rootfs: Option<String>,
     pub image: Option<String>,
     pub command: Vec<String>,
-    pub entrypoint: Vec<String>,
+    /// `Some` when given, even empty: it replaces the image's entrypoint.
+    pub entrypoint: Option<Vec<String>>,
     pub env: Vec<String>,
     pub working_dir: Option<String>,
     pub user: Option<String>,

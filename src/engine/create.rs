@@ -37,6 +37,11 @@ impl Engine {
     /// Validates the request and stores a `configured` container. Nothing touches the disk
     /// until every check has passed.
     pub async fn create(&self, caller: Caller, request: CreateRequest) -> Result<String> {
+        // An image cannot be removed between the lookup and the insert.
+        let _images = match request.image {
+            Some(_) => Some(self.inner().images_lock.lock().await),
+            None => None,
+        };
         let config = self.validate(request)?;
         let inner = self.inner().clone();
         let id = config.id.clone();
@@ -221,16 +226,13 @@ impl Engine {
         };
         // The image's config fills what the spec leaves out, as podman does: a given
         // entrypoint drops the image's command; environment and labels merge, the spec's win.
-        let command = match (request.command.is_empty(), request.entrypoint.is_empty()) {
+        // An `Entrypoint` given, even empty (podman's `--entrypoint ""`), replaces the image's.
+        let command = match (request.command.is_empty(), &request.entrypoint) {
             (false, _) => request.command,
-            (true, false) => Vec::new(),
-            (true, true) => suggested.cmd,
+            (true, Some(_)) => Vec::new(),
+            (true, None) => suggested.cmd,
         };
-        let entrypoint = if request.entrypoint.is_empty() {
-            suggested.entrypoint
-        } else {
-            request.entrypoint
-        };
+        let entrypoint = request.entrypoint.unwrap_or(suggested.entrypoint);
         if command.is_empty() && entrypoint.is_empty() {
             return Err(invalid(
                 "Command: neither the spec nor the image gives a command",

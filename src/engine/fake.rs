@@ -224,6 +224,15 @@ impl MonitorLauncher for FakeLauncher {
                 .runtime_status(id)
                 .is_some_and(|s| s != RuntimeStatus::Stopped)
     }
+
+    fn export(&self, root: &Path, destination: std::fs::File) -> Result<(), LaunchError> {
+        let mut builder = tar::Builder::new(destination);
+        builder.follow_symlinks(false);
+        builder
+            .append_dir_all(".", root)
+            .and_then(|()| builder.finish())
+            .map_err(|e| LaunchError::Create(e.to_string()))
+    }
 }
 
 impl Mounter for FakeMounter {

@@ -192,14 +192,12 @@ impl Engine {
             });
         }
         let mountpoint = PathBuf::from(self.mount(caller, id).await?);
+        // The tree belongs to a possibly running container that can swap a directory for a
+        // symlink at any moment: the walk runs chrooted into it (see `monitor::export`).
+        let launcher = self.inner().backends.launcher.clone();
         let written = blocking(move || {
-            let mut builder =
-                tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, destination));
-            builder.follow_symlinks(false);
-            builder
-                .append_dir_all(".", &mountpoint)
-                .and_then(|()| builder.into_inner())
-                .and_then(|mut out| std::io::Write::flush(&mut out))
+            launcher
+                .export(&mountpoint, destination)
                 .map_err(|e| EngineError::Internal(format!("export: {e}")))
         })
         .await;

@@ -206,6 +206,12 @@ impl Engine {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
         }
+        // Only root may enter: layers hold image files as the image made them, setuid ones
+        // included (podman's storage is 0700 for the same reason).
+        for dir in [&options.root, &options.runroot] {
+            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .map_err(|e| EngineError::Internal(format!("chmod {}: {e}", dir.display())))?;
+        }
         let db = Db::open(&options.root.join("berth.db"))?;
         let mut containers = HashMap::new();
         for row in db.containers()? {
@@ -222,6 +228,13 @@ impl Engine {
             images.insert(id, image);
         }
         let layers = crate::storage::images::LayerStore::new(&options.root.join("layers"));
+        let referenced = images
+            .values()
+            .flat_map(|image: &crate::storage::images::ImageRecord| image.layers.clone())
+            .collect();
+        layers
+            .sweep(&referenced)
+            .map_err(|e| EngineError::Internal(format!("layer store: {e}")))?;
         let (sender, notifications) = mpsc::unbounded_channel();
         let notify = Arc::new(Notifier {
             sender,

@@ -1,7 +1,7 @@
 //! berthd's side of starting a monitor: the `MonitorLauncher` seam and its real process form.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::protocol::StartReport;
@@ -46,6 +46,10 @@ pub trait MonitorLauncher: Send + Sync {
 
     /// Whether `monitor_pid` is still the monitor of container `id` (pids are reused).
     fn is_alive(&self, monitor_pid: u32, id: &str) -> bool;
+
+    /// Writes the tree at `root` as a tar into `destination`, from a process chrooted into
+    /// `root`, so no symlink in it can lead the walk out.
+    fn export(&self, root: &Path, destination: std::fs::File) -> Result<(), LaunchError>;
 }
 
 /// Runs the `berth-monitor` binary.
@@ -114,6 +118,25 @@ impl MonitorLauncher for ProcessLauncher {
 
     fn is_alive(&self, monitor_pid: u32, id: &str) -> bool {
         process_mentions(monitor_pid, "berth-monitor") && process_mentions(monitor_pid, id)
+    }
+
+    fn export(&self, root: &Path, destination: std::fs::File) -> Result<(), LaunchError> {
+        let program = self.monitor_binary.display().to_string();
+        let output = Command::new(&self.monitor_binary)
+            .arg("export")
+            .arg(root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(destination))
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|source| LaunchError::Spawn { program, source })?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(LaunchError::Create(
+                String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            ))
+        }
     }
 }
 

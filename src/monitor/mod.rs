@@ -8,6 +8,7 @@
 //! `<runroot>/exits/`, where berthd's inotify watch sees it at once, or its next start does.
 
 pub mod exits;
+pub mod export;
 pub mod launcher;
 pub mod process;
 pub mod protocol;

@@ -93,12 +93,35 @@ impl LayerStore {
         self.path(diff_id).is_dir()
     }
 
-    /// Deletes a layer no image uses any more.
+    /// Deletes a layer no image uses any more: renamed away first, so a crash midway never
+    /// leaves half a layer under its diff id for the next import to reuse.
     pub fn delete(&self, diff_id: &str) -> std::io::Result<()> {
-        match std::fs::remove_dir_all(self.path(diff_id)) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
-            _ => Ok(()),
+        let trash = self
+            .dir
+            .join(format!(".trash-{}", diff_id.trim_start_matches("sha256:")));
+        match std::fs::rename(self.path(diff_id), &trash) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(error),
+            Ok(()) => std::fs::remove_dir_all(&trash),
         }
+    }
+
+    /// At start-up: removes what a crash left (staging and trash directories) and layers no
+    /// image refers to (moved in by an import whose record was never committed).
+    pub fn sweep(&self, referenced: &std::collections::HashSet<String>) -> std::io::Result<()> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let leftover = name.starts_with(".import-") || name.starts_with(".trash-");
+            let orphan = !name.starts_with('.') && !referenced.contains(&format!("sha256:{name}"));
+            if leftover || orphan {
+                tracing::info!(layer = %name, "removing a leftover from the layer store");
+                std::fs::remove_dir_all(entry.path())?;
+            }
+        }
+        Ok(())
     }
 
     fn staging(&self) -> std::io::Result<tempfile::TempDir> {
@@ -150,8 +173,10 @@ fn compression_of(head: &[u8]) -> Compression {
     }
 }
 
+/// A tar stream starts with a `ustar` header, or, for an empty layer, with the zero blocks
+/// that end an archive.
 fn is_tar(head: &[u8]) -> bool {
-    head.len() >= 262 && &head[257..262] == b"ustar"
+    head.len() >= 512 && (&head[257..262] == b"ustar" || head[..512].iter().all(|&b| b == 0))
 }
 
 /// A reader of the uncompressed bytes, whatever the compression.
@@ -179,6 +204,7 @@ fn names_an_image_archive(name: &str) -> bool {
 }
 
 /// A layer unpacked into the staging area, waiting for the manifest to claim it.
+#[derive(Clone)]
 struct Staged {
     blob_digest: String,
     diff_id: String,
@@ -186,7 +212,26 @@ struct Staged {
     dir: PathBuf,
 }
 
-/// Small JSON documents of the archive are kept; anything else this large is refused.
+/// `a/../b/./c` → `b/c` (names inside an archive; `..` above the top is dropped).
+fn normalize(path: &Path) -> String {
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::Normal(part) => parts.push(part),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    parts
+        .iter()
+        .map(|p| p.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Small JSON documents of the archive are kept (all of them together at most this large).
 const MAX_METADATA: u64 = 16 << 20;
 
 /// Imports an image from `reader`. `exists` tells whether an image id is already stored (its
@@ -198,15 +243,25 @@ pub fn import(
 ) -> Result<ImageRecord, ImportError> {
     let staging = store.staging()?;
     let stream = decompressed(reader)?;
-    let (head, stream) = peek(stream, 512)?;
+    // Enough of the start to read past PAX or GNU long-name headers to the first real name.
+    let (head, stream) = peek(stream, 64 << 10)?;
     if head.len() < 512 || !is_tar(&head) {
         return Err(format_error(
             "not a tar archive (nor a gzip or zstd compressed one)",
         ));
     }
-    let first_name = String::from_utf8_lossy(&head[..100])
-        .trim_end_matches('\0')
-        .to_string();
+    let first_name = tar::Archive::new(&head[..])
+        .entries()
+        .ok()
+        .and_then(|mut entries| {
+            entries
+                .next()?
+                .ok()?
+                .path()
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
     let record = if names_an_image_archive(&first_name) {
         import_archive(stream, store, staging.path(), options)?
     } else {
@@ -261,21 +316,31 @@ fn import_archive(
     let mut archive = tar::Archive::new(stream);
     let mut files: HashMap<String, Vec<u8>> = HashMap::new();
     let mut layers: HashMap<String, Staged> = HashMap::new();
-    for (index, entry) in archive
-        .entries()
-        .map_err(|e| format_error(e.to_string()))?
-        .enumerate()
-    {
+    // Older docker-archives link a repeated layer to its first copy.
+    let mut links: HashMap<String, String> = HashMap::new();
+    let mut metadata_bytes = 0u64;
+    let mut unpacked_bytes = 0u64;
+    let entries = archive.entries().map_err(|e| format_error(e.to_string()))?;
+    for (index, entry) in entries.enumerate() {
         let entry = entry.map_err(|e| format_error(format!("truncated or corrupt: {e}")))?;
-        if entry.header().entry_type() != tar::EntryType::Regular {
-            continue;
-        }
         let name = entry
             .path()
             .map_err(|e| format_error(e.to_string()))?
             .to_string_lossy()
             .trim_start_matches("./")
             .to_string();
+        match entry.header().entry_type() {
+            tar::EntryType::Regular => {}
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                if let Ok(Some(target)) = entry.link_name() {
+                    let base = Path::new(&name).parent().unwrap_or(Path::new(""));
+                    let resolved = normalize(&base.join(target));
+                    links.insert(name, resolved);
+                }
+                continue;
+            }
+            _ => continue,
+        }
         let size = entry
             .header()
             .size()
@@ -289,7 +354,11 @@ fn import_archive(
         if layer_like {
             let dir = staging.join(index.to_string());
             std::fs::create_dir(&dir)?;
-            let unpacked = unpack_layer(decompressed(content)?, &dir, options.limits)?;
+            // The size limit holds for the whole archive, not each layer alone.
+            let mut limits = options.limits;
+            limits.max_bytes = limits.max_bytes.saturating_sub(unpacked_bytes);
+            let unpacked = unpack_layer(decompressed(content)?, &dir, limits)?;
+            unpacked_bytes += unpacked.bytes;
             // Whatever the decompressor left unread still belongs to the blob's digest.
             std::io::copy(&mut hashing, &mut std::io::sink())?;
             let blob_digest = format!("sha256:{:x}", hashing.hasher.finalize());
@@ -303,9 +372,10 @@ fn import_archive(
                 },
             );
         } else {
-            if size > MAX_METADATA {
+            metadata_bytes += size;
+            if size > MAX_METADATA || metadata_bytes > MAX_METADATA {
                 return Err(format_error(format!(
-                    "{name}: {size} bytes is not image metadata"
+                    "{name}: more than {MAX_METADATA} bytes of image metadata"
                 )));
             }
             let mut bytes = Vec::with_capacity(size as usize);
@@ -317,6 +387,12 @@ fn import_archive(
                 return Err(format_error(format!("{name}: truncated")));
             }
             files.insert(name, bytes);
+        }
+    }
+    // A link to a layer is that layer.
+    for (name, target) in links {
+        if let Some(staged) = layers.get(&target).cloned() {
+            layers.insert(name, staged);
         }
     }
     if files.contains_key("index.json") {
@@ -369,7 +445,7 @@ fn blob<'a>(files: &'a HashMap<String, Vec<u8>>, digest: &str) -> Result<&'a [u8
 
 fn resolve_oci(
     files: &HashMap<String, Vec<u8>>,
-    mut layers: HashMap<String, Staged>,
+    layers: HashMap<String, Staged>,
     store: &LayerStore,
     options: &ImportOptions,
 ) -> Result<ImageRecord, ImportError> {
@@ -389,7 +465,8 @@ fn resolve_oci(
             layer.digest.trim_start_matches("sha256:")
         );
         let found = layers
-            .remove(&name)
+            .get(&name)
+            .cloned()
             .ok_or_else(|| format_error(format!("layer {} is missing", layer.digest)))?;
         if found.blob_digest != layer.digest {
             return Err(ImportError::DigestMismatch {
@@ -400,12 +477,26 @@ fn resolve_oci(
         }
         staged.push(found);
     }
-    let mut names: Vec<String> = descriptor
-        .annotations
-        .get("org.opencontainers.image.ref.name")
-        .map(|name| qualify(name))
-        .into_iter()
-        .collect();
+    // containerd's annotation carries the full name; the OCI one is often only a tag
+    // (`latest`, from skopeo or docker), which names nothing by itself.
+    let annotations = &descriptor.annotations;
+    let full_name = annotations.get("io.containerd.image.name").or_else(|| {
+        annotations
+            .get("org.opencontainers.image.ref.name")
+            .filter(|name| name.contains('/') || name.contains(':'))
+    });
+    let mut names: Vec<String> = full_name.map(|name| qualify(name)).into_iter().collect();
+    // Docker 25+ writes both layouts; its manifest.json has the repository tags.
+    if let Some(manifest) = files.get("manifest.json") {
+        if let Ok(manifests) = serde_json::from_slice::<Vec<DockerManifest>>(manifest) {
+            names.extend(
+                manifests
+                    .iter()
+                    .flat_map(|m| m.repo_tags.clone().unwrap_or_default())
+                    .map(|n| qualify(&n)),
+            );
+        }
+    }
     names.extend(options.reference.iter().cloned());
     finish(store, config, staged, names)
 }
@@ -421,7 +512,7 @@ struct DockerManifest {
 
 fn resolve_docker(
     files: &HashMap<String, Vec<u8>>,
-    mut layers: HashMap<String, Staged>,
+    layers: HashMap<String, Staged>,
     store: &LayerStore,
     options: &ImportOptions,
 ) -> Result<ImageRecord, ImportError> {
@@ -438,7 +529,8 @@ fn resolve_docker(
         let name = name.trim_start_matches("./");
         staged.push(
             layers
-                .remove(name)
+                .get(name)
+                .cloned()
                 .ok_or_else(|| format_error(format!("layer {name} is missing")))?,
         );
     }
@@ -853,6 +945,78 @@ mod tests {
             std::fs::read(store.path(&diff_ids[0]).join("bin/sh")).unwrap(),
             b"shell"
         );
+    }
+
+    #[test]
+    fn a_layer_listed_twice_and_a_linked_layer_import() {
+        let (_dir, store) = store();
+        let (base, _) = layers();
+        let diff_ids = [sha(&base), sha(&base)];
+        let archive = oci_archive(&[gzip(&base), gzip(&base)], &config(&diff_ids));
+        let image = import(&archive[..], &store, &ImportOptions::default()).unwrap();
+        assert_eq!(image.layers, diff_ids);
+
+        // An older docker-archive: the second layer is a symlink to the first copy.
+        let config_bytes = config(&diff_ids);
+        let config_name = format!("{}.json", &sha(&config_bytes)[7..]);
+        let manifest = serde_json::to_vec(&serde_json::json!([{
+            "Config": config_name, "RepoTags": ["twice:1"], "Layers": ["a/layer.tar", "b/layer.tar"],
+        }]))
+        .unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        add(&mut builder, &config_name, &config_bytes);
+        add(&mut builder, "a/layer.tar", &base);
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        link.set_mode(0o777);
+        link.set_uid(0);
+        link.set_gid(0);
+        link.set_mtime(0);
+        builder
+            .append_link(&mut link, "b/layer.tar", "../a/layer.tar")
+            .unwrap();
+        add(&mut builder, "manifest.json", &manifest);
+        let image = import(
+            &builder.into_inner().unwrap()[..],
+            &store,
+            &ImportOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(image.layers, diff_ids);
+    }
+
+    #[test]
+    fn an_archive_starting_with_a_long_name_is_still_recognised() {
+        let (_dir, store) = store();
+        let (base, top) = layers();
+        let diff_ids = [sha(&base), sha(&top)];
+        let mut archive = tar::Builder::new(Vec::new());
+        // A first entry whose name needs a GNU long-name header: an image archive still.
+        let long = format!("{}/layer.tar", "0".repeat(64).repeat(2));
+        let mut header = tar::Header::new_gnu();
+        header.set_size(0);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        archive.append_data(&mut header, &long, &b""[..]).unwrap();
+        let inner = docker_archive(&[base, top], &config(&diff_ids));
+        for entry in tar::Archive::new(&inner[..]).entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let mut header = entry.header().clone();
+            let path = entry.path().unwrap().into_owned();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            archive.append_data(&mut header, path, &data[..]).unwrap();
+        }
+        let image = import(
+            &archive.into_inner().unwrap()[..],
+            &store,
+            &ImportOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(image.layers, diff_ids);
     }
 
     #[test]

@@ -69,6 +69,14 @@ impl Mounter for OverlayMounter {
             Some(options.as_str()),
         )
         .or_else(|errno| {
+            // Only "overlayfs cannot work here" (no such filesystem, or it refuses these
+            // directories), and only for a container with no changes of its own yet: a copy
+            // would not carry them.
+            let unsupported = matches!(errno, nix::errno::Errno::ENODEV | nix::errno::Errno::EINVAL);
+            let fresh = std::fs::read_dir(upper).map(|mut entries| entries.next().is_none()).unwrap_or(true);
+            if !(unsupported && fresh) {
+                return Err(std::io::Error::other(format!("mount overlay at {}: {errno}", target.display())));
+            }
             tracing::warn!(target = %target.display(), %errno, "overlayfs cannot mount here; copying the layers instead");
             copy_layers(lowers, target)
         })

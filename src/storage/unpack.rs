@@ -190,6 +190,15 @@ pub fn unpack_layer(
             continue;
         }
         if let Some(hidden) = file_name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            // `.wh.` names a sibling; `.wh..`, `.wh...` would name the layer or its parent,
+            // and other `.wh..wh.` names are reserved metadata (image-spec layer.md).
+            if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.starts_with(b".wh.")
+            {
+                if hidden.starts_with(b".wh.") {
+                    continue;
+                }
+                return Err(UnpackError::Escapes(label));
+            }
             let whiteout = target.with_file_name(OsStr::from_bytes(hidden));
             remove_any(&whiteout).map_err(io)?;
             make_whiteout(&whiteout).map_err(io)?;
@@ -534,6 +543,22 @@ mod tests {
                 .nlink(),
             1
         );
+    }
+
+    #[test]
+    fn whiteouts_cannot_name_the_layer_or_its_parent() {
+        let s = sandbox();
+        std::fs::write(s.layer.join("keep"), "kept").unwrap();
+        for name in [".wh...", ".wh..", ".wh."] {
+            let bytes = archive(|b| entry(b, name, tar::EntryType::Regular, None, b""));
+            let error = unpack_layer(&bytes[..], &s.layer, UnpackLimits::default()).unwrap_err();
+            assert!(matches!(error, UnpackError::Escapes(_)), "{name}: {error}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(s.layer.join("keep")).unwrap(),
+            "kept"
+        );
+        assert!(s.outside.join("etc/passwd").exists());
     }
 
     #[test]
