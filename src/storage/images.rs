@@ -185,11 +185,78 @@ fn decompressed<'a, R: Read + 'a>(reader: R) -> Result<Box<dyn Read + 'a>, Impor
     Ok(match compression_of(&head) {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        Compression::Zstd => Box::new(
-            ruzstd::decoding::StreamingDecoder::new(reader)
-                .map_err(|e| format_error(format!("zstd: {e}")))?,
-        ),
+        Compression::Zstd => Box::new(ZstdFrames::new(reader)?),
     })
+}
+
+/// A zstd stream of one or more frames (zstd:chunked and concatenated streams have many;
+/// ruzstd's decoder reads one).
+struct ZstdFrames<R: Read> {
+    decoder:
+        Option<ruzstd::decoding::StreamingDecoder<Pushback<R>, ruzstd::decoding::FrameDecoder>>,
+}
+
+/// A reader that can take back one byte (to look for a next frame).
+struct Pushback<R> {
+    inner: R,
+    byte: Option<u8>,
+}
+
+impl<R: Read> Read for Pushback<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        match (self.byte.take(), buffer.is_empty()) {
+            (Some(byte), false) => {
+                buffer[0] = byte;
+                Ok(1)
+            }
+            (byte, _) => {
+                self.byte = byte;
+                self.inner.read(buffer)
+            }
+        }
+    }
+}
+
+impl<R: Read> ZstdFrames<R> {
+    fn new(reader: R) -> Result<ZstdFrames<R>, ImportError> {
+        let source = Pushback {
+            inner: reader,
+            byte: None,
+        };
+        let decoder = ruzstd::decoding::StreamingDecoder::new(source)
+            .map_err(|e| format_error(format!("zstd: {e}")))?;
+        Ok(ZstdFrames {
+            decoder: Some(decoder),
+        })
+    }
+}
+
+impl<R: Read> Read for ZstdFrames<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        if buffer.is_empty() {
+            return Ok(0);
+        }
+        while let Some(decoder) = self.decoder.as_mut() {
+            let read = decoder.read(buffer)?;
+            if read > 0 {
+                return Ok(read);
+            }
+            // This frame is done: another one may follow.
+            let Some(finished) = self.decoder.take() else {
+                break;
+            };
+            let mut source = finished.into_inner();
+            let mut byte = [0u8; 1];
+            if source.read(&mut byte)? == 0 {
+                break;
+            }
+            source.byte = Some(byte[0]);
+            let next = ruzstd::decoding::StreamingDecoder::new(source)
+                .map_err(|e| std::io::Error::other(format!("zstd: {e}")))?;
+            self.decoder = Some(next);
+        }
+        Ok(0)
+    }
 }
 
 /// Whether the first entry name says "image archive" rather than "root filesystem".
@@ -945,6 +1012,16 @@ mod tests {
             std::fs::read(store.path(&diff_ids[0]).join("bin/sh")).unwrap(),
             b"shell"
         );
+
+        // A layer of two concatenated frames (as zstd:chunked writes them).
+        let (_dir, store) = super::tests::store();
+        let half = base.len() / 2;
+        let mut framed = zstd(&base[..half]);
+        framed.extend(zstd(&base[half..]));
+        let diff_ids = [sha(&base)];
+        let archive = oci_archive(&[framed], &config(&diff_ids));
+        let image = import(&archive[..], &store, &ImportOptions::default()).unwrap();
+        assert_eq!(image.layers, diff_ids);
     }
 
     #[test]
