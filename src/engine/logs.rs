@@ -27,21 +27,38 @@ struct LogLine {
     timestamp: String,
     micros: u64,
     full: bool,
-    text: String,
+    /// The container's bytes, which need not be UTF-8.
+    text: Vec<u8>,
 }
 
-fn parse_line(line: &str) -> Option<LogLine> {
-    let mut fields = line.splitn(4, ' ');
-    let timestamp = fields.next()?.to_string();
+/// `<time> <stream> <F|P> <bytes>` (the line without its newline).
+fn parse_line(line: &[u8]) -> Option<LogLine> {
+    let mut fields = line.splitn(4, |&b| b == b' ');
+    let timestamp = String::from_utf8(fields.next()?.to_vec()).ok()?;
     let _stream = fields.next()?;
     let tag = fields.next()?;
-    let text = fields.next().unwrap_or("").to_string();
+    let text = fields.next().unwrap_or_default().to_vec();
     Some(LogLine {
         micros: crate::clock::parse_rfc3339_micros(&timestamp).unwrap_or(0),
         timestamp,
-        full: tag == "F",
+        full: tag == b"F",
         text,
     })
+}
+
+/// Reads the next whole line (without its newline); a line still being written is left for
+/// the next read.
+fn next_line(reader: &mut BufReader<std::fs::File>) -> std::io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    if reader.read_until(b'\n', &mut line)? == 0 {
+        return Ok(None);
+    }
+    if line.last() != Some(&b'\n') {
+        reader.seek(SeekFrom::Current(-(line.len() as i64)))?;
+        return Ok(None);
+    }
+    line.pop();
+    Ok(Some(line))
 }
 
 fn render(line: &LogLine, options: &LogOptions) -> Option<Vec<u8>> {
@@ -55,7 +72,7 @@ fn render(line: &LogLine, options: &LogOptions) -> Option<Vec<u8>> {
         out.extend_from_slice(line.timestamp.as_bytes());
         out.push(b' ');
     }
-    out.extend_from_slice(line.text.as_bytes());
+    out.extend_from_slice(&line.text);
     if line.full {
         out.push(b'\n');
     }
@@ -119,20 +136,8 @@ async fn stream_log(
     };
     let mut backlog: Vec<Vec<u8>> = Vec::new();
     if let Some(reader) = reader.as_mut() {
-        let mut line = String::new();
-        while reader.read_line(&mut line)? > 0 {
-            if line.ends_with('\n') {
-                if let Some(rendered) =
-                    parse_line(line.trim_end_matches('\n')).and_then(|l| render(&l, &options))
-                {
-                    backlog.push(rendered);
-                }
-                line.clear();
-            } else {
-                // A line still being written: read it again when following.
-                reader.seek(SeekFrom::Current(-(line.len() as i64)))?;
-                break;
-            }
+        while let Some(line) = next_line(reader)? {
+            backlog.extend(parse_line(&line).and_then(|l| render(&l, &options)));
         }
     }
     let skip = options
@@ -152,18 +157,10 @@ async fn stream_log(
         let running = status.borrow_and_update().state.is_running()
             || status.borrow().state == super::State::Created;
         if let Some(reader) = reader.as_mut() {
-            let mut line = String::new();
-            while reader.read_line(&mut line)? > 0 {
-                if !line.ends_with('\n') {
-                    reader.seek(SeekFrom::Current(-(line.len() as i64)))?;
-                    break;
-                }
-                if let Some(rendered) =
-                    parse_line(line.trim_end_matches('\n')).and_then(|l| render(&l, &options))
-                {
+            while let Some(line) = next_line(reader)? {
+                if let Some(rendered) = parse_line(&line).and_then(|l| render(&l, &options)) {
                     writer.write_all(&rendered).await?;
                 }
-                line.clear();
             }
         }
         if !running {
@@ -219,7 +216,7 @@ mod tests {
 
     #[test]
     fn lines_render_with_optional_timestamps_and_partial_tags() {
-        let line = parse_line("2026-11-29T03:11:02.000000000Z stdout F hello").unwrap();
+        let line = parse_line(b"2026-11-29T03:11:02.000000000Z stdout F hello").unwrap();
         assert_eq!(render(&line, &LogOptions::default()).unwrap(), b"hello\n");
         let options = LogOptions {
             timestamps: true,
@@ -229,8 +226,13 @@ mod tests {
             render(&line, &options).unwrap(),
             b"2026-11-29T03:11:02.000000000Z hello\n"
         );
-        let partial = parse_line("2026-11-29T03:11:02.000000000Z stdout P wor").unwrap();
+        let partial = parse_line(b"2026-11-29T03:11:02.000000000Z stdout P wor").unwrap();
         assert_eq!(render(&partial, &LogOptions::default()).unwrap(), b"wor");
+        let binary = parse_line(b"2026-11-29T03:11:02.000000000Z stdout F \xff\xfe").unwrap();
+        assert_eq!(
+            render(&binary, &LogOptions::default()).unwrap(),
+            b"\xff\xfe\n"
+        );
         let late = LogOptions {
             since: line.micros + 1,
             ..Default::default()
