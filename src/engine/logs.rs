@@ -134,18 +134,27 @@ async fn stream_log(
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
         Err(error) => return Err(error),
     };
-    let mut backlog: Vec<Vec<u8>> = Vec::new();
+    // What is there already: streamed as read, or only the last `Tail` lines kept.
+    let mut last = std::collections::VecDeque::new();
     if let Some(reader) = reader.as_mut() {
         while let Some(line) = next_line(reader)? {
-            backlog.extend(parse_line(&line).and_then(|l| render(&l, &options)));
+            let Some(rendered) = parse_line(&line).and_then(|l| render(&l, &options)) else {
+                continue;
+            };
+            match options.tail {
+                None => writer.write_all(&rendered).await?,
+                Some(0) => {}
+                Some(keep) => {
+                    if last.len() as u64 == keep {
+                        last.pop_front();
+                    }
+                    last.push_back(rendered);
+                }
+            }
         }
     }
-    let skip = options
-        .tail
-        .map(|n| backlog.len().saturating_sub(n as usize))
-        .unwrap_or(0);
-    for chunk in &backlog[skip..] {
-        writer.write_all(chunk).await?;
+    for chunk in last {
+        writer.write_all(&chunk).await?;
     }
     let Some(inotify) = inotify else {
         return Ok(());
