@@ -17,16 +17,7 @@ fn podman_archives(h: &Harness) -> Option<(PathBuf, PathBuf, PathBuf)> {
         return None;
     }
     let dir = h.dir.path();
-    let rootfs_tar = dir.join("rootfs.tar");
-    let status = Command::new("tar")
-        .arg("-C")
-        .arg(&h.rootfs)
-        .arg("-cf")
-        .arg(&rootfs_tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let rootfs_tar = h.rootfs_tar();
     let podman = |args: &[&str]| {
         let output = Command::new("podman")
             .arg(format!("--root={}", dir.join("podman").display()))
@@ -362,16 +353,7 @@ async fn the_copy_based_storage_runs_images_without_mounts() {
     h.start_berthd(&["--storage-driver=vfs"]);
     let connection = h.connection().await;
     let manager = ManagerProxy::new(&connection).await.unwrap();
-    let tar = h.dir.path().join("rootfs.tar");
-    assert!(Command::new("tar")
-        .arg("-C")
-        .arg(&h.rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
+    let tar = h.rootfs_tar();
     import(
         &manager,
         &tar,

@@ -30,16 +30,7 @@ async fn shipped_introspection_xml_equals_the_live_interfaces() {
     let container = h.create(&connection, "xml", &["true"]).await;
     let container_path = container.inner().path().to_string();
     // An image object, from a rootfs tar of the test's busybox tree.
-    let tar = h.dir.path().join("rootfs.tar");
-    assert!(std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&h.rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
+    let tar = h.rootfs_tar();
     let manager = berth::cli::proxy::ManagerProxy::new(&connection)
         .await
         .unwrap();

@@ -230,6 +230,21 @@ impl Harness {
             .unwrap()
     }
 
+    /// The busybox rootfs as a plain tar (an image archive of the simplest kind).
+    pub fn rootfs_tar(&self) -> PathBuf {
+        let tar = self.dir.path().join("rootfs.tar");
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(&self.rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success(), "tar of the rootfs failed");
+        tar
+    }
+
     /// Processes whose command line mentions this harness's directory (monitors, berthd).
     pub fn processes_under(&self) -> Vec<u32> {
         let needle = self.dir.path().display().to_string();
