@@ -65,20 +65,10 @@ async fn containers_outlive_a_killed_berthd_and_missed_exits_are_recorded() {
 
     h.start_berthd(&[]);
     let connection = h.connection().await;
-    let proxies: Vec<ContainerProxy<'_>> = {
-        let mut proxies = Vec::new();
-        for path in &paths {
-            proxies.push(
-                ContainerProxy::builder(&connection)
-                    .path(path.clone())
-                    .cache_properties(zbus::proxy::CacheProperties::No)
-                    .build()
-                    .await
-                    .unwrap(),
-            );
-        }
-        proxies
-    };
+    let mut proxies: Vec<ContainerProxy<'_>> = Vec::new();
+    for path in &paths {
+        proxies.push(common::proxy_at(&connection, path.clone().into()).await);
+    }
     for (proxy, pid) in proxies.iter().zip(&pids).take(2) {
         assert_eq!(proxy.state().await.unwrap(), "running");
         assert_eq!(

@@ -197,11 +197,11 @@ async fn create_in_runtime(locked: &Locked<'_>, caller: Caller, and_start: bool)
     Ok(())
 }
 
-/// The cgroup v1 memory controller's OOM counter for the container (cgroupfs driver).
+/// The container's OOM counter (cgroupfs driver): `memory.events` on cgroup v2, the memory
+/// controller's `memory.oom_control` on v1.
 fn oom_file(id: &str) -> PathBuf {
-    let v2 = PathBuf::from(format!("/sys/fs/cgroup/berth/{id}/memory.events"));
     if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        v2
+        PathBuf::from(format!("/sys/fs/cgroup/berth/{id}/memory.events"))
     } else {
         PathBuf::from(format!(
             "/sys/fs/cgroup/memory/berth/{id}/memory.oom_control"

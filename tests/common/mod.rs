@@ -221,13 +221,7 @@ impl Harness {
         );
         spec.extend(extra);
         let path = manager.create_container(spec).await.unwrap();
-        // Uncached: every property read asks berthd, so a test sees the state as of its read.
-        ContainerProxy::builder(connection)
-            .path(path)
-            .cache_properties(zbus::proxy::CacheProperties::No)
-            .build()
-            .await
-            .unwrap()
+        proxy_at(connection, path).await
     }
 
     /// The busybox rootfs as a plain tar (an image archive of the simplest kind).
@@ -360,6 +354,15 @@ pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) {
 pub async fn container_proxy<'a>(connection: &zbus::Connection, name: &str) -> ContainerProxy<'a> {
     let manager = ManagerProxy::new(connection).await.unwrap();
     let path = manager.get_container(name).await.unwrap();
+    proxy_at(connection, path).await
+}
+
+/// An uncached proxy of the container at `path`: every property read asks berthd, so a test
+/// sees the state as of its read.
+pub async fn proxy_at<'a>(
+    connection: &zbus::Connection,
+    path: zbus::OwnedObjectPath,
+) -> ContainerProxy<'a> {
     ContainerProxy::builder(connection)
         .path(path)
         .cache_properties(zbus::proxy::CacheProperties::No)
