@@ -4,7 +4,8 @@
 //! - `db`: SQLite state; each transition is one transaction with its events.
 //! - `runtime`: the OCI runtime seam (runc/crun CLI) and the `config.json` builder.
 //! - `monitor`: `berth-monitor`, one per container, outliving berthd; it runs
-//!   `runc create`, logs the output, waits with a pidfd and writes the exit file.
+//!   `runc create`, logs the output, fans it out to attached clients, runs exec sessions,
+//!   waits with a pidfd and writes the exit files.
 //! - `storage`: images and their layer store, safe unpacking, overlay rootfs, paths
 //!   resolved beneath a root, users, artifacts.
 //! - `bus`: the zbus objects (Manager, Container), authorization and error mapping.
@@ -23,3 +24,4 @@ pub mod monitor;
 pub mod names;
 pub mod runtime;
 pub mod storage;
+pub mod terminal;

@@ -27,8 +27,14 @@ async fn shipped_introspection_xml_equals_the_live_interfaces() {
     };
     h.start_berthd(&[]);
     let connection = h.connection().await;
-    let container = h.create(&connection, "xml", &["true"]).await;
+    let container = h.create(&connection, "xml", &["sleep", "600"]).await;
     let container_path = container.inner().path().to_string();
+    container.start(false).await.unwrap();
+    let session_path = container
+        .exec(&["true"], Default::default())
+        .await
+        .unwrap()
+        .to_string();
     // An image object, from a rootfs tar of the test's busybox tree.
     let tar = h.rootfs_tar();
     let manager = berth::cli::proxy::ManagerProxy::new(&connection)
@@ -44,6 +50,7 @@ async fn shipped_introspection_xml_equals_the_live_interfaces() {
         ("org.berth.Engine1.Manager", "/org/berth/Engine1"),
         ("org.berth.Engine1.Container", container_path.as_str()),
         ("org.berth.Engine1.Image", image_path.as_str()),
+        ("org.berth.Engine1.ExecSession", session_path.as_str()),
     ] {
         let live = h.busctl(&["introspect", "--xml-interface", "org.berth.Engine1", path]);
         let live = String::from_utf8(live.stdout).unwrap();

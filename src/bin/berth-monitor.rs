@@ -1,9 +1,15 @@
 //! `berth-monitor`: the per-container monitor (see `berth::monitor`). Started by berthd only.
+#![allow(unsafe_code)]
 
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use berth::monitor::process::{run, MonitorOptions};
+use berth::monitor::stdio::Client;
 use clap::Parser;
+
+/// Where berthd puts an attached client's ends (`--attach`): stdout, stderr, then stdin.
+const ATTACH_FDS: [i32; 3] = [3, 4, 5];
 
 #[derive(Parser)]
 #[command(version, about = "berth's per-container monitor (started by berthd)")]
@@ -25,6 +31,30 @@ struct Args {
     /// Create and start (`runc run --detach`).
     #[arg(long)]
     start: bool,
+    /// The process has a terminal (runc hands its pty master over a console socket).
+    #[arg(long)]
+    terminal: bool,
+    /// Keep the process's stdin open for attached clients.
+    #[arg(long)]
+    stdin: bool,
+    /// A client is attached from the start: its stdout and stderr ends are fds 3 and 4.
+    #[arg(long)]
+    attach: bool,
+    /// The attached client also sends input, on fd 5.
+    #[arg(long, requires = "attach")]
+    attach_stdin: bool,
+}
+
+/// Takes an inherited descriptor.
+fn inherited(fd: i32) -> OwnedFd {
+    // SAFETY: berthd placed this descriptor for us (`--attach`) and nothing else in this
+    // process refers to it. It is made close-on-exec so the runtime does not inherit it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let _ = nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    fd
 }
 
 fn main() {
@@ -35,6 +65,14 @@ fn main() {
         std::process::exit(berth::monitor::export::run(&root));
     }
     let args = Args::parse();
+    let attach = args.attach.then(|| {
+        let stdin = args.attach_stdin.then(|| inherited(ATTACH_FDS[2]));
+        Client::new(
+            inherited(ATTACH_FDS[0]),
+            Some(inherited(ATTACH_FDS[1])),
+            stdin,
+        )
+    });
     std::process::exit(run(MonitorOptions {
         id: args.id,
         runtime: args.runtime,
@@ -44,5 +82,8 @@ fn main() {
         log_path: args.log,
         oom_file: args.oom_file,
         start: args.start,
+        terminal: args.terminal,
+        stdin: args.stdin,
+        attach,
     }));
 }

@@ -177,6 +177,67 @@ impl ContainerObject {
             .await
     }
 
+    /// The container's stdin, stdout and stderr as fds leading to its monitor (never through
+    /// berthd). Closing them detaches; a terminal's output comes on stdout.
+    async fn attach(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(zbus::OwnedFd, zbus::OwnedFd, zbus::OwnedFd), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.shared.auth.authorize(&header, Action::Exec).await?;
+        let options = spec::attach_options(&options)?;
+        let result = self.engine.attach(caller, &self.id, options).await;
+        Ok(handles(self.shared.reply(&self.engine, result).await?))
+    }
+
+    /// Attaches before the process runs (no output lost), then starts it.
+    async fn start_and_attach(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        recursive: bool,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(zbus::OwnedFd, zbus::OwnedFd, zbus::OwnedFd), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.manage(&header).await?;
+        self.shared.auth.authorize(&header, Action::Exec).await?;
+        let options = spec::attach_options(&options)?;
+        let result = self
+            .engine
+            .start_and_attach(caller, &self.id, recursive, options)
+            .await;
+        Ok(handles(self.shared.reply(&self.engine, result).await?))
+    }
+
+    /// Sets the terminal's window size; the process gets SIGWINCH.
+    async fn resize(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        self.shared.auth.authorize(&header, Action::Exec).await?;
+        self.shared
+            .reply(&self.engine, self.engine.resize(&self.id, rows, cols).await)
+            .await
+    }
+
+    /// Runs a command in the running container; returns the ExecSession object.
+    async fn exec(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        command: Vec<String>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.shared.auth.authorize(&header, Action::Exec).await?;
+        let request = spec::exec_request(command, &options)?;
+        let result = self.engine.exec(caller, &self.id, request).await;
+        let session = self.shared.reply(&self.engine, result).await?;
+        Ok(super::exec::path(&self.id, &session))
+    }
+
     /// The log as a stream into a pipe: `Follow` b, `Tail` u, `Since` t, `Until` t,
     /// `Timestamps` b.
     async fn logs(
@@ -457,7 +518,7 @@ impl ContainerObject {
 
     #[zbus(property)]
     fn exec_sessions(&self) -> Result<Vec<OwnedObjectPath>, BusError> {
-        Ok(Vec::new())
+        Ok(session_paths(&self.id, &self.status()?))
     }
 
     #[zbus(property)]
@@ -466,8 +527,27 @@ impl ContainerObject {
     }
 }
 
+/// The caller's ends of an attach, as D-Bus handles.
+fn handles(attached: crate::engine::Attached) -> (zbus::OwnedFd, zbus::OwnedFd, zbus::OwnedFd) {
+    (
+        zbus::OwnedFd::from(attached.stdin),
+        zbus::OwnedFd::from(attached.stdout),
+        zbus::OwnedFd::from(attached.stderr),
+    )
+}
+
+/// The object paths of a container's exec sessions.
+pub fn session_paths(id: &str, status: &ContainerStatus) -> Vec<OwnedObjectPath> {
+    status
+        .exec_sessions
+        .keys()
+        .map(|session| super::exec::path(id, session))
+        .collect()
+}
+
 /// The `PropertiesChanged` payload between two statuses: every property whose value differs.
 pub fn changed_properties(
+    id: &str,
     before: Option<&ContainerStatus>,
     after: &ContainerStatus,
 ) -> Vec<(&'static str, zbus::Variant<'static>)> {
@@ -491,6 +571,10 @@ pub fn changed_properties(
         if differs(field) {
             changed.push((name, field(after)));
         }
+    }
+    let sessions = |s: &ContainerStatus| s.exec_sessions.keys().cloned().collect::<Vec<_>>();
+    if before.map(sessions) != Some(sessions(after)) {
+        changed.push(("ExecSessions", Variant::from(session_paths(id, after))));
     }
     changed
 }

@@ -61,6 +61,7 @@ impl From<EngineError> for BusError {
         match error {
             EngineError::NoSuchContainer(_) => BusError::berth("NoSuchContainer", message),
             EngineError::NoSuchImage(_) => BusError::berth("NoSuchImage", message),
+            EngineError::NoSuchExecSession(_) => BusError::berth("NoSuchExecSession", message),
             EngineError::NameInUse(_) => BusError::berth("NameInUse", message),
             EngineError::ImageInUse(_) => BusError::berth("ImageInUse", message),
             EngineError::InvalidState { .. } => BusError::berth("InvalidState", message),

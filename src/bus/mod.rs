@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod container;
 pub mod error;
+pub mod exec;
 pub mod image;
 pub mod manager;
 pub mod spec;
@@ -181,6 +182,31 @@ async fn add_container(
         .object_server()
         .at(container::path(id), object)
         .await?;
+    if let Ok(status) = engine.status(id) {
+        for session in status.exec_sessions.keys() {
+            add_session(connection, engine, shared, id, session).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn add_session(
+    connection: &Connection,
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    id: &str,
+    session: &str,
+) -> zbus::Result<()> {
+    let object = exec::ExecSessionObject {
+        engine: engine.clone(),
+        shared: shared.clone(),
+        id: id.to_string(),
+        session: session.to_string(),
+    };
+    connection
+        .object_server()
+        .at(exec::path(id, session), object)
+        .await?;
     Ok(())
 }
 
@@ -213,6 +239,57 @@ struct Publisher {
 }
 
 impl Publisher {
+    /// Serves new exec sessions, drops removed ones and announces their changes and exits.
+    async fn publish_sessions(
+        &self,
+        id: &str,
+        before: Option<&ContainerStatus>,
+        after: &ContainerStatus,
+    ) -> zbus::Result<()> {
+        let none = std::collections::BTreeMap::new();
+        let old = before.map_or(&none, |status| &status.exec_sessions);
+        for (session, record) in &after.exec_sessions {
+            let previous = old.get(session);
+            if previous.is_none() {
+                add_session(&self.connection, &self.engine, &self.shared, id, session).await?;
+            }
+            let emitter = SignalEmitter::new(&self.connection, exec::path(id, session))?;
+            if let Some(previous) = previous.filter(|previous| *previous != record) {
+                let mut changed: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
+                if previous.running != record.running {
+                    changed.insert("State", zbus::Variant::from(record.state()));
+                }
+                if previous.pid != record.pid {
+                    changed.insert("Pid", zbus::Variant::from(record.pid));
+                }
+                if previous.exit_code != record.exit_code {
+                    changed.insert("ExitCode", zbus::Variant::from(record.exit_code));
+                }
+                if !changed.is_empty() {
+                    zbus::fdo::Properties::properties_changed(
+                        &emitter,
+                        InterfaceName::from_static_str_unchecked(exec::INTERFACE),
+                        changed,
+                        std::borrow::Cow::Borrowed(&[]),
+                    )
+                    .await?;
+                }
+            }
+            if !record.running && previous.is_none_or(|previous| previous.running) {
+                exec::ExecSessionObject::exited(&emitter, record.exit_code).await?;
+            }
+        }
+        for session in old.keys() {
+            if !after.exec_sessions.contains_key(session) {
+                self.connection
+                    .object_server()
+                    .remove::<exec::ExecSessionObject, _>(exec::path(id, session))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn run(mut self, mut notifications: mpsc::UnboundedReceiver<Notification>) {
         while let Some(notification) = notifications.recv().await {
             if let Err(error) = self.publish(notification).await {
@@ -231,15 +308,23 @@ impl Publisher {
                 }
             }
             Notification::Removed { id } => {
-                self.last.remove(&id);
+                if let Some(last) = self.last.remove(&id) {
+                    for session in last.exec_sessions.keys() {
+                        self.connection
+                            .object_server()
+                            .remove::<exec::ExecSessionObject, _>(exec::path(&id, session))
+                            .await?;
+                    }
+                }
                 self.connection
                     .object_server()
                     .remove::<ContainerObject, _>(container::path(&id))
                     .await?;
             }
             Notification::Status { id, status } => {
-                let changed = container::changed_properties(self.last.get(&id), &status);
-                self.last.insert(id.clone(), status);
+                let changed = container::changed_properties(&id, self.last.get(&id), &status);
+                let before = self.last.insert(id.clone(), status.clone());
+                self.publish_sessions(&id, before.as_ref(), &status).await?;
                 if !changed.is_empty() {
                     let emitter = SignalEmitter::new(&self.connection, container::path(&id))?;
                     let changed: HashMap<&str, zbus::Variant<'_>> = changed.into_iter().collect();

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use zbus::OwnedVariant;
 
 use super::error::{BusError, BusResult};
-use crate::engine::{BatchOp, CreateRequest, LogOptions, MountSpec};
+use crate::engine::{AttachOptions, BatchOp, CreateRequest, ExecRequest, LogOptions, MountSpec};
 use crate::storage::images::ImportOptions;
 
 /// Takes one value of type `T` out of a variant, naming `key` on a type mismatch.
@@ -200,6 +200,77 @@ pub fn batch_op(verb: &str, options: &HashMap<String, OwnedVariant>) -> BusResul
             )))
         }
     })
+}
+
+/// A descriptor passed in an options dictionary (`h`), duplicated close-on-exec.
+fn fd(key: &str, value: &OwnedVariant) -> BusResult<std::os::fd::OwnedFd> {
+    match &**value {
+        zbus::Variant::Fd(fd) => std::os::fd::AsFd::as_fd(fd)
+            .try_clone_to_owned()
+            .map_err(|e| BusError::invalid_args(format!("{key}: {e}"))),
+        other => Err(BusError::invalid_args(format!(
+            "{key}: expected type h, got {}",
+            other.value_signature()
+        ))),
+    }
+}
+
+/// A terminal size option `(qq)`: rows, cols.
+fn terminal_size(key: &str, value: &OwnedVariant) -> BusResult<(u16, u16)> {
+    let (rows, cols) = take::<(u16, u16)>(key, value, "(qq)")?;
+    if rows == 0 || cols == 0 {
+        return Err(BusError::invalid_args(format!(
+            "{key}: rows and cols must be > 0"
+        )));
+    }
+    Ok((rows, cols))
+}
+
+/// `Attach`/`StartAndAttach` options: `Stdin` b, `TerminalSize` (qq).
+pub fn attach_options(options: &HashMap<String, OwnedVariant>) -> BusResult<AttachOptions> {
+    let mut parsed = AttachOptions::default();
+    for (key, value) in options {
+        match key.as_str() {
+            "Stdin" => parsed.stdin = Some(take(key, value, "b")?),
+            "TerminalSize" => parsed.console_size = Some(terminal_size(key, value)?),
+            other => {
+                return Err(BusError::invalid_args(format!(
+                    "{other}: unknown Attach option"
+                )))
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+/// `Exec` options (DESIGN §2.2) and the command.
+pub fn exec_request(
+    command: Vec<String>,
+    options: &HashMap<String, OwnedVariant>,
+) -> BusResult<ExecRequest> {
+    let mut request = ExecRequest {
+        command,
+        ..Default::default()
+    };
+    for (key, value) in options {
+        match key.as_str() {
+            "Env" => request.env = strings(key, value)?,
+            "User" => request.user = Some(take(key, value, "s")?),
+            "WorkingDir" => request.working_dir = Some(take(key, value, "s")?),
+            "Terminal" => request.terminal = take(key, value, "b")?,
+            "Privileged" => request.privileged = take(key, value, "b")?,
+            "TerminalSize" => request.console_size = Some(terminal_size(key, value)?),
+            "Stdin" => request.stdio[0] = Some(fd(key, value)?),
+            "Stdout" => request.stdio[1] = Some(fd(key, value)?),
+            "Stderr" => request.stdio[2] = Some(fd(key, value)?),
+            other => {
+                return Err(BusError::invalid_args(format!(
+                    "{other}: unknown Exec option"
+                )))
+            }
+        }
+    }
+    Ok(request)
 }
 
 #[cfg(test)]

@@ -54,6 +54,21 @@ pub trait Container {
     fn refresh(&self) -> zbus::Result<()>;
     fn batch(&self, ops: Vec<(&str, HashMap<&str, Variant<'_>>)>) -> zbus::Result<()>;
     fn remove(&self, force: bool) -> zbus::Result<()>;
+    fn attach(
+        &self,
+        options: HashMap<&str, Variant<'_>>,
+    ) -> zbus::Result<(zbus::OwnedFd, zbus::OwnedFd, zbus::OwnedFd)>;
+    fn start_and_attach(
+        &self,
+        recursive: bool,
+        options: HashMap<&str, Variant<'_>>,
+    ) -> zbus::Result<(zbus::OwnedFd, zbus::OwnedFd, zbus::OwnedFd)>;
+    fn resize(&self, rows: u16, cols: u16) -> zbus::Result<()>;
+    fn exec(
+        &self,
+        command: &[&str],
+        options: HashMap<&str, Variant<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
     fn add_artifact(&self, name: &str, data: &[u8]) -> zbus::Result<()>;
     fn get_artifact(&self, name: &str) -> zbus::Result<Vec<u8>>;
     fn remove_artifact(&self, name: &str) -> zbus::Result<()>;
@@ -88,6 +103,31 @@ pub trait Container {
     fn error(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn stop_timeout(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn terminal(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn exec_sessions(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
+}
+
+#[proxy(
+    interface = "org.berth.Engine1.ExecSession",
+    default_service = "org.berth.Engine1"
+)]
+pub trait ExecSession {
+    #[zbus(name = "OpenPTY")]
+    fn open_pty(&self) -> zbus::Result<zbus::OwnedFd>;
+    fn resize(&self, rows: u16, cols: u16) -> zbus::Result<()>;
+    fn kill(&self, signal: &str) -> zbus::Result<()>;
+    fn wait(&self) -> zbus::Result<i32>;
+    fn remove(&self) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn id(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn pid(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn exit_code(&self) -> zbus::Result<i32>;
 }
 
 #[proxy(

@@ -189,6 +189,33 @@ pub struct ContainerStatus {
     pub stopped_by_user: bool,
     /// `Mount()` calls not yet matched by `Unmount`.
     pub user_mounts: u32,
+    /// Exec sessions by id, kept after they exit until removed (libpod keeps them in the
+    /// container's state the same way).
+    #[serde(default)]
+    pub exec_sessions: BTreeMap<String, ExecSession>,
+}
+
+/// One exec session of a container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecSession {
+    pub command: Vec<String>,
+    pub terminal: bool,
+    pub running: bool,
+    /// Host pid of the session's process (0 before it ran).
+    pub pid: u32,
+    pub exit_code: i32,
+    pub started_at: u64,
+    pub finished_at: u64,
+}
+
+impl ExecSession {
+    pub fn state(&self) -> &'static str {
+        if self.running {
+            "running"
+        } else {
+            "exited"
+        }
+    }
 }
 
 impl ContainerStatus {
@@ -207,6 +234,7 @@ impl ContainerStatus {
             error: String::new(),
             stopped_by_user: false,
             user_mounts: 0,
+            exec_sessions: BTreeMap::new(),
         }
     }
 

@@ -199,11 +199,6 @@ impl Engine {
                 "Init: no init binary (catatonit) is installed".into(),
             ));
         }
-        if request.terminal {
-            return Err(EngineError::NotSupported(
-                "Terminal: terminals arrive with attach support".into(),
-            ));
-        }
         let mut dependencies = Vec::new();
         for dependency in &request.dependencies {
             dependencies.push(self.lookup(dependency)?);

@@ -10,6 +10,8 @@ use crate::storage::artifacts::ArtifactError;
 pub enum EngineError {
     #[error("no such container {0:?}")]
     NoSuchContainer(String),
+    #[error("no such exec session {0:?}")]
+    NoSuchExecSession(String),
     #[error("no such image {0:?}")]
     NoSuchImage(String),
     #[error("{0}")]

@@ -15,7 +15,24 @@ const MONITOR_REPORT_LIMIT: Duration = Duration::from_secs(5);
 impl Engine {
     /// Handles every exit file the watcher reports, each in its own task.
     pub(crate) async fn follow_exits(&self, mut exits: mpsc::UnboundedReceiver<String>) {
-        while let Some(id) = exits.recv().await {
+        while let Some(name) = exits.recv().await {
+            // `<id>.<session>`: an exec session's exit.
+            if let Some((id, session)) = name.split_once('.') {
+                let (engine, id, session) = (self.clone(), id.to_string(), session.to_string());
+                let busy = self.busy();
+                tokio::spawn(async move {
+                    let _busy = busy;
+                    match engine.handle_exec_exit(&id, &session).await {
+                        Ok(()) | Err(EngineError::Removed(_) | EngineError::NoSuchContainer(_)) => {
+                        }
+                        Err(error) => {
+                            tracing::warn!(%id, %session, %error, "recording an exec exit failed")
+                        }
+                    }
+                });
+                continue;
+            }
+            let id = name;
             let Ok(entry) = self.inner().entry(&id) else {
                 continue;
             };
@@ -109,6 +126,14 @@ pub(crate) async fn record_stopped(
     events: Vec<NewEvent>,
 ) -> Result<()> {
     let mut stopped = locked.status();
+    // Sessions end with the container; their exits are recorded before its own.
+    let mut session_events = super::exec::apply_exec_exits(locked, &mut stopped, None).await?;
+    session_events.extend(super::exec::end_unreported_sessions(
+        locked.config(),
+        &mut stopped,
+        finished_at,
+    ));
+    let events: Vec<NewEvent> = session_events.into_iter().chain(events).collect();
     stopped.state = State::Stopped;
     stopped.exit_code = exit_code;
     stopped.oom_killed = oom_killed;

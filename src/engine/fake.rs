@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::clock::now_micros;
+use crate::monitor::control::{ControlError, Reply, Request};
 use crate::monitor::launcher::{LaunchError, LaunchRequest, Launched, MonitorLauncher};
 use crate::monitor::protocol::{write_exit_file, ExitRecord};
 use crate::runtime::{OciRuntime, RuntimeError, RuntimeStatus};
@@ -31,6 +32,8 @@ pub struct FakeWorld {
     pub mounts: Mutex<Vec<PathBuf>>,
     /// Containers whose monitor has been killed.
     pub dead_monitors: Mutex<Vec<String>>,
+    /// Exec sessions started: session id → (pid, exit file).
+    sessions: Mutex<HashMap<String, (u32, PathBuf)>>,
 }
 
 impl FakeWorld {
@@ -84,6 +87,19 @@ impl FakeWorld {
             oom_killed: false,
         };
         write_exit_file(&process.exit_file, &record).unwrap();
+    }
+
+    /// An exec session's process exits with `code` (its monitor writes the exit file).
+    pub fn exec_exit(&self, session: &str, code: i32) {
+        let sessions = self.sessions.lock().unwrap();
+        let (pid, exit_file) = &sessions[session];
+        let record = ExitRecord {
+            pid: *pid,
+            exit_code: code,
+            exited_at: now_micros(),
+            oom_killed: false,
+        };
+        write_exit_file(exit_file, &record).unwrap();
     }
 
     pub fn runtime_status(&self, id: &str) -> Option<RuntimeStatus> {
@@ -232,6 +248,32 @@ impl MonitorLauncher for FakeLauncher {
             .append_dir_all(".", root)
             .and_then(|()| builder.finish())
             .map_err(|e| LaunchError::Create(e.to_string()))
+    }
+
+    fn control(
+        &self,
+        _bundle: &Path,
+        request: &Request,
+        _fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> Result<(Reply, Vec<std::os::fd::OwnedFd>), ControlError> {
+        match request {
+            Request::Exec {
+                session, exit_file, ..
+            } => {
+                let pid = {
+                    let mut next = self.0.next_pid.lock().unwrap();
+                    *next += 1;
+                    *next
+                };
+                self.0
+                    .sessions
+                    .lock()
+                    .unwrap()
+                    .insert(session.clone(), (pid, exit_file.clone()));
+                Ok((Reply::ExecStarted { pid }, Vec::new()))
+            }
+            _ => Ok((Reply::Ok, Vec::new())),
+        }
     }
 }
 

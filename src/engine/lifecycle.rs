@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{blocking, event, Caller, Engine, EngineError, Locked, Result, State};
 use crate::clock::now_micros;
-use crate::monitor::launcher::LaunchRequest;
+use crate::monitor::launcher::{AttachEnds, LaunchRequest};
 use crate::runtime::signal::parse_signal;
 use crate::runtime::spec::{self, SpecInput};
 use crate::storage::users;
@@ -106,13 +106,27 @@ async fn check_dependencies(locked: &Locked<'_>, caller: Caller, recursive: bool
 }
 
 pub(crate) async fn init_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
-    create_in_runtime(locked, caller, false).await
+    create_in_runtime(locked, caller, false, RunStdio::default()).await
+}
+
+/// How a new run's stdio starts out.
+#[derive(Debug, Default)]
+pub(crate) struct RunStdio {
+    /// A client attached before the process runs (`StartAndAttach`).
+    pub attach: Option<AttachEnds>,
+    /// The terminal's window size (rows, cols) at start.
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// Init; with `and_start` the runtime also starts the process in the same command
 /// (`runc run --detach`, one runtime invocation instead of two), and the container passes
 /// through `created` to `running` with both transitions and events recorded.
-async fn create_in_runtime(locked: &Locked<'_>, caller: Caller, and_start: bool) -> Result<()> {
+async fn create_in_runtime(
+    locked: &Locked<'_>,
+    caller: Caller,
+    and_start: bool,
+    stdio: RunStdio,
+) -> Result<()> {
     let state = locked.status().state;
     if !state.can_init() {
         return Err(locked.invalid("init"));
@@ -143,7 +157,8 @@ async fn create_in_runtime(locked: &Locked<'_>, caller: Caller, and_start: bool)
         blocking(move || {
             let user = users::lookup(&mountpoint, &config.user)
                 .map_err(|e| EngineError::InvalidArgument(format!("User: {e}")))?;
-            let input = spec_input(&config, &mountpoint, &user, init_binary);
+            let mut input = spec_input(&config, &mountpoint, &user, init_binary);
+            input.console_size = stdio.console_size;
             let built = spec::build(&input).map_err(|e| EngineError::Runtime(e.to_string()))?;
             std::fs::create_dir_all(&bundle)
                 .map_err(|e| EngineError::Internal(format!("create {}: {e}", bundle.display())))?;
@@ -157,6 +172,9 @@ async fn create_in_runtime(locked: &Locked<'_>, caller: Caller, and_start: bool)
                 log_path,
                 oom_file: Some(oom_file(&config.id)),
                 start: and_start,
+                terminal: config.terminal,
+                stdin: config.stdin,
+                attach: stdio.attach,
             };
             Ok(launcher.launch(&request)?)
         })
@@ -181,6 +199,8 @@ async fn create_in_runtime(locked: &Locked<'_>, caller: Caller, and_start: bool)
     status.finished_at = 0;
     status.error.clear();
     status.stopped_by_user = false;
+    // Sessions of an earlier run are history now.
+    status.exec_sessions.clear();
     locked
         .commit(
             status.clone(),
@@ -237,6 +257,7 @@ fn spec_input(
         additional_gids: user.additional_gids.clone(),
         hostname: config.hostname.clone(),
         terminal: config.terminal,
+        console_size: None,
         host_network: config.network == super::config::Network::Host,
         read_only_rootfs: config.read_only_rootfs,
         privileged: config.privileged,
@@ -257,6 +278,16 @@ pub(crate) async fn start_locked(
     caller: Caller,
     recursive: bool,
 ) -> Result<()> {
+    start_with(locked, caller, recursive, RunStdio::default()).await
+}
+
+/// Start; a container not yet created in the runtime starts with `stdio`.
+pub(crate) async fn start_with(
+    locked: &Locked<'_>,
+    caller: Caller,
+    recursive: bool,
+    stdio: RunStdio,
+) -> Result<()> {
     let state = locked.status().state;
     if state == State::Running {
         return Ok(());
@@ -271,7 +302,7 @@ pub(crate) async fn start_locked(
         .restart_pending
         .store(false, std::sync::atomic::Ordering::SeqCst);
     if state != State::Created {
-        return create_in_runtime(locked, caller, true).await;
+        return create_in_runtime(locked, caller, true, stdio).await;
     }
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();

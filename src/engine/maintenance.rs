@@ -79,6 +79,13 @@ pub(crate) async fn cleanup_locked(locked: &Locked<'_>, caller: Caller) -> Resul
     if !locked.status().state.can_cleanup() {
         return Err(locked.invalid("clean up"));
     }
+    // The seed's rule; sessions end with the container, so this holds only in a race.
+    if locked.status().exec_sessions.values().any(|s| s.running) {
+        return Err(EngineError::InvalidArgument(format!(
+            "container {} has running exec sessions",
+            locked.id()
+        )));
+    }
     super::exit::record_exit_locked(locked, caller, Vec::new()).await?;
     if !super::exit::release_runtime(locked, caller).await? {
         locked

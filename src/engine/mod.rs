@@ -5,9 +5,11 @@
 //! A transition writes the status and its events in one SQLite transaction, then announces
 //! them as [`Notification`]s in sequence order; the bus layer turns those into signals.
 
+mod attach;
 pub mod config;
 mod create;
 mod error;
+mod exec;
 mod exit;
 #[cfg(test)]
 mod fake;
@@ -29,8 +31,10 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{mpsc, watch, Mutex, OwnedMutexGuard};
 
-pub use config::{ContainerConfig, ContainerStatus, CreateRequest, MountSpec};
+pub use attach::{AttachOptions, Attached};
+pub use config::{ContainerConfig, ContainerStatus, CreateRequest, ExecSession, MountSpec};
 pub use error::EngineError;
+pub use exec::ExecRequest;
 pub use logs::LogOptions;
 pub use maintenance::BatchOp;
 pub use state::State;

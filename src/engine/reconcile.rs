@@ -23,6 +23,12 @@ impl Engine {
         if !status.state.has_process() {
             return Ok(());
         }
+        // Sessions that ended while berthd was away.
+        let mut with_sessions = status.clone();
+        let events = super::exec::apply_exec_exits(&locked, &mut with_sessions, None).await?;
+        if !events.is_empty() {
+            locked.commit(with_sessions, events).await?;
+        }
         // An exit that happened while berthd was away: record it now, in order.
         if super::exit::record_exit_locked(&locked, Caller::ENGINE, Vec::new()).await? {
             return super::exit::after_exit_locked(&locked).await;

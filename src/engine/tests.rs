@@ -596,3 +596,42 @@ async fn stop_cancels_a_pending_policy_restart() {
     let error = setup.engine.stop(ROOT, &id, 1).await.unwrap_err();
     assert!(matches!(error, EngineError::ContainerStopped(_)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_sessions_keep_their_exit_codes_and_end_with_the_container() {
+    let setup = setup().await;
+    let id = container_in(&setup, "x", State::Running).await;
+    let exec = |command: &str| super::ExecRequest {
+        command: vec![command.to_string()],
+        ..Default::default()
+    };
+    let first = setup.engine.exec(ROOT, &id, exec("/bin/a")).await.unwrap();
+    let second = setup.engine.exec(ROOT, &id, exec("/bin/b")).await.unwrap();
+    assert!(setup.engine.exec_session(&id, &first).unwrap().running);
+    setup.world.exec_exit(&first, 7);
+    assert_eq!(setup.engine.exec_wait(&id, &first).await.unwrap(), 7);
+    // A running session cannot be removed; an exited one can, once.
+    assert!(setup.engine.exec_remove(&id, &second).await.is_err());
+    setup.engine.exec_remove(&id, &first).await.unwrap();
+    assert!(matches!(
+        setup.engine.exec_wait(&id, &first).await,
+        Err(EngineError::NoSuchExecSession(_))
+    ));
+    // The container exits; the session its monitor never reported ends as unknown (-1),
+    // recorded before the container's own exit.
+    setup.world.exit(&id, 0);
+    assert_eq!(setup.engine.exec_wait(&id, &second).await.unwrap(), -1);
+    reach(&setup.engine, &id, State::Exited).await;
+    let kinds: Vec<String> = setup
+        .engine
+        .events(0, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| k.starts_with("exec") || k == "died")
+        .collect();
+    assert_eq!(kinds, ["exec", "exec", "exec_died", "exec_died", "died"]);
+    let refused = setup.engine.exec(ROOT, &id, exec("/bin/c")).await;
+    assert!(matches!(refused, Err(EngineError::InvalidState { .. })));
+}

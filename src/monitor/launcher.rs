@@ -1,13 +1,23 @@
 //! berthd's side of starting a monitor: the `MonitorLauncher` seam and its real process form.
 
 use std::io::Read;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::control::{self, ControlError, Reply, Request};
 use super::protocol::StartReport;
 
+/// The monitor's ends of an attached client's streams (pipes whose other ends the client has).
+#[derive(Debug)]
+pub struct AttachEnds {
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub stdin: Option<OwnedFd>,
+}
+
 /// What a monitor needs to create one container.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LaunchRequest {
     pub id: String,
     /// Holds `config.json`; also the monitor's working directory.
@@ -17,6 +27,12 @@ pub struct LaunchRequest {
     pub oom_file: Option<PathBuf>,
     /// Also start the process (`runc run --detach` instead of `runc create`).
     pub start: bool,
+    /// The process has a terminal.
+    pub terminal: bool,
+    /// Its stdin stays open for attached clients.
+    pub stdin: bool,
+    /// A client attached before the process runs (`StartAndAttach`).
+    pub attach: Option<AttachEnds>,
 }
 
 /// A container created in the runtime, with the monitor that watches it.
@@ -50,6 +66,14 @@ pub trait MonitorLauncher: Send + Sync {
     /// Writes the tree at `root` as a tar into `destination`, from a process chrooted into
     /// `root`, so no symlink in it can lead the walk out.
     fn export(&self, root: &Path, destination: std::fs::File) -> Result<(), LaunchError>;
+
+    /// Sends a request to the running monitor of the container whose bundle is `bundle`.
+    fn control(
+        &self,
+        bundle: &Path,
+        request: &Request,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(Reply, Vec<OwnedFd>), ControlError>;
 }
 
 /// Runs the `berth-monitor` binary.
@@ -83,6 +107,21 @@ impl MonitorLauncher for ProcessLauncher {
         }
         if request.start {
             command.arg("--start");
+        }
+        if request.terminal {
+            command.arg("--terminal");
+        }
+        if request.stdin {
+            command.arg("--stdin");
+        }
+        if let Some(attach) = &request.attach {
+            command.arg("--attach");
+            let mut sources = vec![attach.stdout.as_raw_fd(), attach.stderr.as_raw_fd()];
+            if let Some(stdin) = &attach.stdin {
+                command.arg("--attach-stdin");
+                sources.push(stdin.as_raw_fd());
+            }
+            pass_fds(&mut command, sources);
         }
         let mut child = command
             .stdin(Stdio::null())
@@ -137,6 +176,43 @@ impl MonitorLauncher for ProcessLauncher {
                 String::from_utf8_lossy(&output.stderr).trim().to_string(),
             ))
         }
+    }
+
+    fn control(
+        &self,
+        bundle: &Path,
+        request: &Request,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(Reply, Vec<OwnedFd>), ControlError> {
+        control::call(bundle, request, fds)
+    }
+}
+
+/// Gives the child `sources` as descriptors 3, 4, 5… (the monitor's `--attach` ends).
+#[allow(unsafe_code)]
+fn pass_fds(command: &mut Command, sources: Vec<i32>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and calls only fcntl and dup2, which are
+    // async-signal-safe. Every source is first copied above the targets, so placing one
+    // cannot overwrite another; dup2 leaves the targets without close-on-exec, the copies
+    // keep it and vanish at exec.
+    unsafe {
+        command.pre_exec(move || {
+            let mut copies = Vec::with_capacity(sources.len());
+            for source in &sources {
+                let copy = libc::fcntl(*source, libc::F_DUPFD_CLOEXEC, 10);
+                if copy < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                copies.push(copy);
+            }
+            for (index, copy) in copies.iter().enumerate() {
+                if libc::dup2(*copy, 3 + index as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
 }
 

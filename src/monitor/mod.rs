@@ -7,8 +7,10 @@
 //! waits for the process with a pidfd and writes the exit file atomically into
 //! `<runroot>/exits/`, where berthd's inotify watch sees it at once, or its next start does.
 
+pub mod control;
 pub mod exits;
 pub mod export;
 pub mod launcher;
 pub mod process;
 pub mod protocol;
+pub mod stdio;

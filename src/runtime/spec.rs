@@ -109,6 +109,8 @@ pub struct SpecInput {
     pub additional_gids: Vec<u32>,
     pub hostname: String,
     pub terminal: bool,
+    /// Initial window size (rows, cols) of the terminal.
+    pub console_size: Option<(u16, u16)>,
     pub host_network: bool,
     pub read_only_rootfs: bool,
     pub privileged: bool,
@@ -156,6 +158,15 @@ pub fn capability_set(
         set.remove(&parse_capability(name)?);
     }
     Ok(set)
+}
+
+/// An OCI `consoleSize`.
+pub fn console_box(rows: u16, cols: u16) -> Result<oci_spec::runtime::Box, SpecError> {
+    oci_spec::runtime::BoxBuilder::default()
+        .height(u32::from(rows))
+        .width(u32::from(cols))
+        .build()
+        .map_err(|error| SpecError::Build(error.to_string()))
 }
 
 /// Clamps a wanted rlimit to the hard limit berthd itself has: an unprivileged raise would
@@ -210,7 +221,11 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
         .soft(nofile)
         .build()
         .map_err(build_error)?;
-    let process = oci_spec::runtime::ProcessBuilder::default()
+    let mut process = oci_spec::runtime::ProcessBuilder::default();
+    if let (true, Some((rows, cols))) = (input.terminal, input.console_size) {
+        process = process.console_size(console_box(rows, cols)?);
+    }
+    let process = process
         .terminal(input.terminal)
         .args(args)
         .env(input.env.clone())

@@ -1,0 +1,124 @@
+//! `org.berth.Engine1.ExecSession`: one object per exec session, under its container's path.
+
+use std::sync::Arc;
+
+use zbus::interface;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::OwnedObjectPath;
+
+use super::auth::Action;
+use super::error::BusError;
+use super::Shared;
+use crate::engine::{Engine, ExecSession};
+
+pub const INTERFACE: &str = "org.berth.Engine1.ExecSession";
+
+/// `/org/berth/Engine1/container/<id>/exec/<session>`.
+pub fn path(id: &str, session: &str) -> OwnedObjectPath {
+    super::object_path("container", &format!("{id}/exec/{session}"))
+}
+
+pub struct ExecSessionObject {
+    pub engine: Engine,
+    pub shared: Arc<Shared>,
+    pub id: String,
+    pub session: String,
+}
+
+impl ExecSessionObject {
+    fn record(&self) -> Result<ExecSession, BusError> {
+        Ok(self.engine.exec_session(&self.id, &self.session)?)
+    }
+}
+
+#[interface(name = "org.berth.Engine1.ExecSession")]
+impl ExecSessionObject {
+    /// The pty master of a terminal session: read its output, write its input.
+    #[zbus(name = "OpenPTY")]
+    async fn open_pty(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<zbus::OwnedFd, BusError> {
+        let _busy = self.engine.busy();
+        self.shared.auth.authorize(&header, Action::Exec).await?;
+        let master = self.engine.exec_open_pty(&self.id, &self.session).await?;
+        Ok(zbus::OwnedFd::from(master))
+    }
+
+    /// Sets the session terminal's window size.
+    async fn resize(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        self.shared.auth.authorize(&header, Action::Exec).await?;
+        let result = self
+            .engine
+            .exec_resize(&self.id, &self.session, rows, cols)
+            .await;
+        self.shared.reply(&self.engine, result).await
+    }
+
+    /// Sends a signal to the session's process.
+    async fn kill(&self, #[zbus(header)] header: Header<'_>, signal: &str) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.shared.auth.authorize(&header, Action::Exec).await?;
+        let result = self
+            .engine
+            .exec_kill(caller, &self.id, &self.session, signal)
+            .await;
+        self.shared.reply(&self.engine, result).await
+    }
+
+    /// Replies with the exit code once the session has exited.
+    async fn wait(&self) -> Result<i32, BusError> {
+        let _busy = self.engine.busy();
+        let result = self.engine.exec_wait(&self.id, &self.session).await;
+        self.shared.reply(&self.engine, result).await
+    }
+
+    /// Forgets an exited session.
+    async fn remove(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        self.shared.auth.authorize(&header, Action::Exec).await?;
+        let result = self.engine.exec_remove(&self.id, &self.session).await;
+        self.shared.reply(&self.engine, result).await
+    }
+
+    /// The session's process exited with this code (128+signal when killed).
+    #[zbus(signal)]
+    pub async fn exited(emitter: &SignalEmitter<'_>, exit_code: i32) -> zbus::Result<()>;
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn id(&self) -> String {
+        self.session.clone()
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn command(&self) -> Result<Vec<String>, BusError> {
+        Ok(self.record()?.command)
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn terminal(&self) -> Result<bool, BusError> {
+        Ok(self.record()?.terminal)
+    }
+
+    #[zbus(property)]
+    fn state(&self) -> Result<String, BusError> {
+        Ok(self.record()?.state().to_string())
+    }
+
+    #[zbus(property)]
+    fn pid(&self) -> Result<u32, BusError> {
+        Ok(self.record()?.pid)
+    }
+
+    #[zbus(property)]
+    fn exit_code(&self) -> Result<i32, BusError> {
+        Ok(self.record()?.exit_code)
+    }
+}
