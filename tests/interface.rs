@@ -230,7 +230,9 @@ async fn berthctl_runs_waits_inspects_and_replays_events() {
         "echo out; echo err >&2; exit 4",
     ]);
     assert_eq!(run.status.code(), Some(4));
-    assert_eq!(String::from_utf8_lossy(&run.stdout), "out\nerr\n");
+    // Attached before the start, as `podman run` is: each stream to its own.
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&run.stderr), "err\n");
     let listing = h.berthctl(&["ps", "-q"]);
     assert_eq!(
         String::from_utf8_lossy(&listing.stdout).trim(),

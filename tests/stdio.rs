@@ -345,3 +345,247 @@ async fn a_terminal_exec_session_has_a_pty_that_resizes() {
     writer.write_all(b"exit 3\n").unwrap();
     assert_eq!(session.wait().await.unwrap(), 3);
 }
+
+/// A tmux server under the harness directory, for driving berthctl in a real terminal.
+struct Tmux {
+    socket: std::path::PathBuf,
+}
+
+impl Tmux {
+    fn start(h: &Harness, command: &str) -> Option<Tmux> {
+        let found = std::process::Command::new("sh")
+            .args(["-c", "command -v tmux"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return None;
+        }
+        let tmux = Tmux {
+            socket: h.dir.path().join("tmux.sock"),
+        };
+        let shell = format!("{command}; echo EXIT=$?; sleep 600");
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "-s",
+            "berth",
+            "sh",
+            "-c",
+            &shell,
+        ]);
+        tmux.run(&["set-option", "-g", "status", "off"]);
+        Some(tmux)
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "tmux {args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "berth"])
+    }
+
+    /// Waits (bounded) until the screen contains `text`.
+    fn expect(&self, text: &str) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{text:?} never appeared on:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn send(&self, keys: &str) {
+        self.run(&["send-keys", "-t", "berth", keys, "Enter"]);
+    }
+
+    fn pane_size(&self) -> String {
+        self.run(&[
+            "display-message",
+            "-p",
+            "-t",
+            "berth",
+            "#{pane_height} #{pane_width}",
+        ])
+        .trim()
+        .to_string()
+    }
+
+    /// Checks the prompt, `stty size` before and after a resize, and `exit 3` as berthctl's
+    /// status.
+    fn drive_shell(&self) {
+        self.expect("/ #");
+        self.send("echo rows cols $(stty size)");
+        self.expect(&format!("rows cols {}", self.pane_size()));
+        self.run(&["resize-window", "-t", "berth", "-x", "72", "-y", "20"]);
+        let size = self.pane_size();
+        assert_eq!(size, "20 72");
+        self.send("clear; echo rows cols $(stty size)");
+        self.expect("rows cols 20 72");
+        self.send("exit 3");
+        self.expect("EXIT=3");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .status();
+    }
+}
+
+/// Issue 4, point 4: `berthctl exec -it` and `berthctl run -it` in a real terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berthctl_exec_and_run_give_real_interactive_terminals() {
+    let Some(mut h) = harness("berthctl_exec_and_run_give_real_interactive_terminals") else {
+        return;
+    };
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let _container = running(&h, &connection, "box").await;
+    let berthctl = format!("env BERTH_BUS='{}' {}", h.address, common::BERTHCTL);
+    let Some(tmux) = Tmux::start(&h, &format!("{berthctl} exec -it box sh")) else {
+        eprintln!("SKIP berthctl_exec_and_run_give_real_interactive_terminals: no tmux");
+        return;
+    };
+    tmux.drive_shell();
+    drop(tmux);
+    let run = format!("{berthctl} run -it --rm --rootfs {} sh", h.rootfs.display());
+    let tmux = Tmux::start(&h, &run).unwrap();
+    tmux.drive_shell();
+    // Ctrl-C reaches the process inside, not berthctl.
+    drop(tmux);
+    let tmux = Tmux::start(&h, &format!("{berthctl} exec -it box sh")).unwrap();
+    tmux.expect("/ #");
+    tmux.send("trap 'echo got INT' INT; sleep 30");
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.run(&["send-keys", "-t", "berth", "C-c"]);
+    tmux.expect("got INT");
+    tmux.send("exit 0");
+    tmux.expect("EXIT=0");
+}
+
+/// A process's open descriptors, and those of them that are not close-on-exec (besides the
+/// standard three, which a daemon keeps pointing somewhere by design).
+fn descriptors(pid: u32) -> (usize, Vec<String>) {
+    let mut count = 0;
+    let mut inheritable = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let fd: u32 = entry.file_name().to_str().unwrap().parse().unwrap();
+        count += 1;
+        let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
+            continue;
+        };
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+            .unwrap_or(0);
+        if fd > 2 && flags & libc::O_CLOEXEC as u32 == 0 {
+            let target = std::fs::read_link(entry.path()).unwrap_or_default();
+            inheritable.push(format!("{fd} -> {}", target.display()));
+        }
+    }
+    (count, inheritable)
+}
+
+/// Issue 4, point 6: 1,000 attach and exec cycles leave berthd's and the monitor's
+/// descriptor counts where they were, and every descriptor they hold is close-on-exec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_attach_and_exec_cycles_leak_no_descriptors() {
+    let Some(mut h) = harness("a_thousand_attach_and_exec_cycles_leak_no_descriptors") else {
+        return;
+    };
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let container = h
+        .create_with(
+            &connection,
+            "fds",
+            &["sh", "-c", "while :; do echo tick; sleep 0.05; done"],
+            vec![("Stdin", Variant::from(true))],
+        )
+        .await;
+    container.start(false).await.unwrap();
+    let berthd = h.berthd_pid().unwrap();
+    let monitor = h.monitors()[0];
+    // Warm up once (lazily opened files, thread pools) before taking the baseline.
+    let warm = container.exec(&["true"], HashMap::new()).await.unwrap();
+    let warm = session_proxy(&connection, warm).await;
+    warm.wait().await.unwrap();
+    warm.remove().await.unwrap();
+    // The first client's end of input closes the container's stdin (podman's default
+    // without --leave-stdin-open): that descriptor goes once, before the baseline.
+    let with_stdin = descriptors(monitor).0;
+    drop(container.attach(HashMap::new()).await.unwrap());
+    let start = std::time::Instant::now();
+    while descriptors(monitor).0 != with_stdin - 1 && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = (descriptors(berthd).0, descriptors(monitor).0);
+    for cycle in 0..500 {
+        let (stdin, stdout, stderr) = container.attach(HashMap::new()).await.unwrap();
+        let mut stdout = std::fs::File::from(OwnedFd::from(stdout));
+        if cycle % 50 == 0 {
+            // Now and then read some output first, through the real path.
+            let mut byte = [0u8; 1];
+            stdout.read_exact(&mut byte).unwrap();
+        }
+        drop((stdin, stdout, stderr));
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let path = container
+            .exec(
+                &["echo", "x"],
+                HashMap::from([("Stdout", Variant::from(zbus::Fd::from(write.as_fd())))]),
+            )
+            .await
+            .unwrap();
+        drop((read, write));
+        let session = session_proxy(&connection, path).await;
+        session.wait().await.unwrap();
+        session.remove().await.unwrap();
+    }
+    // Detached clients are noticed at the monitor's next wake-up (the ticking output).
+    let counts = || (descriptors(berthd).0, descriptors(monitor).0);
+    let start = std::time::Instant::now();
+    while counts() != before && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        counts(),
+        before,
+        "(berthd, monitor) descriptors before and after"
+    );
+    for (who, pid) in [("berthd", berthd), ("monitor", monitor)] {
+        let (_, inheritable) = descriptors(pid);
+        assert!(
+            inheritable.is_empty(),
+            "{who} holds descriptors without close-on-exec: {inheritable:?}"
+        );
+    }
+    container.stop(0).await.unwrap();
+}

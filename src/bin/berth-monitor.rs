@@ -58,6 +58,9 @@ fn inherited(fd: i32) -> OwnedFd {
 }
 
 fn main() {
+    // Nothing berthd's parent leaked may reach runc or the container (the `--attach` ends
+    // are taken below and stay open).
+    berth::fds::close_inherited_on_exec();
     // `berth-monitor export DIR`: the chrooted tar writer berthd's Export uses.
     let mut raw = std::env::args_os().skip(1);
     if raw.next().as_deref() == Some(std::ffi::OsStr::new("export")) {

@@ -70,6 +70,12 @@ pub struct CreateArgs {
     log_driver: Option<String>,
     #[arg(long)]
     entrypoint: Option<String>,
+    /// Keep stdin open (and, for `run`, send berthctl's stdin).
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the process a terminal.
+    #[arg(short, long)]
+    tty: bool,
     /// IMAGE (unless --rootfs), then the command and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -206,6 +212,8 @@ fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
         ("ReadOnlyRootfs", args.read_only),
         ("Init", args.init),
         ("Privileged", args.privileged),
+        ("Stdin", args.interactive),
+        ("Terminal", args.tty),
     ] {
         if flag {
             spec.insert(key, Variant::from(true));
@@ -243,17 +251,38 @@ pub async fn run(connection: &zbus::Connection, args: RunArgs) -> anyhow::Result
     create.rm = args.detach && args.create.rm;
     let container = create_container(connection, &create).await?;
     let id = container.id().await?;
-    if let Err(error) = container.start(false).await {
-        if args.create.rm {
-            let _ = container.remove(true).await;
-        }
-        return Err(explain(error));
-    }
     if args.detach {
+        if let Err(error) = container.start(false).await {
+            if args.create.rm {
+                let _ = container.remove(true).await;
+            }
+            return Err(explain(error));
+        }
         println!("{id}");
         return Ok(0);
     }
-    super::logs::follow(&container).await?;
+    // Attached before the process runs, as `podman run` is: no output is lost.
+    let tty = args.create.tty;
+    let mut options: HashMap<&str, Variant<'_>> =
+        HashMap::from([("Stdin", Variant::from(args.create.interactive))]);
+    if let (true, Some(size)) = (tty, super::attach::local_size()) {
+        options.insert("TerminalSize", Variant::from(size));
+    }
+    let (stdin, stdout, stderr) = match container.start_and_attach(false, options).await {
+        Ok(streams) => streams,
+        Err(error) => {
+            if args.create.rm {
+                let _ = container.remove(true).await;
+            }
+            return Err(explain(error));
+        }
+    };
+    let streams = super::attach::Streams {
+        stdin: args.create.interactive.then(|| stdin.into()),
+        stdout: stdout.into(),
+        stderr: (!tty).then(|| stderr.into()),
+    };
+    super::attach::pump(streams, tty, super::attach::Resizer::Container(&container)).await?;
     let code = container.wait().await.map_err(explain)?;
     if args.create.rm {
         container.remove(true).await.map_err(explain)?;

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use tokio::io::AsyncWriteExt;
 use zbus::Variant;
 
-use super::proxy::ContainerProxy;
 use super::{container, explain};
 
 /// Copies everything from the log fd to stdout.
@@ -16,13 +15,6 @@ async fn copy_to_stdout(fd: zbus::OwnedFd) -> anyhow::Result<()> {
     tokio::io::copy(&mut file, &mut stdout).await?;
     stdout.flush().await?;
     Ok(())
-}
-
-/// The log of a started container, followed until it stops (what `run` prints).
-pub async fn follow(container: &ContainerProxy<'_>) -> anyhow::Result<()> {
-    let options = HashMap::from([("Follow", Variant::from(true))]);
-    let fd = container.logs(options).await.map_err(explain)?;
-    copy_to_stdout(fd).await
 }
 
 pub async fn logs(

@@ -1,7 +1,9 @@
 //! `berthctl`: the human CLI, a D-Bus client only (it never names an engine type).
 
+mod attach;
 mod create;
 mod events;
+mod exec;
 mod images;
 mod lifecycle;
 mod list;
@@ -132,6 +134,15 @@ pub enum Command {
         force: bool,
         container: String,
     },
+    /// Run a command in a running container; exits with the command's status.
+    Exec(exec::ExecArgs),
+    /// Attach to a container's stdio (and terminal); exits with its exit code.
+    Attach {
+        /// Do not send berthctl's stdin.
+        #[arg(long)]
+        no_stdin: bool,
+        container: String,
+    },
     /// Follow events; `--since SEQ` replays the log after SEQ first.
     Events {
         #[arg(long)]
@@ -257,6 +268,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Unmount { force, container } => {
             images::unmount(&connection, &container, force).await
         }
+        Command::Exec(args) => exec::exec(&connection, args).await,
+        Command::Attach {
+            no_stdin,
+            container,
+        } => exec::attach(&connection, &container, !no_stdin).await,
         Command::Events { since, no_follow } => {
             events::events(&connection, since, !no_follow).await
         }
