@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use berth::cli::proxy::{ContainerProxy, ManagerProxy};
+use berth::cli::proxy::{ContainerProxy, ExecSessionProxy, ManagerProxy};
 use futures_util::StreamExt;
 use zbus::Variant;
 
@@ -37,6 +37,22 @@ fn stats(name: &str, unit: &str, mut samples: Vec<f64>) {
     let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
     println!("{name}_median_{unit} {:.3}", at(0.5));
     println!("{name}_p95_{unit} {:.3}", at(0.95));
+}
+
+/// Reads a descriptor to its end; returns how many bytes came.
+fn read_to_end(fd: std::os::fd::OwnedFd) -> u64 {
+    use std::io::Read;
+    let mut file = std::fs::File::from(fd);
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => return total,
+            Ok(n) => total += n as u64,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => panic!("read: {error}"),
+        }
+    }
 }
 
 fn spec<'a>(rootfs: &str, command: &[&str]) -> HashMap<&'a str, Variant<'a>> {
@@ -244,6 +260,69 @@ async fn main() {
             stats("monitor_pss", "kib", samples);
             for c in &containers {
                 c.remove(true).await.expect("remove");
+            }
+        }
+        "execrt" => {
+            // Exec of /bin/true to its exit code, on one running container.
+            let c = container(&connection, &manager, rootfs, &["sleep", "1000"]).await;
+            c.start(false).await.expect("start");
+            let mut samples = Vec::new();
+            for _ in 0..count + 2 {
+                let started = Instant::now();
+                let path = c.exec(&["/bin/true"], HashMap::new()).await.expect("exec");
+                let session = ExecSessionProxy::builder(&connection)
+                    .path(path)
+                    .build()
+                    .await
+                    .expect("session");
+                assert_eq!(session.wait().await.expect("wait"), 0);
+                samples.push(started.elapsed().as_secs_f64() * 1e3);
+                session.remove().await.expect("remove");
+            }
+            stats("berth_exec", "ms", samples[2..].to_vec());
+            c.remove(true).await.expect("remove");
+        }
+        "attach" => {
+            // `count` MiB of zeros through an attached stdout, from StartAndAttach to EOF,
+            // with the container's log on (k8s-file) and off; then the same bytes through a
+            // plain pipe from the same busybox.
+            let bytes = (count as u64) << 20;
+            let produce = format!("head -c {bytes} /dev/zero");
+            let mut figures = Vec::new();
+            for (label, log) in [("attach_logged", "k8s-file"), ("attach", "none")] {
+                let mut spec = spec(rootfs, &["sh", "-c", &produce]);
+                spec.insert("LogDriver", Variant::from(log));
+                let path = manager.create_container(spec).await.expect("create");
+                let c = ContainerProxy::builder(&connection)
+                    .path(path)
+                    .build()
+                    .await
+                    .expect("proxy");
+                let started = Instant::now();
+                let (_, stdout, _) = c
+                    .start_and_attach(false, HashMap::new())
+                    .await
+                    .expect("start and attach");
+                let read = read_to_end(std::os::fd::OwnedFd::from(stdout));
+                let elapsed = started.elapsed().as_secs_f64();
+                assert_eq!(read, bytes);
+                figures.push((label, bytes as f64 / elapsed / 1e6));
+                c.wait().await.expect("wait");
+                c.remove(true).await.expect("remove");
+            }
+            let started = Instant::now();
+            let mut child = std::process::Command::new("busybox")
+                .args(["head", "-c", &bytes.to_string(), "/dev/zero"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("busybox");
+            let read = read_to_end(std::os::fd::OwnedFd::from(child.stdout.take().unwrap()));
+            let elapsed = started.elapsed().as_secs_f64();
+            let _ = child.wait();
+            assert_eq!(read, bytes);
+            figures.push(("pipe", bytes as f64 / elapsed / 1e6));
+            for (label, mbs) in figures {
+                println!("{label}_mbs {mbs:.1}");
             }
         }
         other => panic!("unknown mode {other}"),
