@@ -589,3 +589,103 @@ async fn a_thousand_attach_and_exec_cycles_leak_no_descriptors() {
     }
     container.stop(0).await.unwrap();
 }
+
+/// An exec session that ends while berthd is down keeps its exit code: the monitor wrote it,
+/// and the next berthd records it with its `exec_died` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_exit_while_berthd_is_down_is_recorded_at_its_next_start() {
+    let Some(mut h) = harness("an_exec_exit_while_berthd_is_down") else {
+        return;
+    };
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let container = running(&h, &connection, "away").await;
+    let (read, write) = nix::unistd::pipe().unwrap();
+    let path = container
+        .exec(
+            &["sh", "-c", "read line; exit 7"],
+            HashMap::from([("Stdin", Variant::from(zbus::Fd::from(read.as_fd())))]),
+        )
+        .await
+        .unwrap();
+    drop(read);
+    let session_id = path.as_str().rsplit('/').next().unwrap().to_string();
+    let exit_file = h
+        .runroot()
+        .join("exits")
+        .join(format!("{}.{session_id}", container.id().await.unwrap()));
+    h.kill_berthd();
+    // The session ends while nobody listens.
+    drop(write);
+    common::wait_until(Duration::from_secs(10), || exit_file.exists());
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let session = session_proxy(&connection, path).await;
+    assert_eq!(session.wait().await.unwrap(), 7);
+    let manager = berth::cli::proxy::ManagerProxy::new(&connection)
+        .await
+        .unwrap();
+    let died: Vec<String> = manager
+        .get_events(0, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.3 == "exec_died")
+        .map(|e| e.4["exitCode"].clone())
+        .collect();
+    assert_eq!(died, vec!["7"]);
+}
+
+/// A terminal container: output comes on stdout, stderr is at end of file, input reaches the
+/// shell and `Resize` changes what `stty size` says inside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attaching_to_a_terminal_container_gives_its_pty_and_resizes_it() {
+    let Some(mut h) = harness("attaching_to_a_terminal_container") else {
+        return;
+    };
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let container = h
+        .create_with(
+            &connection,
+            "term",
+            &["sh"],
+            vec![("Terminal", Variant::from(true))],
+        )
+        .await;
+    assert!(container.terminal().await.unwrap());
+    container.start(false).await.unwrap();
+    let (stdin, stdout, stderr) = container.attach(HashMap::new()).await.unwrap();
+    assert_eq!(
+        read_all(stderr),
+        "",
+        "a terminal's stderr fd is at end of file"
+    );
+    let mut input = std::fs::File::from(OwnedFd::from(stdin));
+    container.resize(30, 90).await.unwrap();
+    input
+        .write_all(b"echo size=$(stty size | tr ' ' x)\n")
+        .unwrap();
+    let mut output = std::fs::File::from(OwnedFd::from(stdout));
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut seen = String::new();
+        let mut buffer = [0u8; 4096];
+        while !seen.contains("size=30x90") {
+            let n = output.read(&mut buffer).unwrap();
+            assert!(n > 0, "output ended early: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    assert!(seen.contains("size=30x90"));
+    input.write_all(b"exit 6\n").unwrap();
+    assert_eq!(container.wait().await.unwrap(), 6);
+    let other = h.create(&connection, "plain", &["true"]).await;
+    let refused = other.resize(10, 10).await.unwrap_err();
+    assert_eq!(
+        error_name(&refused),
+        "org.freedesktop.DBus.Error.InvalidArgs"
+    );
+}
