@@ -361,8 +361,11 @@ impl Tmux {
         if !found {
             return None;
         }
+        // A server of its own each time: one being killed must not race the next.
+        static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let tmux = Tmux {
-            socket: h.dir.path().join("tmux.sock"),
+            socket: h.dir.path().join(format!("tmux-{n}.sock")),
         };
         let shell = format!("{command}; echo EXIT=$?; sleep 600");
         tmux.run(&[
