@@ -4,7 +4,7 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
-use berth::monitor::process::{run, MonitorOptions};
+use berth::monitor::process::{run, MonitorOptions, RestoreArgs};
 use berth::monitor::stdio::Client;
 use clap::Parser;
 
@@ -43,6 +43,15 @@ struct Args {
     /// The attached client also sends input, on fd 5.
     #[arg(long, requires = "attach")]
     attach_stdin: bool,
+    /// Restore from the checkpoint in this directory instead of creating.
+    #[arg(long, requires = "restore_work")]
+    restore_image: Option<PathBuf>,
+    /// CRIU's work directory for the restore.
+    #[arg(long)]
+    restore_work: Option<PathBuf>,
+    /// Restore established TCP connections.
+    #[arg(long)]
+    tcp_established: bool,
 }
 
 /// Takes an inherited descriptor.
@@ -88,5 +97,10 @@ fn main() {
         terminal: args.terminal,
         stdin: args.stdin,
         attach,
+        restore: args.restore_image.map(|image_path| RestoreArgs {
+            image_path,
+            work_path: args.restore_work.unwrap_or_default(),
+            tcp_established: args.tcp_established,
+        }),
     }));
 }

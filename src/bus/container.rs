@@ -238,6 +238,41 @@ impl ContainerObject {
         Ok(super::exec::path(&self.id, &session))
     }
 
+    /// Dumps the running container with CRIU (`NotSupported` where CRIU cannot work):
+    /// `Keep`, `KeepRunning`, `TCPEstablished`, `Export` h (the checkpoint as a tar).
+    async fn checkpoint(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self
+            .shared
+            .auth
+            .authorize(&header, Action::Filesystem)
+            .await?;
+        let request = spec::checkpoint_request(&options)?;
+        let result = self.engine.checkpoint(caller, &self.id, request).await;
+        self.shared.reply(&self.engine, result).await
+    }
+
+    /// Restores the container from its last checkpoint, or `Import` h (a checkpoint tar).
+    async fn restore(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self
+            .shared
+            .auth
+            .authorize(&header, Action::Filesystem)
+            .await?;
+        let request = spec::restore_request(&options)?;
+        let result = self.engine.restore(caller, &self.id, request).await;
+        self.shared.reply(&self.engine, result).await
+    }
+
     /// The log as a stream into a pipe: `Follow` b, `Tail` u, `Since` t, `Until` t,
     /// `Timestamps` b.
     async fn logs(
@@ -522,6 +557,21 @@ impl ContainerObject {
     }
 
     #[zbus(property)]
+    fn checkpointed(&self) -> Result<bool, BusError> {
+        Ok(self.status()?.checkpointed)
+    }
+
+    #[zbus(property)]
+    fn checkpointed_at(&self) -> Result<u64, BusError> {
+        Ok(self.status()?.checkpointed_at)
+    }
+
+    #[zbus(property)]
+    fn restored_at(&self) -> Result<u64, BusError> {
+        Ok(self.status()?.restored_at)
+    }
+
+    #[zbus(property)]
     fn error(&self) -> Result<String, BusError> {
         Ok(self.status()?.error)
     }
@@ -555,7 +605,7 @@ pub fn changed_properties(
     let mut changed: Vec<(&'static str, Variant<'static>)> = Vec::new();
     let differs = |f: fn(&ContainerStatus) -> Variant<'static>| before.map(f) != Some(f(after));
     type Field = fn(&ContainerStatus) -> Variant<'static>;
-    let fields: [(&'static str, Field); 10] = [
+    let fields: [(&'static str, Field); 13] = [
         ("State", |s| Variant::from(s.state.as_str().to_string())),
         ("Pid", |s| Variant::from(s.pid)),
         ("ExitCode", |s| Variant::from(s.exit_code)),
@@ -566,6 +616,9 @@ pub fn changed_properties(
         ("Mounted", |s| Variant::from(s.mounted())),
         ("Mountpoint", |s| Variant::from(s.mountpoint.clone())),
         ("Error", |s| Variant::from(s.error.clone())),
+        ("Checkpointed", |s| Variant::from(s.checkpointed)),
+        ("CheckpointedAt", |s| Variant::from(s.checkpointed_at)),
+        ("RestoredAt", |s| Variant::from(s.restored_at)),
     ];
     for (name, field) in fields {
         if differs(field) {

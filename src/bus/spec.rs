@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use zbus::OwnedVariant;
 
 use super::error::{BusError, BusResult};
-use crate::engine::{AttachOptions, BatchOp, CreateRequest, ExecRequest, LogOptions, MountSpec};
+use crate::engine::{
+    AttachOptions, BatchOp, CheckpointRequest, CreateRequest, ExecRequest, LogOptions, MountSpec,
+    RestoreRequest,
+};
 use crate::storage::images::ImportOptions;
 
 /// Takes one value of type `T` out of a variant, naming `key` on a type mismatch.
@@ -266,6 +269,43 @@ pub fn exec_request(
             other => {
                 return Err(BusError::invalid_args(format!(
                     "{other}: unknown Exec option"
+                )))
+            }
+        }
+    }
+    Ok(request)
+}
+
+/// `Checkpoint` options: `Keep` b, `KeepRunning` b, `TCPEstablished` b, `Export` h.
+pub fn checkpoint_request(options: &HashMap<String, OwnedVariant>) -> BusResult<CheckpointRequest> {
+    let mut request = CheckpointRequest::default();
+    for (key, value) in options {
+        match key.as_str() {
+            "Keep" => request.keep = take(key, value, "b")?,
+            "KeepRunning" => request.keep_running = take(key, value, "b")?,
+            "TCPEstablished" => request.tcp_established = take(key, value, "b")?,
+            "Export" => request.export = Some(fd(key, value)?),
+            other => {
+                return Err(BusError::invalid_args(format!(
+                    "{other}: unknown Checkpoint option"
+                )))
+            }
+        }
+    }
+    Ok(request)
+}
+
+/// `Restore` options: `Keep` b, `TCPEstablished` b, `Import` h.
+pub fn restore_request(options: &HashMap<String, OwnedVariant>) -> BusResult<RestoreRequest> {
+    let mut request = RestoreRequest::default();
+    for (key, value) in options {
+        match key.as_str() {
+            "Keep" => request.keep = take(key, value, "b")?,
+            "TCPEstablished" => request.tcp_established = take(key, value, "b")?,
+            "Import" => request.import = Some(fd(key, value)?),
+            other => {
+                return Err(BusError::invalid_args(format!(
+                    "{other}: unknown Restore option"
                 )))
             }
         }

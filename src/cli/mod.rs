@@ -1,6 +1,7 @@
 //! `berthctl`: the human CLI, a D-Bus client only (it never names an engine type).
 
 mod attach;
+mod checkpoint;
 mod create;
 mod events;
 mod exec;
@@ -143,6 +144,31 @@ pub enum Command {
         no_stdin: bool,
         container: String,
     },
+    /// Checkpoint a running container with CRIU (it stops unless --leave-running).
+    Checkpoint {
+        /// Keep CRIU's work files and log.
+        #[arg(long)]
+        keep: bool,
+        #[arg(short = 'R', long)]
+        leave_running: bool,
+        #[arg(long)]
+        tcp_established: bool,
+        /// Also write the checkpoint as a tar to FILE (`-` for stdout).
+        #[arg(short, long)]
+        export: Option<String>,
+        container: String,
+    },
+    /// Restore a container from its checkpoint, or from a tar made by `checkpoint --export`.
+    Restore {
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        tcp_established: bool,
+        /// The checkpoint tar (`-` for stdin).
+        #[arg(short, long)]
+        import: Option<String>,
+        container: String,
+    },
     /// Follow events; `--since SEQ` replays the log after SEQ first.
     Events {
         #[arg(long)]
@@ -269,6 +295,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             images::unmount(&connection, &container, force).await
         }
         Command::Exec(args) => exec::exec(&connection, args).await,
+        Command::Checkpoint {
+            keep,
+            leave_running,
+            tcp_established,
+            export,
+            container,
+        } => {
+            let options = checkpoint::CheckpointFlags {
+                keep,
+                leave_running,
+                tcp_established,
+            };
+            checkpoint::checkpoint(&connection, &container, options, export.as_deref()).await
+        }
+        Command::Restore {
+            keep,
+            tcp_established,
+            import,
+            container,
+        } => {
+            checkpoint::restore(
+                &connection,
+                &container,
+                keep,
+                tcp_established,
+                import.as_deref(),
+            )
+            .await
+        }
         Command::Attach {
             no_stdin,
             container,

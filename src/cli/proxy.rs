@@ -69,6 +69,8 @@ pub trait Container {
         command: &[&str],
         options: HashMap<&str, Variant<'_>>,
     ) -> zbus::Result<OwnedObjectPath>;
+    fn checkpoint(&self, options: HashMap<&str, Variant<'_>>) -> zbus::Result<()>;
+    fn restore(&self, options: HashMap<&str, Variant<'_>>) -> zbus::Result<()>;
     fn add_artifact(&self, name: &str, data: &[u8]) -> zbus::Result<()>;
     fn get_artifact(&self, name: &str) -> zbus::Result<Vec<u8>>;
     fn remove_artifact(&self, name: &str) -> zbus::Result<()>;
@@ -107,6 +109,14 @@ pub trait Container {
     fn terminal(&self) -> zbus::Result<bool>;
     #[zbus(property)]
     fn exec_sessions(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
+    #[zbus(property)]
+    fn checkpointed(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn checkpointed_at(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn restored_at(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn restart_count(&self) -> zbus::Result<u32>;
 }
 
 #[proxy(

@@ -193,6 +193,13 @@ pub struct ContainerStatus {
     /// container's state the same way).
     #[serde(default)]
     pub exec_sessions: BTreeMap<String, ExecSession>,
+    /// Stopped by a checkpoint that has not been restored yet.
+    #[serde(default)]
+    pub checkpointed: bool,
+    #[serde(default)]
+    pub checkpointed_at: u64,
+    #[serde(default)]
+    pub restored_at: u64,
 }
 
 /// One exec session of a container.
@@ -235,6 +242,9 @@ impl ContainerStatus {
             stopped_by_user: false,
             user_mounts: 0,
             exec_sessions: BTreeMap::new(),
+            checkpointed: false,
+            checkpointed_at: 0,
+            restored_at: 0,
         }
     }
 

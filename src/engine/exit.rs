@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{blocking, event, Caller, Engine, EngineError, Entry, Locked, NewEvent, Result, State};
+use crate::clock::now_micros;
 use crate::monitor::protocol::read_exit_file;
 
 /// How long cleanup of a created container waits for its monitor to report the kill.
@@ -93,6 +94,12 @@ pub(crate) async fn record_exit_locked(
         tracing::debug!(id = %locked.id(), pid = record.pid, "ignoring a stale exit file");
         return Ok(false);
     }
+    if record.checkpointed {
+        // Not a death: no `died`, no `Exited`, and nothing for the caller's after-exit
+        // handling (AutoRemove, restart policy) to do.
+        record_checkpointed(locked, caller, record.exited_at).await?;
+        return Ok(false);
+    }
     let mut events = Vec::new();
     if record.oom_killed {
         events.push(event("oom", locked.config(), caller, &[]));
@@ -143,6 +150,35 @@ pub(crate) async fn record_stopped(
     locked.commit_with(stopped, events, Some(exit_code)).await?;
     if let Err(error) = release_runtime(locked, Caller::ENGINE).await {
         tracing::warn!(id = %locked.id(), %error, "cleanup after an exit failed");
+        let mut status = locked.status();
+        status.error = error.to_string();
+        locked.commit(status, Vec::new()).await?;
+    }
+    Ok(())
+}
+
+/// Commits `stopped` after a checkpoint took the process (with a `checkpoint` event, no
+/// `Exited`), then cleans up like any exit.
+async fn record_checkpointed(locked: &Locked<'_>, caller: Caller, finished_at: u64) -> Result<()> {
+    let mut stopped = locked.status();
+    let mut events = super::exec::apply_exec_exits(locked, &mut stopped, None).await?;
+    events.extend(super::exec::end_unreported_sessions(
+        locked.config(),
+        &mut stopped,
+        finished_at,
+    ));
+    events.push(super::checkpoint::checkpoint_event(locked, caller));
+    stopped.state = State::Stopped;
+    stopped.finished_at = finished_at;
+    stopped.pid = 0;
+    stopped.monitor_pid = 0;
+    stopped.checkpointed = true;
+    stopped.checkpointed_at = now_micros();
+    // What the user asked for: the restart policy leaves it alone.
+    stopped.stopped_by_user = true;
+    locked.commit(stopped, events).await?;
+    if let Err(error) = release_runtime(locked, Caller::ENGINE).await {
+        tracing::warn!(id = %locked.id(), %error, "cleanup after a checkpoint failed");
         let mut status = locked.status();
         status.error = error.to_string();
         locked.commit(status, Vec::new()).await?;

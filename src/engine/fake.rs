@@ -10,7 +10,7 @@ use crate::clock::now_micros;
 use crate::monitor::control::{ControlError, Reply, Request};
 use crate::monitor::launcher::{LaunchError, LaunchRequest, Launched, MonitorLauncher};
 use crate::monitor::protocol::{write_exit_file, ExitRecord};
-use crate::runtime::{OciRuntime, RuntimeError, RuntimeStatus};
+use crate::runtime::{CheckpointOptions, OciRuntime, RuntimeError, RuntimeStatus};
 use crate::storage::rootfs::Mounter;
 
 #[derive(Debug, Clone)]
@@ -63,6 +63,7 @@ impl FakeWorld {
                     exit_code: code,
                     exited_at: now_micros(),
                     oom_killed: false,
+                    checkpointed: false,
                 };
                 write_exit_file(&process.exit_file, &record).unwrap();
             }
@@ -85,6 +86,7 @@ impl FakeWorld {
             exit_code: code,
             exited_at: now_micros(),
             oom_killed: false,
+            checkpointed: false,
         };
         write_exit_file(&process.exit_file, &record).unwrap();
     }
@@ -98,6 +100,7 @@ impl FakeWorld {
             exit_code: code,
             exited_at: now_micros(),
             oom_killed: false,
+            checkpointed: false,
         };
         write_exit_file(exit_file, &record).unwrap();
     }
@@ -199,6 +202,10 @@ impl OciRuntime for FakeRuntime {
 
     fn state(&self, id: &str) -> Result<Option<RuntimeStatus>, RuntimeError> {
         Ok(self.0.runtime_status(id))
+    }
+
+    fn checkpoint(&self, id: &str, _options: &CheckpointOptions) -> Result<(), RuntimeError> {
+        Err(failed("checkpoint", id, "the fake runtime has no CRIU"))
     }
 }
 

@@ -106,7 +106,18 @@ async fn check_dependencies(locked: &Locked<'_>, caller: Caller, recursive: bool
 }
 
 pub(crate) async fn init_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
-    create_in_runtime(locked, caller, false, RunStdio::default()).await
+    create_in_runtime(locked, caller, Launch::Create, RunStdio::default()).await
+}
+
+/// What the monitor does with a new run.
+#[derive(Debug)]
+pub(crate) enum Launch {
+    /// `runc create`: the container waits in `created`.
+    Create,
+    /// `runc run --detach`: created and started in one runtime invocation.
+    Run,
+    /// `runc restore --detach` from a checkpoint.
+    Restore(crate::monitor::process::RestoreArgs),
 }
 
 /// How a new run's stdio starts out.
@@ -118,18 +129,23 @@ pub(crate) struct RunStdio {
     pub console_size: Option<(u16, u16)>,
 }
 
-/// Init; with `and_start` the runtime also starts the process in the same command
+/// Init; with `Launch::Run` the runtime also starts the process in the same command
 /// (`runc run --detach`, one runtime invocation instead of two), and the container passes
-/// through `created` to `running` with both transitions and events recorded.
-async fn create_in_runtime(
+/// through `created` to `running` with both transitions and events recorded. A restore goes
+/// to `running` with its `restore` event.
+pub(crate) async fn create_in_runtime(
     locked: &Locked<'_>,
     caller: Caller,
-    and_start: bool,
+    launch: Launch,
     stdio: RunStdio,
 ) -> Result<()> {
     let state = locked.status().state;
+    let (starting, restoring) = (
+        matches!(launch, Launch::Run),
+        matches!(launch, Launch::Restore(_)),
+    );
     if !state.can_init() {
-        return Err(locked.invalid("init"));
+        return Err(locked.invalid(if restoring { "restore" } else { "init" }));
     }
     check_dependencies(locked, caller, false).await?;
     if state != State::Configured {
@@ -171,10 +187,14 @@ async fn create_in_runtime(
                 exit_file,
                 log_path,
                 oom_file: Some(oom_file(&config.id)),
-                start: and_start,
+                start: matches!(launch, Launch::Run),
                 terminal: config.terminal,
                 stdin: config.stdin,
                 attach: stdio.attach,
+                restore: match launch {
+                    Launch::Restore(args) => Some(args),
+                    Launch::Create | Launch::Run => None,
+                },
             };
             Ok(launcher.launch(&request)?)
         })
@@ -199,15 +219,26 @@ async fn create_in_runtime(
     status.finished_at = 0;
     status.error.clear();
     status.stopped_by_user = false;
-    // Sessions of an earlier run are history now.
+    // Sessions of an earlier run are history now, and so is a checkpoint once it runs again.
     status.exec_sessions.clear();
+    status.checkpointed = false;
+    if restoring {
+        let now = now_micros();
+        status.state = State::Running;
+        status.started_at = now;
+        status.restored_at = now;
+        status.checkpointed = false;
+        return locked
+            .commit(status, vec![event("restore", locked.config(), caller, &[])])
+            .await;
+    }
     locked
         .commit(
             status.clone(),
             vec![event("init", locked.config(), caller, &[])],
         )
         .await?;
-    if and_start {
+    if starting {
         status.state = State::Running;
         status.started_at = now_micros();
         locked
@@ -302,7 +333,7 @@ pub(crate) async fn start_with(
         .restart_pending
         .store(false, std::sync::atomic::Ordering::SeqCst);
     if state != State::Created {
-        return create_in_runtime(locked, caller, true, stdio).await;
+        return create_in_runtime(locked, caller, Launch::Run, stdio).await;
     }
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();

@@ -6,6 +6,7 @@
 //! them as [`Notification`]s in sequence order; the bus layer turns those into signals.
 
 mod attach;
+mod checkpoint;
 pub mod config;
 mod create;
 mod error;
@@ -32,6 +33,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, watch, Mutex, OwnedMutexGuard};
 
 pub use attach::{AttachOptions, Attached};
+pub use checkpoint::{criu_problem, CheckpointRequest, RestoreRequest};
 pub use config::{ContainerConfig, ContainerStatus, CreateRequest, ExecSession, MountSpec};
 pub use error::EngineError;
 pub use exec::ExecRequest;
@@ -423,7 +425,7 @@ impl Inner {
         .await
     }
 
-    fn container_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn container_dir(&self, id: &str) -> PathBuf {
         self.options.root.join("containers").join(id)
     }
 }

@@ -33,6 +33,8 @@ pub struct LaunchRequest {
     pub stdin: bool,
     /// A client attached before the process runs (`StartAndAttach`).
     pub attach: Option<AttachEnds>,
+    /// Restore from a checkpoint instead of creating (`runc restore --detach`).
+    pub restore: Option<super::process::RestoreArgs>,
 }
 
 /// A container created in the runtime, with the monitor that watches it.
@@ -113,6 +115,16 @@ impl MonitorLauncher for ProcessLauncher {
         }
         if request.stdin {
             command.arg("--stdin");
+        }
+        if let Some(restore) = &request.restore {
+            command
+                .arg("--restore-image")
+                .arg(&restore.image_path)
+                .arg("--restore-work")
+                .arg(&restore.work_path);
+            if restore.tcp_established {
+                command.arg("--tcp-established");
+            }
         }
         if let Some(attach) = &request.attach {
             command.arg("--attach");

@@ -41,6 +41,9 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(30);
 /// Pipe capacity for the container's output: fewer wake-ups under heavy output.
 const PIPE_SIZE: i32 = 1024 * 1024;
 
+/// The file berthd creates in the bundle while it checkpoints the container.
+pub const CHECKPOINT_MARKER: &str = "checkpointing";
+
 /// The console socket runc hands the main process's pty master through.
 const CONSOLE_SOCKET: &str = "console.sock";
 
@@ -63,6 +66,16 @@ pub struct MonitorOptions {
     pub stdin: bool,
     /// A client attached from the start (`StartAndAttach`): its stdout, stderr and stdin ends.
     pub attach: Option<Client>,
+    /// Restore from a checkpoint (`runc restore --detach`) instead of creating.
+    pub restore: Option<RestoreArgs>,
+}
+
+/// Where a restore's checkpoint is and how to restore it.
+#[derive(Debug, Clone)]
+pub struct RestoreArgs {
+    pub image_path: PathBuf,
+    pub work_path: PathBuf,
+    pub tcp_established: bool,
 }
 
 /// Runs the monitor. Returns only in the short-lived first process, which exits at once so
@@ -171,6 +184,8 @@ fn monitor(mut options: MonitorOptions) -> Result<(), String> {
         exit_code,
         exited_at: now_micros(),
         oom_killed: options.oom_file.as_ref().is_some_and(oom_killed),
+        // berthd leaves this marker while `runc checkpoint` runs: CRIU ended the process.
+        checkpointed: std::fs::remove_file(CHECKPOINT_MARKER).is_ok(),
     };
     let written =
         write_exit_file(&options.exit_file, &record).map_err(|e| format!("write exit file: {e}"));
@@ -193,14 +208,26 @@ struct ContainerStdio {
 fn create_container(options: &MonitorOptions) -> Result<(i32, OwnedFd, ContainerStdio), String> {
     let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
     let mut command = Command::new(&options.runtime);
+    command.arg("--root").arg(&options.runtime_root);
+    match &options.restore {
+        Some(restore) => {
+            command
+                .args(["restore", "--detach", "--image-path"])
+                .arg(&restore.image_path)
+                .arg("--work-path")
+                .arg(&restore.work_path);
+            if restore.tcp_established {
+                command.arg("--tcp-established");
+            }
+        }
+        None if options.start => {
+            command.args(["run", "--detach"]);
+        }
+        None => {
+            command.arg("create");
+        }
+    }
     command
-        .arg("--root")
-        .arg(&options.runtime_root)
-        .args(if options.start {
-            &["run", "--detach"][..]
-        } else {
-            &["create"][..]
-        })
         .arg("--bundle")
         .arg(&options.bundle)
         .arg("--pid-file")
@@ -267,7 +294,11 @@ fn create_container(options: &MonitorOptions) -> Result<(i32, OwnedFd, Container
         .wait()
         .map_err(|e| format!("wait for {}: {e}", options.runtime))?;
     if !status.success() {
-        let verb = if options.start { "run" } else { "create" };
+        let verb = match (&options.restore, options.start) {
+            (Some(_), _) => "restore",
+            (None, true) => "run",
+            (None, false) => "create",
+        };
         return Err(format!(
             "{} {verb}: {}",
             options.runtime,
@@ -753,6 +784,7 @@ impl Monitor<'_> {
                 exit_code: code,
                 exited_at: now_micros(),
                 oom_killed: false,
+                checkpointed: false,
             };
             let _ = write_exit_file(&live.exit_file, &record);
         }

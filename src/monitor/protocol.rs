@@ -24,6 +24,10 @@ pub struct ExitRecord {
     pub exited_at: u64,
     #[serde(default)]
     pub oom_killed: bool,
+    /// The process ended because it was checkpointed (CRIU dumped and killed it): not a
+    /// death, so no `died`, no `Exited`, no restart policy.
+    #[serde(default)]
+    pub checkpointed: bool,
 }
 
 /// The runtime-side files of a container under `--runroot`.
@@ -99,6 +103,7 @@ mod tests {
             exit_code: 137,
             exited_at: 42,
             oom_killed: false,
+            checkpointed: false,
         };
         write_exit_file(&path, &record).unwrap();
         assert_eq!(read_exit_file(&path).unwrap(), Some(record));

@@ -46,4 +46,16 @@ pub trait OciRuntime: Send + Sync {
     fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError>;
     /// `None` when the runtime does not know the container.
     fn state(&self, id: &str) -> Result<Option<RuntimeStatus>, RuntimeError>;
+    /// Dumps the container with CRIU into `options.image_path`.
+    fn checkpoint(&self, id: &str, options: &CheckpointOptions) -> Result<(), RuntimeError>;
+}
+
+/// `runc checkpoint` options.
+#[derive(Debug, Clone)]
+pub struct CheckpointOptions {
+    pub image_path: std::path::PathBuf,
+    /// CRIU's work files and `dump.log`.
+    pub work_path: std::path::PathBuf,
+    pub leave_running: bool,
+    pub tcp_established: bool,
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use super::{OciRuntime, RuntimeError, RuntimeStatus};
+use super::{CheckpointOptions, OciRuntime, RuntimeError, RuntimeStatus};
 
 /// Drives `runc --root <runroot>/runtime …` for every container of one berthd.
 pub struct RuncCli {
@@ -90,6 +90,19 @@ impl OciRuntime for RuncCli {
 
     fn pause(&self, id: &str) -> Result<(), RuntimeError> {
         self.run("pause", id, &[]).map(drop)
+    }
+
+    fn checkpoint(&self, id: &str, options: &CheckpointOptions) -> Result<(), RuntimeError> {
+        let image = options.image_path.display().to_string();
+        let work = options.work_path.display().to_string();
+        let mut args = vec!["--image-path", &image, "--work-path", &work];
+        if options.leave_running {
+            args.push("--leave-running");
+        }
+        if options.tcp_established {
+            args.push("--tcp-established");
+        }
+        self.run("checkpoint", id, &args).map(drop)
     }
 
     fn resume(&self, id: &str) -> Result<(), RuntimeError> {

@@ -118,6 +118,11 @@ impl Harness {
 
     /// Starts berthd and waits until it owns its name.
     pub fn start_berthd(&mut self, extra: &[&str]) {
+        self.start_berthd_with_env(extra, &[]);
+    }
+
+    /// As `start_berthd`, with extra environment variables.
+    pub fn start_berthd_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         let log = std::fs::File::options()
             .create(true)
             .append(true)
@@ -126,6 +131,7 @@ impl Harness {
         let child = Command::new(BERTHD)
             .args(self.berthd_args())
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
