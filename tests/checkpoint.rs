@@ -75,8 +75,11 @@ async fn counting(
     container
 }
 
+/// `GetEvents` rows: (seq, timestamp, container id, type, attributes).
+type Events = [(u64, u64, String, String, HashMap<String, String>)];
+
 fn event_kinds(
-    events: &[(u64, u64, String, String, HashMap<String, String>)],
+    events: &Events,
     id: &str,
 ) -> Vec<String> {
     events
