@@ -325,6 +325,40 @@ async fn main() {
                 println!("{label}_mbs {mbs:.1}");
             }
         }
+        "checkpoint" => {
+            // A process holding `count` MB of dirty memory: checkpoint (stop) and restore.
+            if let Some(reason) = berth::engine::criu_problem() {
+                println!("# checkpoint skipped: {reason}");
+                return;
+            }
+            let hold = format!(
+                "x=$(head -c {} /dev/zero | tr '\\0' a); echo ready; sleep 1000",
+                count * 1_000_000
+            );
+            let c = container(&connection, &manager, rootfs, &["sh", "-c", &hold]).await;
+            let (_, stdout, _) = c
+                .start_and_attach(false, HashMap::new())
+                .await
+                .expect("start");
+            let mut ready = [0u8; 6];
+            std::io::Read::read_exact(
+                &mut std::fs::File::from(std::os::fd::OwnedFd::from(stdout)),
+                &mut ready,
+            )
+            .expect("ready");
+            let (mut dumps, mut restores) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                let started = Instant::now();
+                c.checkpoint(HashMap::new()).await.expect("checkpoint");
+                dumps.push(started.elapsed().as_secs_f64() * 1e3);
+                let started = Instant::now();
+                c.restore(HashMap::new()).await.expect("restore");
+                restores.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+            stats("berth_checkpoint", "ms", dumps);
+            stats("berth_restore", "ms", restores);
+            c.remove(true).await.expect("remove");
+        }
         other => panic!("unknown mode {other}"),
     }
 }
