@@ -78,10 +78,7 @@ async fn counting(
 /// `GetEvents` rows: (seq, timestamp, container id, type, attributes).
 type Events = [(u64, u64, String, String, HashMap<String, String>)];
 
-fn event_kinds(
-    events: &Events,
-    id: &str,
-) -> Vec<String> {
+fn event_kinds(events: &Events, id: &str) -> Vec<String> {
     events
         .iter()
         .filter(|e| e.2 == id)
@@ -320,7 +317,9 @@ async fn berthctl_checkpoints_to_a_file_and_restores_from_it() {
     let done = h.berthctl(&["checkpoint", "--export", file, "cli"]);
     assert!(done.status.success(), "{done:?}");
     let rootfs = h.rootfs.display().to_string();
-    let made = h.berthctl(&["create", "--name", "cli2", "--rootfs", &rootfs, "sh", "-c", COUNTER]);
+    let made = h.berthctl(&[
+        "create", "--name", "cli2", "--rootfs", &rootfs, "sh", "-c", COUNTER,
+    ]);
     assert!(made.status.success(), "{made:?}");
     let done = h.berthctl(&["restore", "--import", file, "cli2"]);
     assert!(done.status.success(), "{done:?}");

@@ -1,6 +1,6 @@
 //! Who may call what (DESIGN §2.5). Reading needs nothing; everything else passes for root
-//! and, on a session bus, for the bus's owner. polkit arrives in a later issue; until then
-//! every other caller is refused (fail closed).
+//! and, on a session bus, for the bus's owner; any other caller is checked with polkit
+//! (`CheckAuthorization`, subject `system-bus-name`), failing closed on any error.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -84,16 +84,131 @@ impl Authorizer {
         Ok(Caller { uid })
     }
 
-    /// Checks a mutating call; returns the caller for the event it produces.
+    /// Checks a mutating call; returns the caller for the event it produces. Root (and the
+    /// owner of a session bus) pass; anyone else is asked of polkit with the verb and the
+    /// container as details.
     pub async fn authorize(&self, header: &Header<'_>, action: Action) -> BusResult<Caller> {
+        self.authorize_with(header, action, &[]).await
+    }
+
+    /// As `authorize`, with extra polkit details (`command_line` for exec).
+    pub async fn authorize_with(
+        &self,
+        header: &Header<'_>,
+        action: Action,
+        extra: &[(&str, String)],
+    ) -> BusResult<Caller> {
         let caller = self.caller(header).await?;
         if caller.uid == 0 || Some(caller.uid) == self.trusted_uid {
             return Ok(caller);
         }
-        Err(BusError::access_denied(format!(
-            "uid {} is not authorized for {} (only root, until polkit support lands)",
-            caller.uid,
-            action.id()
-        )))
+        let mut details = HashMap::new();
+        if let Some(member) = header.member() {
+            details.insert("verb".to_string(), member.to_string());
+        }
+        if let Some(id) = header
+            .path()
+            .and_then(|path| path.as_str().strip_prefix("/org/berth/Engine1/container/"))
+            .and_then(|rest| rest.split('/').next())
+        {
+            details.insert("container".to_string(), id.to_string());
+        }
+        for (key, value) in extra {
+            details.insert(key.to_string(), value.clone());
+        }
+        let interactive = header
+            .primary()
+            .flags()
+            .contains(zbus::message::Flags::ALLOW_INTERACTIVE_AUTH);
+        let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
+        match polkit::check(&self.connection, &sender, action.id(), details, interactive).await {
+            Ok(polkit::Verdict::Allowed) => Ok(caller),
+            Ok(polkit::Verdict::NeedsInteraction) => {
+                Err(BusError::interactive_authorization_required(format!(
+                    "{} needs interactive authorization for uid {}; call with interactive \
+                     authorization allowed",
+                    action.id(),
+                    caller.uid
+                )))
+            }
+            Ok(polkit::Verdict::Denied) => Err(BusError::access_denied(format!(
+                "uid {} is not authorized for {}",
+                caller.uid,
+                action.id()
+            ))),
+            // Fail closed: no polkit, an error or a timeout is a refusal.
+            Err(reason) => Err(BusError::access_denied(format!(
+                "uid {} is not authorized for {}: {reason}",
+                caller.uid,
+                action.id()
+            ))),
+        }
+    }
+}
+
+/// polkit's `CheckAuthorization`, spoken with zbus.
+mod polkit {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use zbus::Variant;
+
+    /// How long a non-interactive check may take; an interactive one waits for the user.
+    const CHECK_LIMIT: Duration = Duration::from_secs(10);
+    const INTERACTIVE_LIMIT: Duration = Duration::from_secs(120);
+
+    /// `CheckAuthorizationFlags.AllowUserInteraction`.
+    const ALLOW_USER_INTERACTION: u32 = 1;
+
+    pub enum Verdict {
+        Allowed,
+        /// polkit would ask (an `auth_*` result) but the caller did not allow interaction.
+        NeedsInteraction,
+        Denied,
+    }
+
+    pub async fn check(
+        connection: &zbus::Connection,
+        sender: &str,
+        action: &str,
+        details: HashMap<String, String>,
+        interactive: bool,
+    ) -> Result<Verdict, String> {
+        let limit = if interactive {
+            INTERACTIVE_LIMIT
+        } else {
+            CHECK_LIMIT
+        };
+        let call = async {
+            let proxy = zbus::Proxy::new(
+                connection,
+                "org.freedesktop.PolicyKit1",
+                "/org/freedesktop/PolicyKit1/Authority",
+                "org.freedesktop.PolicyKit1.Authority",
+            )
+            .await?;
+            let subject = (
+                "system-bus-name",
+                HashMap::from([("name", Variant::from(sender))]),
+            );
+            let flags = if interactive {
+                ALLOW_USER_INTERACTION
+            } else {
+                0
+            };
+            let reply = proxy
+                .call_method("CheckAuthorization", &(subject, action, details, flags, ""))
+                .await?;
+            let (authorized, challenge, _details): (bool, bool, HashMap<String, String>) =
+                reply.body().deserialize()?;
+            Ok::<_, zbus::Error>((authorized, challenge))
+        };
+        match tokio::time::timeout(limit, call).await {
+            Err(_) => Err(format!("polkit did not answer within {}s", limit.as_secs())),
+            Ok(Err(error)) => Err(format!("polkit: {error}")),
+            Ok(Ok((true, _))) => Ok(Verdict::Allowed),
+            Ok(Ok((false, true))) if !interactive => Ok(Verdict::NeedsInteraction),
+            Ok(Ok((false, _))) => Ok(Verdict::Denied),
+        }
     }
 }

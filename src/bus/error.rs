@@ -39,6 +39,11 @@ impl BusError {
         BusError::standard("AccessDenied", message)
     }
 
+    /// polkit would ask the user, and the caller did not allow interaction.
+    pub fn interactive_authorization_required(message: impl Into<String>) -> BusError {
+        BusError::standard("InteractiveAuthorizationRequired", message)
+    }
+
     pub fn failed(message: impl Into<String>) -> BusError {
         BusError::standard("Failed", message)
     }
