@@ -52,6 +52,12 @@ struct Args {
     /// Restore established TCP connections.
     #[arg(long)]
     tcp_established: bool,
+    /// runc uses its systemd cgroup driver.
+    #[arg(long)]
+    systemd_cgroup: bool,
+    /// Ping berthd on this bus (`system` or an address) after the exit is recorded.
+    #[arg(long)]
+    notify_bus: Option<String>,
 }
 
 /// Takes an inherited descriptor.
@@ -102,5 +108,7 @@ fn main() {
             work_path: args.restore_work.unwrap_or_default(),
             tcp_established: args.tcp_established,
         }),
+        systemd_cgroup: args.systemd_cgroup,
+        notify_bus: args.notify_bus,
     }));
 }

@@ -41,6 +41,48 @@ struct Args {
     /// The init run as PID 1 for `Init` containers (default: catatonit, if installed).
     #[arg(long)]
     init_binary: Option<PathBuf>,
+    /// `systemd`: monitors in transient scopes, runc's systemd cgroup driver; `cgroupfs`:
+    /// `berth/<id>` cgroups. `auto` is systemd where systemd is PID 1 and berthd serves the
+    /// system bus.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "systemd", "cgroupfs"])]
+    cgroup_manager: String,
+}
+
+/// Whether stderr is the journal (systemd sets `JOURNAL_STREAM` to its device:inode).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stderr) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    stream == format!("{}:{}", stderr.dev(), stderr.ino())
+}
+
+/// Structured journal entries when stderr is the journal (fields such as `CONTAINER_ID`
+/// and `EVENT`), plain text otherwise.
+fn init_logging(level: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::new(level);
+    if stderr_is_journal() {
+        if let Ok(journald) = tracing_journald::layer() {
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(
+                    journald
+                        .with_field_prefix(None)
+                        .with_syslog_identifier("berthd".into()),
+                )
+                .init();
+            return;
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
@@ -55,10 +97,7 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     berth::fds::close_inherited_on_exec();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_level))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(&args.log_level);
 
     let bus = match (&args.bus, std::env::var("DBUS_STARTER_ADDRESS")) {
         (Some(bus), _) => BusAddress::parse(bus),
@@ -75,13 +114,27 @@ async fn main() -> anyhow::Result<()> {
         .map(|p| p.display().to_string())
         .unwrap_or(args.runtime.clone());
     let init_binary = args.init_binary.or_else(|| find_in_path("catatonit"));
+    let systemd = match args.cgroup_manager.as_str() {
+        "systemd" => true,
+        "cgroupfs" => false,
+        _ => bus == BusAddress::System && std::path::Path::new("/run/systemd/system").exists(),
+    };
+    let notify_bus = match &bus {
+        BusAddress::System => "system".to_string(),
+        BusAddress::Session => "session".to_string(),
+        BusAddress::Address(address) => address.clone(),
+    };
     let paths = RunPaths::new(&args.runroot);
     let backends = Backends {
-        runtime: Arc::new(RuncCli::new(runtime.clone(), paths.runtime_root())),
+        runtime: Arc::new(
+            RuncCli::new(runtime.clone(), paths.runtime_root()).with_systemd_cgroup(systemd),
+        ),
         launcher: Arc::new(ProcessLauncher {
             monitor_binary: monitor,
             runtime,
             runtime_root: paths.runtime_root(),
+            systemd,
+            notify_bus: Some(notify_bus),
         }),
         mounter: Arc::new(OverlayMounter {
             copy_only: args.storage_driver == "vfs",
@@ -92,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
         runroot: args.runroot,
         init_binary,
         storage_driver: args.storage_driver.clone(),
+        systemd_cgroups: systemd,
     };
     let (engine, notifications) = Engine::open(options, backends).context("open the engine")?;
     let idle = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));

@@ -231,7 +231,12 @@ impl ContainerObject {
         options: HashMap<String, OwnedVariant>,
     ) -> Result<OwnedObjectPath, BusError> {
         let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Exec).await?;
+        let command_line = ("command_line", command.join(" "));
+        let caller = self
+            .shared
+            .auth
+            .authorize_with(&header, Action::Exec, &[command_line])
+            .await?;
         let request = spec::exec_request(command, &options)?;
         let result = self.engine.exec(caller, &self.id, request).await;
         let session = self.shared.reply(&self.engine, result).await?;

@@ -338,6 +338,15 @@ impl Publisher {
                 }
             }
             Notification::Event(record) => {
+                // The lifecycle in the log (structured fields in the journal).
+                tracing::info!(
+                    container_id = %record.container_id,
+                    event = %record.kind,
+                    seq = record.seq,
+                    "{} {}",
+                    record.kind,
+                    record.attributes.get("name").map_or("", String::as_str)
+                );
                 let emitter =
                     SignalEmitter::new(&self.connection, container::path(&record.container_id))?;
                 let attributes: HashMap<String, String> = record.attributes.into_iter().collect();

@@ -186,10 +186,11 @@ pub async fn connect(bus: &str) -> anyhow::Result<zbus::Connection> {
         "session" => zbus::connection::Builder::session(),
         address => zbus::connection::Builder::address(address),
     };
-    builder
-        .build()
-        .await
-        .with_context(|| format!("connect to the {bus} bus"))
+    builder.build().await.with_context(|| {
+        format!(
+            "cannot connect to the {bus} bus (is dbus running? --bus or BERTH_BUS picks another)"
+        )
+    })
 }
 
 /// The proxy of a container given by name, id or id prefix.
@@ -212,7 +213,17 @@ pub fn explain(error: zbus::Error) -> anyhow::Error {
             let short = name.rsplit('.').next().unwrap_or(name.as_str());
             if name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown" {
                 anyhow::anyhow!(
-                    "berthd is not running on this bus and cannot be activated ({message})"
+                    "berthd is not running on this bus and cannot be activated: is berth \
+                     installed (scripts/install)? ({message})"
+                )
+            } else if matches!(
+                name.as_str(),
+                "org.freedesktop.DBus.Error.AccessDenied"
+                    | "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
+            ) {
+                anyhow::anyhow!(
+                    "permission denied: {message}. Run it as root, or have polkit allow you \
+                     (the README's rule for a `berth` group) [{short}]"
                 )
             } else {
                 anyhow::anyhow!("{message} [{short}]")

@@ -161,6 +161,7 @@ pub(crate) async fn create_in_runtime(
     let exit_file = inner.paths.exit_file(&id);
     let log_path =
         (config.log_driver == "k8s-file").then(|| inner.container_dir(&id).join("ctr.log"));
+    let systemd_cgroups = inner.options.systemd_cgroups;
     let init_binary = if config.init {
         inner.options.init_binary.clone()
     } else {
@@ -174,6 +175,10 @@ pub(crate) async fn create_in_runtime(
             let user = users::lookup(&mountpoint, &config.user)
                 .map_err(|e| EngineError::InvalidArgument(format!("User: {e}")))?;
             let mut input = spec_input(&config, &mountpoint, &user, init_binary);
+            if systemd_cgroups {
+                // runc's systemd driver: slice, prefix and name of the container's scope.
+                input.cgroups_path = format!("machine.slice:berth:{}", config.id);
+            }
             input.console_size = stdio.console_size;
             let built = spec::build(&input).map_err(|e| EngineError::Runtime(e.to_string()))?;
             std::fs::create_dir_all(&bundle)
@@ -186,7 +191,7 @@ pub(crate) async fn create_in_runtime(
                 bundle,
                 exit_file,
                 log_path,
-                oom_file: Some(oom_file(&config.id)),
+                oom_file: Some(oom_file(&config.id, systemd_cgroups)),
                 start: matches!(launch, Launch::Run),
                 terminal: config.terminal,
                 stdin: config.stdin,
@@ -250,13 +255,16 @@ pub(crate) async fn create_in_runtime(
 
 /// The container's OOM counter (cgroupfs driver): `memory.events` on cgroup v2, the memory
 /// controller's `memory.oom_control` on v1.
-fn oom_file(id: &str) -> PathBuf {
-    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        PathBuf::from(format!("/sys/fs/cgroup/berth/{id}/memory.events"))
+fn oom_file(id: &str, systemd: bool) -> PathBuf {
+    let group = if systemd {
+        format!("machine.slice/berth-{id}.scope")
     } else {
-        PathBuf::from(format!(
-            "/sys/fs/cgroup/memory/berth/{id}/memory.oom_control"
-        ))
+        format!("berth/{id}")
+    };
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        PathBuf::from(format!("/sys/fs/cgroup/{group}/memory.events"))
+    } else {
+        PathBuf::from(format!("/sys/fs/cgroup/memory/{group}/memory.oom_control"))
     }
 }
 

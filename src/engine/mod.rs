@@ -122,6 +122,9 @@ pub struct EngineOptions {
     pub init_binary: Option<PathBuf>,
     /// `overlay` or `vfs` (shown as the Manager's `StorageDriver`).
     pub storage_driver: String,
+    /// Containers' cgroups are systemd scopes in `machine.slice` (runc's systemd driver),
+    /// not `berth/<id>` directories (cgroupfs).
+    pub systemd_cgroups: bool,
 }
 
 /// One container: config, verb lock and observable status.

@@ -27,6 +27,7 @@ async fn setup() -> Setup {
         runroot: dir.path().join("run"),
         init_binary: None,
         storage_driver: "overlay".into(),
+        systemd_cgroups: false,
     };
     let (engine, notifications) = Engine::open(options, world.backends()).unwrap();
     engine.start_up().await.unwrap();
@@ -462,6 +463,7 @@ async fn a_restarted_engine_records_exits_it_missed_and_adopts_the_rest() {
         runroot: dir.path().join("run"),
         init_binary: None,
         storage_driver: "overlay".into(),
+        systemd_cgroups: false,
     };
     let request = |name: &str| CreateRequest {
         name: Some(name.into()),

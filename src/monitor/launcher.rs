@@ -83,13 +83,35 @@ pub struct ProcessLauncher {
     pub monitor_binary: PathBuf,
     pub runtime: String,
     pub runtime_root: PathBuf,
+    /// systemd is PID 1: each monitor starts in a transient scope of its own in
+    /// `machine.slice` (`systemd-run --scope`, a `StartTransientUnit` before the monitor
+    /// runs), and runc uses its systemd cgroup driver. Stopping berthd's unit then never
+    /// touches a container.
+    pub systemd: bool,
+    /// The bus berthd serves, for the monitors to ping when a container exits.
+    pub notify_bus: Option<String>,
 }
 
 impl MonitorLauncher for ProcessLauncher {
     fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError> {
         let program = self.monitor_binary.display().to_string();
         let started = std::time::Instant::now();
-        let mut command = Command::new(&self.monitor_binary);
+        let mut command = if self.systemd {
+            let mut scoped = Command::new("systemd-run");
+            scoped
+                .args(["--scope", "--quiet", "--collect", "--slice=machine.slice"])
+                .arg(format!(
+                    "--unit=berth-monitor-{}-{}",
+                    &request.id[..request.id.len().min(12)],
+                    crate::clock::now_micros()
+                ))
+                .arg(format!("--description=berth monitor of {}", request.id))
+                .arg("--")
+                .arg(&self.monitor_binary);
+            scoped
+        } else {
+            Command::new(&self.monitor_binary)
+        };
         command
             .arg("--id")
             .arg(&request.id)
@@ -115,6 +137,12 @@ impl MonitorLauncher for ProcessLauncher {
         }
         if request.stdin {
             command.arg("--stdin");
+        }
+        if self.systemd {
+            command.arg("--systemd-cgroup");
+        }
+        if let Some(bus) = &self.notify_bus {
+            command.arg("--notify-bus").arg(bus);
         }
         if let Some(restore) = &request.restore {
             command

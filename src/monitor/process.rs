@@ -68,6 +68,23 @@ pub struct MonitorOptions {
     pub attach: Option<Client>,
     /// Restore from a checkpoint (`runc restore --detach`) instead of creating.
     pub restore: Option<RestoreArgs>,
+    /// runc uses its systemd cgroup driver (`--systemd-cgroup`).
+    pub systemd_cgroup: bool,
+    /// After the exit is recorded, ping `org.berth.Engine1` on this bus (`system` or an
+    /// address), which starts berthd if it has idled out.
+    pub notify_bus: Option<String>,
+}
+
+impl MonitorOptions {
+    /// The runtime with its global options.
+    fn runtime_command(&self) -> Command {
+        let mut command = Command::new(&self.runtime);
+        command.arg("--root").arg(&self.runtime_root);
+        if self.systemd_cgroup {
+            command.arg("--systemd-cgroup");
+        }
+        command
+    }
 }
 
 /// Where a restore's checkpoint is and how to restore it.
@@ -190,7 +207,37 @@ fn monitor(mut options: MonitorOptions) -> Result<(), String> {
     let written =
         write_exit_file(&options.exit_file, &record).map_err(|e| format!("write exit file: {e}"));
     state.flush_clients();
+    if let Some(bus) = &options.notify_bus {
+        notify_berthd(bus);
+    }
     written
+}
+
+/// Pings berthd over the bus so that bus activation starts it if it has idled out: it then
+/// records the exit (and runs the restart policy) at once, not at some later call.
+fn notify_berthd(bus: &str) {
+    let mut command = Command::new("dbus-send");
+    match bus {
+        "system" => command.arg("--system"),
+        "session" => command.arg("--session"),
+        address => command.arg(format!("--bus={address}")),
+    };
+    let status = command
+        .args([
+            "--dest=org.berth.Engine1",
+            "--type=method_call",
+            "--print-reply",
+            "--reply-timeout=30000",
+            "/org/berth/Engine1",
+            "org.freedesktop.DBus.Peer.Ping",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    // Nothing more to do either way: a berthd that cannot be reached finds the exit file at
+    // its next start.
+    let _ = status;
 }
 
 /// The container's stdio as the monitor holds it.
@@ -207,8 +254,7 @@ struct ContainerStdio {
 /// its stdio. A container made but not watchable is deleted again.
 fn create_container(options: &MonitorOptions) -> Result<(i32, OwnedFd, ContainerStdio), String> {
     let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
-    let mut command = Command::new(&options.runtime);
-    command.arg("--root").arg(&options.runtime_root);
+    let mut command = options.runtime_command();
     match &options.restore {
         Some(restore) => {
             command
@@ -326,9 +372,8 @@ fn create_container(options: &MonitorOptions) -> Result<(i32, OwnedFd, Container
         Err(error) => {
             // The runtime made a container we cannot watch: take it away again rather than
             // leave it running with nobody to record its exit.
-            let _ = Command::new(&options.runtime)
-                .arg("--root")
-                .arg(&options.runtime_root)
+            let _ = options
+                .runtime_command()
                 .args(["delete", "--force", &options.id])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -943,10 +988,8 @@ impl Monitor<'_> {
             };
             return Err((connection, error));
         }
-        let mut command = Command::new(&self.options.runtime);
+        let mut command = self.options.runtime_command();
         command
-            .arg("--root")
-            .arg(&self.options.runtime_root)
             .arg("--log")
             .arg(format!("exec-{session}.log"))
             .args(["--log-format", "json", "exec", "--detach", "--pid-file"])

@@ -9,6 +9,8 @@ use super::{CheckpointOptions, OciRuntime, RuntimeError, RuntimeStatus};
 pub struct RuncCli {
     program: String,
     state_root: PathBuf,
+    /// `--systemd-cgroup`: runc's systemd cgroup driver (where systemd is PID 1).
+    systemd_cgroup: bool,
 }
 
 impl RuncCli {
@@ -16,12 +18,22 @@ impl RuncCli {
         RuncCli {
             program: program.into(),
             state_root,
+            systemd_cgroup: false,
         }
+    }
+
+    /// Uses runc's systemd cgroup driver.
+    pub fn with_systemd_cgroup(mut self, systemd_cgroup: bool) -> RuncCli {
+        self.systemd_cgroup = systemd_cgroup;
+        self
     }
 
     fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.arg("--root").arg(&self.state_root);
+        if self.systemd_cgroup {
+            command.arg("--systemd-cgroup");
+        }
         command
     }
 
