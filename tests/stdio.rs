@@ -20,6 +20,14 @@ fn read_all(fd: zbus::OwnedFd) -> String {
     text
 }
 
+/// Runs blocking reads with a bound: a test that waits on output fails, never hangs.
+async fn bounded<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(work))
+        .await
+        .expect("no output within 60s")
+        .unwrap()
+}
+
 async fn session_proxy<'a>(
     connection: &zbus::Connection,
     path: zbus::OwnedObjectPath,
@@ -337,9 +345,7 @@ async fn a_terminal_exec_session_has_a_pty_that_resizes() {
     writer
         .write_all(b"echo size=$(stty size | tr ' ' x)\n")
         .unwrap();
-    let seen = tokio::task::spawn_blocking(move || reader.join().unwrap())
-        .await
-        .unwrap();
+    let seen = bounded(move || reader.join().unwrap()).await;
     assert!(seen.contains("size=24x80"), "{seen}");
     assert!(seen.contains("size=40x100"), "{seen}");
     writer.write_all(b"exit 3\n").unwrap();
@@ -544,7 +550,11 @@ async fn a_thousand_attach_and_exec_cycles_leak_no_descriptors() {
     // The first client's end of input closes the container's stdin (podman's default
     // without --leave-stdin-open): that descriptor goes once, before the baseline.
     let with_stdin = descriptors(monitor).0;
-    drop(container.attach(HashMap::new()).await.unwrap());
+    let first = container
+        .attach(HashMap::from([("Stdin", Variant::from(true))]))
+        .await
+        .unwrap();
+    drop(first);
     let start = std::time::Instant::now();
     while descriptors(monitor).0 != with_stdin - 1 && start.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -658,7 +668,10 @@ async fn attaching_to_a_terminal_container_gives_its_pty_and_resizes_it() {
         .await;
     assert!(container.terminal().await.unwrap());
     container.start(false).await.unwrap();
-    let (stdin, stdout, stderr) = container.attach(HashMap::new()).await.unwrap();
+    let (stdin, stdout, stderr) = container
+        .attach(HashMap::from([("Stdin", Variant::from(true))]))
+        .await
+        .unwrap();
     assert_eq!(
         read_all(stderr),
         "",
@@ -670,7 +683,7 @@ async fn attaching_to_a_terminal_container_gives_its_pty_and_resizes_it() {
         .write_all(b"echo size=$(stty size | tr ' ' x)\n")
         .unwrap();
     let mut output = std::fs::File::from(OwnedFd::from(stdout));
-    let seen = tokio::task::spawn_blocking(move || {
+    let seen = bounded(move || {
         let mut seen = String::new();
         let mut buffer = [0u8; 4096];
         while !seen.contains("size=30x90") {
@@ -680,13 +693,60 @@ async fn attaching_to_a_terminal_container_gives_its_pty_and_resizes_it() {
         }
         seen
     })
-    .await
-    .unwrap();
+    .await;
     assert!(seen.contains("size=30x90"));
     input.write_all(b"exit 6\n").unwrap();
     assert_eq!(container.wait().await.unwrap(), 6);
     let other = h.create(&connection, "plain", &["true"]).await;
     let refused = other.resize(10, 10).await.unwrap_err();
+    assert_eq!(
+        error_name(&refused),
+        "org.freedesktop.DBus.Error.InvalidArgs"
+    );
+}
+
+/// A terminal session that ends before anyone opens its pty still gives its output to the
+/// first OpenPTY (as `berthctl exec -t CTR ls` needs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_terminal_session_keeps_its_output_for_the_first_open() {
+    let Some(mut h) = harness("a_short_terminal_session_keeps_its_output") else {
+        return;
+    };
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let container = running(&h, &connection, "short").await;
+    let path = container
+        .exec(
+            &["echo", "short-lived"],
+            HashMap::from([("Terminal", Variant::from(true))]),
+        )
+        .await
+        .unwrap();
+    let session = session_proxy(&connection, path).await;
+    assert_eq!(session.wait().await.unwrap(), 0);
+    let master = std::fs::File::from(OwnedFd::from(session.open_pty().await.unwrap()));
+    let output = bounded(move || {
+        let mut master = master;
+        let mut seen = String::new();
+        let mut buffer = [0u8; 1024];
+        // The slave side is gone: the data, then EIO.
+        while let Ok(n) = master.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+        seen
+    })
+    .await;
+    assert!(output.contains("short-lived"), "{output:?}");
+    // Once only.
+    let again = session.open_pty().await.unwrap_err();
+    assert_eq!(error_name(&again), "org.freedesktop.DBus.Error.InvalidArgs");
+    // A session without a terminal has none to open.
+    let plain = container.exec(&["true"], HashMap::new()).await.unwrap();
+    let plain = session_proxy(&connection, plain).await;
+    let refused = plain.open_pty().await.unwrap_err();
     assert_eq!(
         error_name(&refused),
         "org.freedesktop.DBus.Error.InvalidArgs"

@@ -310,10 +310,13 @@ impl Publisher {
             Notification::Removed { id } => {
                 if let Some(last) = self.last.remove(&id) {
                     for session in last.exec_sessions.keys() {
-                        self.connection
+                        // One not served (an earlier failure) must not keep the container's
+                        // object on the bus.
+                        let _ = self
+                            .connection
                             .object_server()
                             .remove::<exec::ExecSessionObject, _>(exec::path(&id, session))
-                            .await?;
+                            .await;
                     }
                 }
                 self.connection

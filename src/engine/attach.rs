@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use nix::fcntl::OFlag;
 
-use super::lifecycle::{start_with, RunStdio};
+use super::lifecycle::{check_dependencies, start_with, RunStdio};
 use super::{blocking, event, Caller, Engine, EngineError, Locked, Result, State};
 use crate::monitor::control::{ControlError, Reply, Request};
 use crate::monitor::launcher::AttachEnds;
@@ -17,8 +17,9 @@ use crate::monitor::launcher::AttachEnds;
 /// `Attach`/`StartAndAttach` options.
 #[derive(Debug, Clone, Default)]
 pub struct AttachOptions {
-    /// Send this client's input to the container (default: when it keeps stdin open or has
-    /// a terminal). Its end of stream closes a pipe stdin.
+    /// Send this client's input to the container (default: for `StartAndAttach`, when the
+    /// container keeps stdin open or has a terminal; for `Attach`, no). Its end of stream
+    /// closes a pipe stdin.
     pub stdin: Option<bool>,
     /// The terminal's window size (rows, cols) for a process not yet started.
     pub console_size: Option<(u16, u16)>,
@@ -87,7 +88,7 @@ impl Engine {
         ) {
             return Err(locked.invalid("attach"));
         }
-        let (attached, ends) = streams(wants_stdin(&locked, &options))?;
+        let (attached, ends) = streams(wants_stdin(&locked, &options, false))?;
         if state.has_process() {
             send_ends(&locked, ends).await?;
         }
@@ -111,10 +112,12 @@ impl Engine {
         if state != State::Running && !state.can_start() {
             return Err(locked.invalid("start"));
         }
-        let (attached, ends) = streams(wants_stdin(&locked, &options))?;
+        let (attached, ends) = streams(wants_stdin(&locked, &options, true))?;
         match state {
             State::Running => send_ends(&locked, ends).await?,
             State::Created => {
+                // A start that cannot happen must not leave this client's ends behind.
+                check_dependencies(&locked, caller, recursive).await?;
                 send_ends(&locked, ends).await?;
                 if let (true, Some((rows, cols))) = (locked.config().terminal, options.console_size)
                 {
@@ -152,10 +155,13 @@ impl Engine {
     }
 }
 
-fn wants_stdin(locked: &Locked<'_>, options: &AttachOptions) -> bool {
+/// Whether this client's input goes to the container: only where it has an input to
+/// take, and by default only for `StartAndAttach` (the client that runs it), since the end
+/// of a client's input ends the container's.
+fn wants_stdin(locked: &Locked<'_>, options: &AttachOptions, by_default: bool) -> bool {
     let config = locked.config();
     let open = config.stdin || config.terminal;
-    open && options.stdin.unwrap_or(true)
+    open && options.stdin.unwrap_or(by_default)
 }
 
 /// Hands a client's ends to the container's monitor. A monitor that is already gone (the

@@ -126,32 +126,36 @@ impl Engine {
             })
         })
         .await?;
-        let export = request.export;
-        let keep = request.keep;
-        blocking(move || {
-            if !keep {
-                let _ = std::fs::remove_dir_all(&work);
-            }
-            match export {
-                Some(fd) => write_tar(&image, std::fs::File::from(fd)),
-                None => Ok(()),
-            }
-        })
-        .await?;
+        if !request.keep {
+            let _ = blocking(move || Ok(std::fs::remove_dir_all(&work))).await;
+        }
+        // The checkpoint is on record before its export is written: a slow or vanished
+        // reader cannot leave a dumped container looking alive.
         if request.keep_running {
             let mut status = locked.status();
             status.checkpointed_at = now_micros();
-            return locked
+            locked
                 .commit(status, vec![checkpoint_event(&locked, caller)])
-                .await;
+                .await?;
+        } else {
+            // CRIU killed the process after the dump; its monitor marks the exit a
+            // checkpoint.
+            if !super::exit::exit_file_written(&locked.entry, status.pid, EXIT_AFTER_DUMP).await {
+                return Err(EngineError::Runtime(format!(
+                    "container {id} was checkpointed but its process did not exit"
+                )));
+            }
+            super::exit::record_exit_locked(&locked, caller, Vec::new()).await?;
         }
-        // CRIU killed the process after the dump; its monitor marks the exit a checkpoint.
-        if !super::exit::exit_file_written(&locked.entry, status.pid, EXIT_AFTER_DUMP).await {
-            return Err(EngineError::Runtime(format!(
-                "container {id} was checkpointed but its process did not exit"
-            )));
+        if let Some(fd) = request.export {
+            blocking(move || write_tar(&image, std::fs::File::from(fd)))
+                .await
+                .map_err(|error| {
+                    EngineError::Runtime(format!(
+                        "the container was checkpointed, but its export failed: {error}"
+                    ))
+                })?;
         }
-        super::exit::record_exit_locked(&locked, caller, Vec::new()).await?;
         Ok(())
     }
 

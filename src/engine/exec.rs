@@ -151,12 +151,12 @@ impl Engine {
                 }
                 None => return Err(EngineError::Runtime(error)),
             },
+            Some((Reply::NotRunning, _)) | None => return Err(locked.invalid("exec")),
             Some((other, _)) => {
                 return Err(EngineError::Runtime(format!(
                     "unexpected monitor reply {other:?}"
                 )))
             }
-            None => return Err(locked.invalid("exec")),
         }
         let mut status = locked.status();
         status.exec_sessions.insert(session.clone(), record);
@@ -205,17 +205,29 @@ impl Engine {
         Ok(())
     }
 
-    /// The pty master of a running terminal session.
+    /// The pty master of a terminal session. A session that ended before anyone opened
+    /// it still gives it once, with its output inside.
     pub async fn exec_open_pty(&self, id: &str, session: &str) -> Result<OwnedFd> {
-        let locked = self.live_session(id, session).await?;
+        let locked = self.inner().lock(id).await?;
+        match locked.status().exec_sessions.get(session) {
+            None => return Err(EngineError::NoSuchExecSession(session.to_string())),
+            Some(record) if !record.terminal => {
+                return Err(EngineError::InvalidArgument(format!(
+                    "exec session {session} has no terminal"
+                )))
+            }
+            Some(_) => {}
+        }
         let request = Request::OpenPty {
             session: session.to_string(),
         };
-        match control(&locked, request, Vec::new).await? {
-            Some((Reply::Ok, mut fds)) if !fds.is_empty() => Ok(fds.swap_remove(0)),
-            _ => Err(EngineError::InvalidArgument(format!(
-                "exec session {session} has no terminal"
+        match control(&locked, request, Vec::new).await {
+            Ok(Some((Reply::Ok, mut fds))) if !fds.is_empty() => Ok(fds.swap_remove(0)),
+            Ok(_) | Err(EngineError::Runtime(_)) => Err(EngineError::InvalidArgument(format!(
+                "the terminal of exec session {session} is gone (opened already, or its \
+                 container stopped)"
             ))),
+            Err(error) => Err(error),
         }
     }
 
@@ -243,7 +255,20 @@ impl Engine {
             session: session.to_string(),
             signal: number,
         };
-        control(&locked, request, Vec::new).await?;
+        match control(&locked, request, Vec::new).await? {
+            Some((Reply::Ok, _)) => {}
+            // It ended meanwhile; its exit is on the way.
+            Some((Reply::NotRunning, _)) | None => {
+                return Err(EngineError::InvalidArgument(format!(
+                    "exec session {session} has exited"
+                )))
+            }
+            Some((other, _)) => {
+                return Err(EngineError::Runtime(format!(
+                    "unexpected monitor reply {other:?}"
+                )))
+            }
+        }
         let attributes = [("execID", session.to_string()), ("signal", name)];
         locked
             .record(vec![event("kill", locked.config(), caller, &attributes)])

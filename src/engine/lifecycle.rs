@@ -87,7 +87,11 @@ impl Engine {
 }
 
 /// Dependencies must be running; `recursive` starts them first.
-async fn check_dependencies(locked: &Locked<'_>, caller: Caller, recursive: bool) -> Result<()> {
+pub(crate) async fn check_dependencies(
+    locked: &Locked<'_>,
+    caller: Caller,
+    recursive: bool,
+) -> Result<()> {
     for dependency in &locked.config().dependencies {
         let entry = locked.engine().entry(dependency)?;
         if entry.status().state == State::Running {

@@ -80,6 +80,8 @@ pub enum Reply {
     ExecFailed {
         error: String,
     },
+    /// The container's process (or the session's) has ended: nothing to do it to.
+    NotRunning,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,9 +126,13 @@ pub fn call(
     drop(dir);
     setsockopt(&socket, sockopt::ReceiveTimeout, &timeval(REPLY_LIMIT))?;
     let body = serde_json::to_vec(request).map_err(|e| ControlError::Protocol(e.to_string()))?;
-    send(socket.as_fd(), &body, fds)?;
-    let Some((bytes, fds)) = receive(socket.as_fd())? else {
-        // The monitor closed the connection without a word: it is on its way out.
+    // A monitor that closes the connection without a word is on its way out.
+    let gone = |error: nix::errno::Errno| match error {
+        nix::errno::Errno::ECONNRESET | nix::errno::Errno::EPIPE => ControlError::Gone,
+        other => ControlError::Sys(other),
+    };
+    send(socket.as_fd(), &body, fds).map_err(gone)?;
+    let Some((bytes, fds)) = receive(socket.as_fd()).map_err(gone)? else {
         return Err(ControlError::Gone);
     };
     let reply =

@@ -156,10 +156,10 @@ impl MonitorLauncher for ProcessLauncher {
         }
         if let Some(attach) = &request.attach {
             command.arg("--attach");
-            let mut sources = vec![attach.stdout.as_raw_fd(), attach.stderr.as_raw_fd()];
+            let mut sources = [attach.stdout.as_raw_fd(), attach.stderr.as_raw_fd(), -1];
             if let Some(stdin) = &attach.stdin {
                 command.arg("--attach-stdin");
-                sources.push(stdin.as_raw_fd());
+                sources[2] = stdin.as_raw_fd();
             }
             pass_fds(&mut command, sources);
         }
@@ -230,24 +230,27 @@ impl MonitorLauncher for ProcessLauncher {
 
 /// Gives the child `sources` as descriptors 3, 4, 5… (the monitor's `--attach` ends).
 #[allow(unsafe_code)]
-fn pass_fds(command: &mut Command, sources: Vec<i32>) {
+/// A source of -1 is skipped.
+fn pass_fds(command: &mut Command, sources: [i32; 3]) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs between fork and exec and calls only fcntl and dup2, which are
-    // async-signal-safe. Every source is first copied above the targets, so placing one
-    // cannot overwrite another; dup2 leaves the targets without close-on-exec, the copies
-    // keep it and vanish at exec.
+    // SAFETY: the closure runs between fork and exec; it allocates nothing and calls only
+    // fcntl and dup2, which are async-signal-safe. Every source is first copied above the
+    // targets, so placing one cannot overwrite another; dup2 leaves the targets without
+    // close-on-exec, the copies keep it and vanish at exec.
     unsafe {
         command.pre_exec(move || {
-            let mut copies = Vec::with_capacity(sources.len());
-            for source in &sources {
-                let copy = libc::fcntl(*source, libc::F_DUPFD_CLOEXEC, 10);
-                if copy < 0 {
+            let mut copies = [-1i32; 3];
+            for (copy, source) in copies.iter_mut().zip(sources) {
+                if source < 0 {
+                    continue;
+                }
+                *copy = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, 10);
+                if *copy < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                copies.push(copy);
             }
-            for (index, copy) in copies.iter().enumerate() {
-                if libc::dup2(*copy, 3 + index as i32) < 0 {
+            for (index, copy) in copies.into_iter().enumerate() {
+                if copy >= 0 && libc::dup2(copy, 3 + index as i32) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }

@@ -182,6 +182,7 @@ fn monitor(mut options: MonitorOptions) -> Result<(), String> {
         exit_code: None,
         pending_execs: Vec::new(),
         live_execs: HashMap::new(),
+        unopened_ptys: HashMap::new(),
         orphans: HashMap::new(),
     };
     if state.master.is_some() {
@@ -192,10 +193,11 @@ fn monitor(mut options: MonitorOptions) -> Result<(), String> {
     }
     state.run();
     let exit_code = state.exit_code.unwrap_or(255);
-    state.end_sessions();
-    // No more requests: a restarted container's new monitor binds the socket anew.
+    // No more requests (a caller sees the monitor gone at once rather than wait on a
+    // backlog nobody serves); a restarted container's new monitor binds the socket anew.
     state.control = None;
     let _ = std::fs::remove_file(control::SOCKET_NAME);
+    state.end_sessions();
     let record = ExitRecord {
         pid: pid as u32,
         exit_code,
@@ -524,6 +526,8 @@ struct PendingExec {
 struct LiveExec {
     pid: i32,
     master: Option<OwnedFd>,
+    /// Someone took the pty master (`OpenPty`).
+    opened: bool,
     exit_file: PathBuf,
 }
 
@@ -554,6 +558,9 @@ struct Monitor<'a> {
     exit_code: Option<i32>,
     pending_execs: Vec<PendingExec>,
     live_execs: HashMap<String, LiveExec>,
+    /// Pty masters of terminal sessions that ended before anyone opened them: their output
+    /// waits there for the first `OpenPty`.
+    unopened_ptys: HashMap<String, OwnedFd>,
     /// Exits of processes not (yet) known as sessions, kept while a `runc exec` runs: its
     /// process may die before runc has told us its pid.
     orphans: HashMap<i32, i32>,
@@ -571,7 +578,10 @@ impl Monitor<'_> {
                     break;
                 }
             }
-            let backpressure = self.clients.iter().any(|c| c.pending() > HIGH_WATER);
+            // Once the process has exited, its remaining output is read regardless, so the
+            // log gets all of it before the drain ends.
+            let backpressure =
+                self.exit_code.is_none() && self.clients.iter().any(|c| c.pending() > HIGH_WATER);
             let mut fds = Vec::with_capacity(8 + 3 * self.clients.len());
             let mut slots = Vec::with_capacity(fds.capacity());
             if !backpressure {
@@ -795,6 +805,7 @@ impl Monitor<'_> {
                     let live = LiveExec {
                         pid,
                         master: pending.master.take(),
+                        opened: false,
                         exit_file: pending.exit_file.clone(),
                     };
                     self.live_execs.insert(name.clone(), live);
@@ -823,7 +834,10 @@ impl Monitor<'_> {
 
     /// Records a session's exit in its exit file (berthd's watch picks it up).
     fn session_exited(&mut self, session: &str, code: i32) {
-        if let Some(live) = self.live_execs.remove(session) {
+        if let Some(mut live) = self.live_execs.remove(session) {
+            if let (Some(master), false) = (live.master.take(), live.opened) {
+                self.unopened_ptys.insert(session.to_string(), master);
+            }
             let record = ExitRecord {
                 pid: live.pid as u32,
                 exit_code: code,
@@ -895,17 +909,21 @@ impl Monitor<'_> {
                 }
             },
             Request::OpenPty { session } => {
-                match self
-                    .live_execs
-                    .get(&session)
-                    .and_then(|l| l.master.as_ref())
-                {
-                    Some(master) => {
+                if let Some(live) = self.live_execs.get_mut(&session) {
+                    if let Some(master) = &live.master {
+                        live.opened = true;
                         answer(&connection, &Reply::Ok, Some(master));
                         return;
                     }
+                }
+                // An ended session's output is still in its pty, for whoever opens it first.
+                match self.unopened_ptys.remove(&session) {
+                    Some(master) => {
+                        answer(&connection, &Reply::Ok, Some(&master));
+                        return;
+                    }
                     None => Reply::Error {
-                        message: format!("exec session {session} has no live terminal"),
+                        message: format!("exec session {session} has no terminal to open"),
                     },
                 }
             }
@@ -941,9 +959,7 @@ impl Monitor<'_> {
                         },
                     }
                 }
-                None => Reply::Error {
-                    message: format!("exec session {session} is not running"),
-                },
+                None => Reply::NotRunning,
             },
         };
         answer(&connection, &reply, None);
@@ -980,13 +996,12 @@ impl Monitor<'_> {
         connection: OwnedFd,
     ) -> Result<(), (OwnedFd, String)> {
         let valid = !session.is_empty() && session.bytes().all(|b| b.is_ascii_alphanumeric());
-        if !valid || self.exit_code.is_some() {
-            let error = if valid {
-                "the container is not running".to_string()
-            } else {
-                format!("bad session id {session:?}")
-            };
-            return Err((connection, error));
+        if self.exit_code.is_some() {
+            answer(&connection, &Reply::NotRunning, None);
+            return Ok(());
+        }
+        if !valid {
+            return Err((connection, format!("bad session id {session:?}")));
         }
         let mut command = self.options.runtime_command();
         command
@@ -1063,10 +1078,7 @@ impl Monitor<'_> {
             self.reap();
         }
         for pending in std::mem::take(&mut self.pending_execs) {
-            let reply = Reply::ExecFailed {
-                error: "the container exited".into(),
-            };
-            answer(&pending.connection, &reply, None);
+            answer(&pending.connection, &Reply::NotRunning, None);
         }
         // Sessions that outlived the limit: their exits are unknown.
         let sessions: Vec<String> = self.live_execs.keys().cloned().collect();
