@@ -198,6 +198,16 @@ impl Engine {
     pub(crate) async fn handle_exec_exit(&self, id: &str, session: &str) -> Result<()> {
         let locked = self.inner().lock(id).await?;
         let mut status = locked.status();
+        if !status.exec_sessions.contains_key(session) {
+            // A session whose Exec failed after the monitor started it (a lost reply): no
+            // record to update, and its exit file must not linger.
+            let path = exit_file(&self.inner().paths.exits_dir(), id, session);
+            return blocking(move || {
+                let _ = std::fs::remove_file(path);
+                Ok(())
+            })
+            .await;
+        }
         let events = apply_exec_exits(&locked, &mut status, Some(session)).await?;
         if !events.is_empty() {
             locked.commit(status, events).await?;
