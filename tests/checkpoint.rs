@@ -46,11 +46,20 @@ async fn exec_output(
     output.trim().to_string()
 }
 
+/// The counter as the container's loop last wrote it (waiting, bounded, for a first write).
 async fn counter(connection: &zbus::Connection, container: &ContainerProxy<'_>) -> u64 {
-    exec_output(connection, container, &["cat", "/tmp/n"])
-        .await
-        .parse()
-        .unwrap()
+    let read = ["sh", "-c", "cat /tmp/n 2>/dev/null || echo 0"];
+    for _ in 0..100 {
+        let value: u64 = exec_output(connection, container, &read)
+            .await
+            .parse()
+            .unwrap();
+        if value > 0 {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the counter never appeared in /tmp/n");
 }
 
 /// A harness with berthd, if CRIU works here; otherwise prints why the test is skipped.
@@ -325,6 +334,8 @@ async fn berthctl_checkpoints_to_a_file_and_restores_from_it() {
     assert!(done.status.success(), "{done:?}");
     let moved = common::container_proxy(&connection, "cli2").await;
     assert_eq!(moved.state().await.unwrap(), "running");
+    // The new container's own /tmp/n appears with the restored loop's next write.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(counter(&connection, &moved).await > 1);
     for name in ["cli", "cli2"] {
         assert!(h.berthctl(&["rm", "-f", name]).status.success());

@@ -9,11 +9,11 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -24,19 +24,21 @@ use nix::sys::socket::{accept4, SockFlag};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, ForkResult, Pid};
 
-use super::control::{self, Reply, Request};
+use super::control;
+use super::event_loop::Monitor;
+use super::log::LogWriter;
 use super::protocol::{write_exit_file, ExitRecord, StartReport};
-use super::stdio::{set_nonblocking, Client, Input, HIGH_WATER};
-use crate::clock::{now_micros, rfc3339_nanos};
+use super::stdio::{set_nonblocking, Client, Input};
+use crate::clock::now_micros;
 
 /// How long output is still drained after the main process has gone.
-const DRAIN_LIMIT: Duration = Duration::from_millis(500);
+pub(super) const DRAIN_LIMIT: Duration = Duration::from_millis(500);
 
 /// How long exec sessions may take to die after the container's init (the kernel kills them).
-const SESSION_LIMIT: Duration = Duration::from_secs(5);
+pub(super) const SESSION_LIMIT: Duration = Duration::from_secs(5);
 
 /// How long attached clients get to read the last output once the container is gone.
-const FLUSH_LIMIT: Duration = Duration::from_secs(30);
+pub(super) const FLUSH_LIMIT: Duration = Duration::from_secs(30);
 
 /// Pipe capacity for the container's output: fewer wake-ups under heavy output.
 const PIPE_SIZE: i32 = 1024 * 1024;
@@ -77,7 +79,7 @@ pub struct MonitorOptions {
 
 impl MonitorOptions {
     /// The runtime with its global options.
-    fn runtime_command(&self) -> Command {
+    pub(super) fn runtime_command(&self) -> Command {
         let mut command = Command::new(&self.runtime);
         command.arg("--root").arg(&self.runtime_root);
         if self.systemd_cgroup {
@@ -386,7 +388,7 @@ fn create_container(options: &MonitorOptions) -> Result<(i32, OwnedFd, Container
     }
 }
 
-fn read_pid_file(path: &Path) -> Result<i32, String> {
+pub(super) fn read_pid_file(path: &Path) -> Result<i32, String> {
     std::fs::read_to_string(path)
         .map_err(|e| format!("read {}: {e}", path.display()))
         .and_then(|text| {
@@ -397,7 +399,7 @@ fn read_pid_file(path: &Path) -> Result<i32, String> {
 }
 
 /// A listening stream socket for runc's `--console-socket` (non-blocking, close-on-exec).
-fn console_listener(path: &Path) -> Result<OwnedFd, String> {
+pub(super) fn console_listener(path: &Path) -> Result<OwnedFd, String> {
     use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockType, UnixAddr};
     let socket = socket(
         AddressFamily::Unix,
@@ -447,7 +449,7 @@ fn receive_console(listener: &OwnedFd, runtime: i32) -> Result<OwnedFd, String> 
 
 /// Accepts one connection on a console socket and receives the pty master on it; `None` when
 /// nobody is connecting.
-fn take_console(listener: &OwnedFd) -> Result<Option<OwnedFd>, String> {
+pub(super) fn take_console(listener: &OwnedFd) -> Result<Option<OwnedFd>, String> {
     let connection = match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
         // SAFETY: accept4 returned a new descriptor that nothing else owns.
         Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
@@ -499,7 +501,7 @@ fn exit_code_of(status: WaitStatus) -> Option<i32> {
 }
 
 /// Reaps every dead child: (pid, exit code).
-fn reap_children() -> Vec<(i32, i32)> {
+pub(super) fn reap_children() -> Vec<(i32, i32)> {
     let mut reaped = Vec::new();
     while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
         match (status.pid(), exit_code_of(status)) {
@@ -509,644 +511,6 @@ fn reap_children() -> Vec<(i32, i32)> {
         }
     }
     reaped
-}
-
-/// An exec session whose `runc exec --detach` is still running.
-struct PendingExec {
-    session: String,
-    runtime_pid: i32,
-    /// The berthd connection waiting for the reply.
-    connection: OwnedFd,
-    console: Option<OwnedFd>,
-    master: Option<OwnedFd>,
-    exit_file: PathBuf,
-}
-
-/// An exec session whose process runs.
-struct LiveExec {
-    pid: i32,
-    master: Option<OwnedFd>,
-    /// Someone took the pty master (`OpenPty`).
-    opened: bool,
-    exit_file: PathBuf,
-}
-
-/// What a poll slot stands for.
-#[derive(Clone, Copy)]
-enum Slot {
-    Source(usize),
-    Pidfd,
-    Signals,
-    Control,
-    ClientStdin(usize),
-    ClientOutput(usize, usize),
-    Input,
-    Console(usize),
-}
-
-struct Monitor<'a> {
-    options: &'a MonitorOptions,
-    main: Pid,
-    pidfd: OwnedFd,
-    signals: SignalFd,
-    control: Option<OwnedFd>,
-    sources: Vec<(OwnedFd, usize)>,
-    master: Option<OwnedFd>,
-    input: Option<Input>,
-    clients: Vec<Client>,
-    log: LogWriter,
-    exit_code: Option<i32>,
-    pending_execs: Vec<PendingExec>,
-    live_execs: HashMap<String, LiveExec>,
-    /// Pty masters of terminal sessions that ended before anyone opened them: their output
-    /// waits there for the first `OpenPty`.
-    unopened_ptys: HashMap<String, OwnedFd>,
-    /// Exits of processes not (yet) known as sessions, kept while a `runc exec` runs: its
-    /// process may die before runc has told us its pid.
-    orphans: HashMap<i32, i32>,
-}
-
-impl Monitor<'_> {
-    /// Copies output to the log and to clients, serves requests and records session exits
-    /// until the main process has exited and its output is drained.
-    fn run(&mut self) {
-        let mut drain_deadline: Option<Instant> = None;
-        let mut buffer = vec![0u8; 65536];
-        loop {
-            if let Some(deadline) = drain_deadline {
-                if self.sources.is_empty() || Instant::now() >= deadline {
-                    break;
-                }
-            }
-            // Once the process has exited, its remaining output is read regardless, so the
-            // log gets all of it before the drain ends.
-            let backpressure =
-                self.exit_code.is_none() && self.clients.iter().any(|c| c.pending() > HIGH_WATER);
-            let mut fds = Vec::with_capacity(8 + 3 * self.clients.len());
-            let mut slots = Vec::with_capacity(fds.capacity());
-            if !backpressure {
-                for (index, (fd, _)) in self.sources.iter().enumerate() {
-                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-                    slots.push(Slot::Source(index));
-                }
-            }
-            if self.exit_code.is_none() {
-                fds.push(PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN));
-                slots.push(Slot::Pidfd);
-            }
-            fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
-            slots.push(Slot::Signals);
-            if let Some(control) = &self.control {
-                fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
-                slots.push(Slot::Control);
-            }
-            let input_ready = self.input.as_ref().is_some_and(Input::is_ready);
-            for (index, client) in self.clients.iter().enumerate() {
-                if let (Some(stdin), true) = (&client.stdin, input_ready) {
-                    fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-                    slots.push(Slot::ClientStdin(index));
-                }
-                for (stream, sink) in client.outputs.iter().enumerate() {
-                    if let Some(sink) = sink {
-                        // With nothing to write, still watch for the reader going away.
-                        let events = if sink.pending() > 0 {
-                            PollFlags::POLLOUT
-                        } else {
-                            PollFlags::empty()
-                        };
-                        fds.push(PollFd::new(sink.fd.as_fd(), events));
-                        slots.push(Slot::ClientOutput(index, stream));
-                    }
-                }
-            }
-            if let Some(input) = self.input.as_ref().filter(|i| i.has_pending()) {
-                fds.push(PollFd::new(input.fd.as_fd(), PollFlags::POLLOUT));
-                slots.push(Slot::Input);
-            }
-            for (index, pending) in self.pending_execs.iter().enumerate() {
-                if let Some(console) = &pending.console {
-                    fds.push(PollFd::new(console.as_fd(), PollFlags::POLLIN));
-                    slots.push(Slot::Console(index));
-                }
-            }
-            let timeout = match drain_deadline {
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    PollTimeout::try_from(left.as_millis() as i32).unwrap_or(PollTimeout::ZERO)
-                }
-                None => PollTimeout::NONE,
-            };
-            match poll(&mut fds, timeout) {
-                Ok(0) => continue,
-                Ok(_) => {}
-                Err(Errno::EINTR) => continue,
-                // Never give up on a live container (that would write a false exit code); a
-                // transient failure (ENOMEM) is retried after a pause.
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            }
-            let ready: Vec<(Slot, PollFlags)> = fds
-                .iter()
-                .zip(&slots)
-                .filter_map(|(fd, slot)| fd.revents().filter(|r| !r.is_empty()).map(|r| (*slot, r)))
-                .collect();
-            drop(fds);
-            let mut closed_sources = Vec::new();
-            for (slot, revents) in ready {
-                match slot {
-                    Slot::Source(index) => {
-                        if !self.copy_output(index, &mut buffer) {
-                            closed_sources.push(index);
-                        }
-                    }
-                    Slot::Pidfd | Slot::Signals => {
-                        while let Ok(Some(_)) = self.signals.read_signal() {}
-                        self.reap();
-                        if self.exit_code.is_some() && drain_deadline.is_none() {
-                            drain_deadline = Some(Instant::now() + DRAIN_LIMIT);
-                        }
-                    }
-                    Slot::Control => self.accept_requests(),
-                    Slot::ClientStdin(index) => self.forward_input(index, &mut buffer),
-                    Slot::ClientOutput(index, stream) => {
-                        let client = &mut self.clients[index];
-                        let failed = revents.intersects(PollFlags::POLLERR | PollFlags::POLLHUP)
-                            || client.outputs[stream]
-                                .as_mut()
-                                .is_some_and(|sink| sink.flush().is_err());
-                        if failed {
-                            client.outputs[stream] = None;
-                        }
-                    }
-                    Slot::Input => {
-                        if let Some(input) = self.input.as_mut() {
-                            if input.flush().is_err() {
-                                self.input = None;
-                            }
-                        }
-                    }
-                    Slot::Console(index) => {
-                        let pending = &mut self.pending_execs[index];
-                        if let Some(console) = &pending.console {
-                            if let Ok(Some(master)) = take_console(console) {
-                                pending.master = Some(master);
-                                pending.console = None;
-                            }
-                        }
-                    }
-                }
-            }
-            closed_sources.sort_unstable();
-            for index in closed_sources.into_iter().rev() {
-                self.sources.remove(index);
-            }
-            if self.input.as_ref().is_some_and(Input::is_done) {
-                self.input = None;
-            }
-            self.clients.retain(|client| !client.is_gone());
-        }
-    }
-
-    /// Reads one chunk of output into the log and every client; false at end of stream.
-    fn copy_output(&mut self, index: usize, buffer: &mut [u8]) -> bool {
-        let (fd, stream) = &self.sources[index];
-        match nix::unistd::read(fd, buffer) {
-            Ok(0) => false,
-            Ok(length) => {
-                let bytes = &buffer[..length];
-                self.log.write(*stream, bytes);
-                for client in &mut self.clients {
-                    client.send(*stream, bytes);
-                }
-                true
-            }
-            Err(Errno::EINTR | Errno::EAGAIN) => true,
-            // EIO: a pty whose last slave is closed.
-            Err(_) => false,
-        }
-    }
-
-    /// Moves what a client sent into the container's stdin; its end of stream closes the
-    /// container's stdin (a pipe) or only detaches its input (a terminal).
-    fn forward_input(&mut self, index: usize, buffer: &mut [u8]) {
-        let client = &mut self.clients[index];
-        let Some(stdin) = &client.stdin else {
-            return;
-        };
-        match nix::unistd::read(stdin, buffer) {
-            Ok(0) | Err(Errno::EBADF | Errno::EIO) => {
-                client.stdin = None;
-                if self.master.is_none() {
-                    if let Some(input) = self.input.as_mut() {
-                        input.close_when_flushed();
-                    }
-                }
-            }
-            Ok(length) => {
-                if let Some(input) = self.input.as_mut() {
-                    if input.push(&buffer[..length]).is_err() {
-                        self.input = None;
-                    }
-                }
-            }
-            Err(_) => {}
-        }
-    }
-
-    /// Reaps children and records what their exits mean: the container's, a session's, or a
-    /// `runc exec` finishing.
-    fn reap(&mut self) {
-        let reaped = reap_children();
-        if reaped.is_empty() {
-            return;
-        }
-        let mut finished_runtimes = Vec::new();
-        for (pid, code) in reaped {
-            if pid == self.main.as_raw() {
-                self.exit_code = Some(code);
-            } else if let Some(index) = self.pending_execs.iter().position(|p| p.runtime_pid == pid)
-            {
-                finished_runtimes.push((index, code));
-            } else if let Some(session) = self
-                .live_execs
-                .iter()
-                .find(|(_, live)| live.pid == pid)
-                .map(|(session, _)| session.clone())
-            {
-                self.session_exited(&session, code);
-            } else if !self.pending_execs.is_empty() {
-                self.orphans.insert(pid, code);
-            }
-        }
-        finished_runtimes.sort_unstable();
-        for (index, code) in finished_runtimes.into_iter().rev() {
-            let pending = self.pending_execs.remove(index);
-            self.exec_started(pending, code);
-        }
-        if self.pending_execs.is_empty() {
-            self.orphans.clear();
-        }
-    }
-
-    /// `runc exec --detach` has exited with `code`: reply to berthd with the session's pid or
-    /// the runtime's error.
-    fn exec_started(&mut self, mut pending: PendingExec, code: i32) {
-        let name = pending.session.clone();
-        let reply = if code == 0 {
-            match read_pid_file(Path::new(&format!("exec-{name}.pid"))) {
-                Ok(pid) => {
-                    if pending.master.is_none() {
-                        if let Some(console) = &pending.console {
-                            pending.master = take_console(console).ok().flatten();
-                        }
-                    }
-                    let live = LiveExec {
-                        pid,
-                        master: pending.master.take(),
-                        opened: false,
-                        exit_file: pending.exit_file.clone(),
-                    };
-                    self.live_execs.insert(name.clone(), live);
-                    Reply::ExecStarted { pid: pid as u32 }
-                }
-                Err(error) => Reply::ExecFailed { error },
-            }
-        } else {
-            Reply::ExecFailed {
-                error: runtime_log_error(Path::new(&format!("exec-{name}.log")))
-                    .unwrap_or_else(|| format!("{} exec exited with {code}", self.options.runtime)),
-            }
-        };
-        answer(&pending.connection, &reply, None);
-        for file in ["pid", "log", "json"] {
-            let _ = std::fs::remove_file(format!("exec-{name}.{file}"));
-        }
-        let _ = std::fs::remove_file(format!("exec-{name}.sock"));
-        if let Reply::ExecStarted { pid } = reply {
-            // The process may have died before runc reported it.
-            if let Some(code) = self.orphans.remove(&(pid as i32)) {
-                self.session_exited(&name, code);
-            }
-        }
-    }
-
-    /// Records a session's exit in its exit file (berthd's watch picks it up).
-    fn session_exited(&mut self, session: &str, code: i32) {
-        if let Some(mut live) = self.live_execs.remove(session) {
-            if let (Some(master), false) = (live.master.take(), live.opened) {
-                self.unopened_ptys.insert(session.to_string(), master);
-            }
-            let record = ExitRecord {
-                pid: live.pid as u32,
-                exit_code: code,
-                exited_at: now_micros(),
-                oom_killed: false,
-                checkpointed: false,
-            };
-            let _ = write_exit_file(&live.exit_file, &record);
-        }
-    }
-
-    /// Serves every connection waiting on the control socket.
-    fn accept_requests(&mut self) {
-        loop {
-            let Some(listener) = &self.control else {
-                return;
-            };
-            let connection = match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
-                // SAFETY: accept4 returned a new descriptor that nothing else owns.
-                Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
-                Err(Errno::EINTR) => continue,
-                Err(_) => return,
-            };
-            // The request follows the connect at once; a client that sends nothing within a
-            // second is dropped rather than stall the container's output.
-            let _ = nix::sys::socket::setsockopt(
-                &connection,
-                nix::sys::socket::sockopt::ReceiveTimeout,
-                &nix::sys::time::TimeVal::new(1, 0),
-            );
-            let Ok(Some((bytes, fds))) = control::receive(connection.as_fd()) else {
-                continue;
-            };
-            match serde_json::from_slice::<Request>(&bytes) {
-                Ok(request) => self.serve(request, fds, connection),
-                Err(error) => answer(
-                    &connection,
-                    &Reply::Error {
-                        message: format!("bad request: {error}"),
-                    },
-                    None,
-                ),
-            }
-        }
-    }
-
-    fn serve(&mut self, request: Request, fds: Vec<OwnedFd>, connection: OwnedFd) {
-        let reply = match request {
-            Request::Attach { stdin } => self.attach(stdin, fds),
-            Request::Resize { rows, cols } => match &self.master {
-                Some(master) => {
-                    resized(crate::terminal::set_window_size(master.as_fd(), rows, cols))
-                }
-                None => Reply::Error {
-                    message: "the container has no terminal".into(),
-                },
-            },
-            Request::Exec {
-                session,
-                process,
-                terminal,
-                exit_file,
-            } => match self.exec(&session, &process, terminal, exit_file, fds, connection) {
-                // The reply waits for `runc exec`.
-                Ok(()) => return,
-                Err((connection, error)) => {
-                    answer(&connection, &Reply::ExecFailed { error }, None);
-                    return;
-                }
-            },
-            Request::OpenPty { session } => {
-                if let Some(live) = self.live_execs.get_mut(&session) {
-                    if let Some(master) = &live.master {
-                        live.opened = true;
-                        answer(&connection, &Reply::Ok, Some(master));
-                        return;
-                    }
-                }
-                // An ended session's output is still in its pty, for whoever opens it first.
-                match self.unopened_ptys.remove(&session) {
-                    Some(master) => {
-                        answer(&connection, &Reply::Ok, Some(&master));
-                        return;
-                    }
-                    None => Reply::Error {
-                        message: format!("exec session {session} has no terminal to open"),
-                    },
-                }
-            }
-            Request::ResizeExec {
-                session,
-                rows,
-                cols,
-            } => match self
-                .live_execs
-                .get(&session)
-                .and_then(|l| l.master.as_ref())
-            {
-                Some(master) => {
-                    resized(crate::terminal::set_window_size(master.as_fd(), rows, cols))
-                }
-                None => Reply::Error {
-                    message: format!("exec session {session} has no live terminal"),
-                },
-            },
-            Request::KillExec { session, signal } => match self.live_execs.get(&session) {
-                Some(live) => {
-                    // The pid is still ours: a reaped session leaves `live_execs` at once.
-                    match Signal::try_from(signal) {
-                        Ok(signal) => match nix::sys::signal::kill(Pid::from_raw(live.pid), signal)
-                        {
-                            Ok(()) => Reply::Ok,
-                            Err(error) => Reply::Error {
-                                message: format!("kill: {error}"),
-                            },
-                        },
-                        Err(error) => Reply::Error {
-                            message: format!("signal {signal}: {error}"),
-                        },
-                    }
-                }
-                None => Reply::NotRunning,
-            },
-        };
-        answer(&connection, &reply, None);
-    }
-
-    fn attach(&mut self, stdin: bool, fds: Vec<OwnedFd>) -> Reply {
-        let expected = if stdin { 3 } else { 2 };
-        if fds.len() != expected {
-            return Reply::Error {
-                message: format!("attach needs {expected} descriptors, got {}", fds.len()),
-            };
-        }
-        let mut fds = fds.into_iter();
-        let (Some(stdout), Some(stderr)) = (fds.next(), fds.next()) else {
-            return Reply::Error {
-                message: "attach needs stdout and stderr".into(),
-            };
-        };
-        let stdin = fds.next().filter(|_| self.input.is_some());
-        // A terminal has one output stream: the client's stderr end stays at EOF.
-        let stderr = Some(stderr).filter(|_| self.master.is_none());
-        self.clients.push(Client::new(stdout, stderr, stdin));
-        Reply::Ok
-    }
-
-    /// Starts `runc exec --detach` for a session; the reply is sent when runc exits.
-    fn exec(
-        &mut self,
-        session: &str,
-        process: &Path,
-        terminal: bool,
-        exit_file: PathBuf,
-        fds: Vec<OwnedFd>,
-        connection: OwnedFd,
-    ) -> Result<(), (OwnedFd, String)> {
-        let valid = !session.is_empty() && session.bytes().all(|b| b.is_ascii_alphanumeric());
-        if self.exit_code.is_some() {
-            answer(&connection, &Reply::NotRunning, None);
-            return Ok(());
-        }
-        if !valid {
-            return Err((connection, format!("bad session id {session:?}")));
-        }
-        let mut command = self.options.runtime_command();
-        command
-            .arg("--log")
-            .arg(format!("exec-{session}.log"))
-            .args(["--log-format", "json", "exec", "--detach", "--pid-file"])
-            .arg(format!("exec-{session}.pid"))
-            .arg("--process")
-            .arg(process);
-        let console = if terminal {
-            let socket = format!("exec-{session}.sock");
-            let listener = match console_listener(Path::new(&socket)) {
-                Ok(listener) => listener,
-                Err(error) => return Err((connection, error)),
-            };
-            command
-                .arg("--console-socket")
-                .arg(&socket)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            Some(listener)
-        } else {
-            let mut fds = fds.into_iter();
-            match (fds.next(), fds.next(), fds.next()) {
-                (Some(stdin), Some(stdout), Some(stderr)) => {
-                    command
-                        .stdin(Stdio::from(stdin))
-                        .stdout(Stdio::from(stdout))
-                        .stderr(Stdio::from(stderr));
-                }
-                _ => return Err((connection, "exec needs stdin, stdout and stderr".into())),
-            }
-            None
-        };
-        let child = match command.arg(&self.options.id).spawn() {
-            Ok(child) => child,
-            Err(error) => {
-                return Err((
-                    connection,
-                    format!("cannot run {}: {error}", self.options.runtime),
-                ))
-            }
-        };
-        // Reaped by `reap` through SIGCHLD like every other child.
-        let runtime_pid = child.id() as i32;
-        drop(child);
-        self.pending_execs.push(PendingExec {
-            session: session.to_string(),
-            runtime_pid,
-            connection,
-            console,
-            master: None,
-            exit_file,
-        });
-        Ok(())
-    }
-
-    /// After the container's init is gone the kernel kills every session; wait (bounded) for
-    /// them and for `runc exec`s still running, so each session's exit is on record before
-    /// the container's.
-    fn end_sessions(&mut self) {
-        let deadline = Instant::now() + SESSION_LIMIT;
-        while !(self.live_execs.is_empty() && self.pending_execs.is_empty()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            let mut fds = [PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
-            let timeout =
-                PollTimeout::try_from(left.as_millis() as i32).unwrap_or(PollTimeout::ZERO);
-            let _ = poll(&mut fds, timeout);
-            while let Ok(Some(_)) = self.signals.read_signal() {}
-            self.reap();
-        }
-        for pending in std::mem::take(&mut self.pending_execs) {
-            answer(&pending.connection, &Reply::NotRunning, None);
-        }
-        // Sessions that outlived the limit: their exits are unknown.
-        let sessions: Vec<String> = self.live_execs.keys().cloned().collect();
-        for session in sessions {
-            self.session_exited(&session, -1);
-        }
-    }
-
-    /// Gives attached clients the output they have not read yet (bounded), then closes them.
-    fn flush_clients(&mut self) {
-        let deadline = Instant::now() + FLUSH_LIMIT;
-        loop {
-            for client in &mut self.clients {
-                client.stdin = None;
-                for sink in &mut client.outputs {
-                    if sink
-                        .as_mut()
-                        .is_some_and(|s| s.flush().is_err() || s.pending() == 0)
-                    {
-                        *sink = None;
-                    }
-                }
-            }
-            self.clients.retain(|client| !client.is_gone());
-            let left = deadline.saturating_duration_since(Instant::now());
-            if self.clients.is_empty() || left.is_zero() {
-                return;
-            }
-            let mut fds: Vec<PollFd<'_>> = self
-                .clients
-                .iter()
-                .flat_map(|c| c.outputs.iter().flatten())
-                .map(|sink| PollFd::new(sink.fd.as_fd(), PollFlags::POLLOUT))
-                .collect();
-            let timeout =
-                PollTimeout::try_from(left.as_millis() as i32).unwrap_or(PollTimeout::ZERO);
-            let _ = poll(&mut fds, timeout);
-        }
-    }
-}
-
-fn resized(result: std::io::Result<()>) -> Reply {
-    match result {
-        Ok(()) => Reply::Ok,
-        Err(error) => Reply::Error {
-            message: format!("resize: {error}"),
-        },
-    }
-}
-
-/// Sends a reply on a request's connection (best effort: berthd may have given up).
-fn answer(connection: &OwnedFd, reply: &Reply, fd: Option<&OwnedFd>) {
-    let _ = fcntl(connection.as_fd(), FcntlArg::F_SETFL(OFlag::empty()));
-    if let Ok(bytes) = serde_json::to_vec(reply) {
-        let fds: Vec<_> = fd.map(|fd| fd.as_fd()).into_iter().collect();
-        let _ = control::send(connection.as_fd(), &bytes, &fds);
-    }
-}
-
-/// The last error runc wrote into its JSON `--log`.
-fn runtime_log_error(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().rev().find_map(|line| {
-        let value: serde_json::Value = serde_json::from_str(line).ok()?;
-        (value.get("level")?.as_str()? == "error")
-            .then(|| value.get("msg")?.as_str().map(str::to_string))
-            .flatten()
-    })
 }
 
 /// Reads `oom_kill N` from a cgroup file.
@@ -1162,69 +526,9 @@ fn oom_killed(path: &PathBuf) -> bool {
         .unwrap_or(false)
 }
 
-/// Writes container output in the k8s-file format podman and CRI-O use:
-/// `<RFC 3339 time> <stdout|stderr> <F|P> <text>`, `P` marking a line cut short.
-pub struct LogWriter {
-    file: Option<File>,
-}
-
-impl LogWriter {
-    pub fn open(path: Option<&PathBuf>) -> LogWriter {
-        let file = path.and_then(|path| File::options().create(true).append(true).open(path).ok());
-        LogWriter { file }
-    }
-
-    pub fn write(&mut self, stream: usize, bytes: &[u8]) {
-        let Some(file) = self.file.as_mut() else {
-            return;
-        };
-        let stream = if stream == 0 { "stdout" } else { "stderr" };
-        let time = rfc3339_nanos(SystemTime::now());
-        let mut out = Vec::with_capacity(bytes.len() + 64);
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let (line, tag, next) = match rest.iter().position(|&b| b == b'\n') {
-                Some(end) => (&rest[..end], "F", &rest[end + 1..]),
-                None => (rest, "P", &rest[rest.len()..]),
-            };
-            out.extend_from_slice(format!("{time} {stream} {tag} ").as_bytes());
-            out.extend_from_slice(line);
-            out.push(b'\n');
-            rest = next;
-        }
-        let _ = file.write_all(&out);
-    }
-}
-
-/// Reads a log written by [`LogWriter`] back into its text lines (used by tests and `Logs`).
-pub fn read_log_lines(path: &std::path::Path) -> std::io::Result<Vec<String>> {
-    let mut text = String::new();
-    File::open(path)?.read_to_string(&mut text)?;
-    Ok(text
-        .lines()
-        .filter_map(|line| line.splitn(4, ' ').nth(3).map(str::to_string))
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_lines_are_tagged_full_or_partial() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ctr.log");
-        let mut log = LogWriter::open(Some(&path));
-        log.write(0, b"hello\nwor");
-        log.write(1, b"oops\n");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let fields: Vec<Vec<&str>> = text.lines().map(|l| l.splitn(4, ' ').collect()).collect();
-        assert_eq!(fields.len(), 3);
-        assert_eq!(&fields[0][1..], ["stdout", "F", "hello"]);
-        assert_eq!(&fields[1][1..], ["stdout", "P", "wor"]);
-        assert_eq!(&fields[2][1..], ["stderr", "F", "oops"]);
-        assert_eq!(read_log_lines(&path).unwrap(), vec!["hello", "wor", "oops"]);
-    }
 
     #[test]
     fn oom_kills_are_read_from_either_cgroup_version() {
