@@ -69,7 +69,9 @@ impl From<EngineError> for BusError {
             EngineError::NoSuchExecSession(_) => BusError::berth("NoSuchExecSession", message),
             EngineError::NameInUse(_) => BusError::berth("NameInUse", message),
             EngineError::ImageInUse(_) => BusError::berth("ImageInUse", message),
-            EngineError::InvalidState { .. } => BusError::berth("InvalidState", message),
+            EngineError::InvalidState { .. } | EngineError::HasDependents { .. } => {
+                BusError::berth("InvalidState", message)
+            }
             EngineError::ContainerStopped(_) => BusError::berth("ContainerStopped", message),
             EngineError::DependencyNotRunning { .. } => {
                 BusError::berth("DependencyNotRunning", message)

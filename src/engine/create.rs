@@ -297,10 +297,10 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
         .map(|e| e.config.name.clone())
         .collect();
     if !dependents.is_empty() {
-        return Err(EngineError::InvalidState {
+        return Err(EngineError::HasDependents {
             id: id.clone(),
             state: locked.status().state,
-            verb: "remove a container others depend on",
+            dependents,
         });
     }
     let state = locked.status().state;

@@ -24,6 +24,13 @@ pub enum EngineError {
         state: State,
         verb: &'static str,
     },
+    /// Removal refused: other containers name this one in `Dependencies`.
+    #[error("container {id} is {state}: cannot remove it while {} depend on it", dependents.join(", "))]
+    HasDependents {
+        id: String,
+        state: State,
+        dependents: Vec<String>,
+    },
     #[error("container {0} is already stopped")]
     ContainerStopped(String),
     #[error("dependency {dependency} of container {id} is not running")]

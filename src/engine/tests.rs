@@ -332,6 +332,14 @@ async fn recursive_start_starts_dependencies_first() {
         State::Running
     );
     assert_eq!(setup.engine.status(&web).unwrap().state, State::Running);
+    // The dependency cannot go while web names it, and the refusal says who does.
+    let refused = setup
+        .engine
+        .remove(ROOT, &database, true)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("web depend"), "{refused}");
+    assert!(matches!(refused, EngineError::HasDependents { .. }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
