@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{blocking, event, Caller, Engine, EngineError, Entry, Locked, NewEvent, Result, State};
+use super::{
+    blocking, event, Caller, ContainerStatus, Engine, EngineError, Entry, Locked, NewEvent, Result,
+    State,
+};
 use crate::clock::now_micros;
 use crate::monitor::protocol::read_exit_file;
 
@@ -133,52 +136,47 @@ pub(crate) async fn record_stopped(
     events: Vec<NewEvent>,
 ) -> Result<()> {
     let mut stopped = locked.status();
-    // Sessions end with the container; their exits are recorded before its own.
-    let mut session_events = super::exec::apply_exec_exits(locked, &mut stopped, None).await?;
-    session_events.extend(super::exec::end_unreported_sessions(
-        locked.config(),
-        &mut stopped,
-        finished_at,
-    ));
-    let events: Vec<NewEvent> = session_events.into_iter().chain(events).collect();
-    stopped.state = State::Stopped;
     stopped.exit_code = exit_code;
     stopped.oom_killed = oom_killed;
-    stopped.finished_at = finished_at;
-    stopped.pid = 0;
-    stopped.monitor_pid = 0;
-    locked.commit_with(stopped, events, Some(exit_code)).await?;
-    if let Err(error) = release_runtime(locked, Caller::ENGINE).await {
-        tracing::warn!(id = %locked.id(), %error, "cleanup after an exit failed");
-        let mut status = locked.status();
-        status.error = error.to_string();
-        locked.commit(status, Vec::new()).await?;
-    }
-    Ok(())
+    commit_stopped(locked, stopped, finished_at, events, Some(exit_code)).await
 }
 
 /// Commits `stopped` after a checkpoint took the process (with a `checkpoint` event, no
 /// `Exited`), then cleans up like any exit.
 async fn record_checkpointed(locked: &Locked<'_>, caller: Caller, finished_at: u64) -> Result<()> {
     let mut stopped = locked.status();
-    let mut events = super::exec::apply_exec_exits(locked, &mut stopped, None).await?;
-    events.extend(super::exec::end_unreported_sessions(
-        locked.config(),
-        &mut stopped,
-        finished_at,
-    ));
-    events.push(super::checkpoint::checkpoint_event(locked, caller));
-    stopped.state = State::Stopped;
-    stopped.finished_at = finished_at;
-    stopped.pid = 0;
-    stopped.monitor_pid = 0;
     stopped.checkpointed = true;
     stopped.checkpointed_at = now_micros();
     // What the user asked for: the restart policy leaves it alone.
     stopped.stopped_by_user = true;
-    locked.commit(stopped, events).await?;
+    let events = vec![super::checkpoint::checkpoint_event(locked, caller)];
+    commit_stopped(locked, stopped, finished_at, events, None).await
+}
+
+/// The common end of a run: the container's sessions end with it (their exits recorded
+/// before its own events), `stopped` is committed (announcing `Exited` when given), then the
+/// runtime is released; a failed cleanup leaves the failure in `Error`.
+async fn commit_stopped(
+    locked: &Locked<'_>,
+    mut stopped: ContainerStatus,
+    finished_at: u64,
+    events: Vec<NewEvent>,
+    exited: Option<i32>,
+) -> Result<()> {
+    let mut all = super::exec::apply_exec_exits(locked, &mut stopped, None).await?;
+    all.extend(super::exec::end_unreported_sessions(
+        locked.config(),
+        &mut stopped,
+        finished_at,
+    ));
+    all.extend(events);
+    stopped.state = State::Stopped;
+    stopped.finished_at = finished_at;
+    stopped.pid = 0;
+    stopped.monitor_pid = 0;
+    locked.commit_with(stopped, all, exited).await?;
     if let Err(error) = release_runtime(locked, Caller::ENGINE).await {
-        tracing::warn!(id = %locked.id(), %error, "cleanup after a checkpoint failed");
+        tracing::warn!(id = %locked.id(), %error, "cleanup after an exit failed");
         let mut status = locked.status();
         status.error = error.to_string();
         locked.commit(status, Vec::new()).await?;
