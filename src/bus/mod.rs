@@ -325,9 +325,11 @@ impl Publisher {
                     .await?;
             }
             Notification::Status { id, status } => {
-                let changed = container::changed_properties(&id, self.last.get(&id), &status);
-                let before = self.last.insert(id.clone(), status.clone());
-                self.publish_sessions(&id, before.as_ref(), &status).await?;
+                let before = self.last.remove(&id);
+                let changed = container::changed_properties(&id, before.as_ref(), &status);
+                let sessions = self.publish_sessions(&id, before.as_ref(), &status).await;
+                self.last.insert(id.clone(), status);
+                sessions?;
                 if !changed.is_empty() {
                     let emitter = SignalEmitter::new(&self.connection, container::path(&id))?;
                     let changed: HashMap<&str, zbus::Variant<'_>> = changed.into_iter().collect();
