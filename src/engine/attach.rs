@@ -5,13 +5,13 @@
 //! passes through berthd, and nothing is lost: a client attached at launch is registered
 //! before the monitor reads the first byte.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use nix::fcntl::OFlag;
 
 use super::lifecycle::{check_dependencies, start_with, RunStdio};
-use super::{blocking, event, Caller, Engine, EngineError, Locked, Result, State};
-use crate::monitor::control::{ControlError, Reply, Request};
+use super::{control, event, Caller, Engine, EngineError, Locked, Result, State};
+use crate::monitor::control::Request;
 use crate::monitor::launcher::AttachEnds;
 
 /// `Attach`/`StartAndAttach` options.
@@ -187,27 +187,4 @@ async fn resize_locked(locked: &Locked<'_>, rows: u16, cols: u16) -> Result<()> 
         Some(_) => Ok(()),
         None => Err(locked.invalid("resize")),
     }
-}
-
-/// One request to the container's monitor, off the async workers. `fds` are produced on the
-/// blocking thread and closed there once sent. `None` when the monitor is gone (the
-/// process has just ended); a refusal is a runtime error.
-pub(crate) async fn control(
-    locked: &Locked<'_>,
-    request: Request,
-    fds: impl FnOnce() -> Vec<OwnedFd> + Send + 'static,
-) -> Result<Option<(Reply, Vec<OwnedFd>)>> {
-    let launcher = locked.engine().backends.launcher.clone();
-    let bundle = locked.engine().paths.bundle(locked.id());
-    blocking(move || {
-        let fds = fds();
-        let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
-        match launcher.control(&bundle, &request, &borrowed) {
-            Ok((Reply::Error { message }, _)) => Err(EngineError::Runtime(message)),
-            Ok(reply) => Ok(Some(reply)),
-            Err(ControlError::Gone) => Ok(None),
-            Err(error) => Err(EngineError::Runtime(error.to_string())),
-        }
-    })
-    .await
 }

@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use super::attach::control;
 use super::config::ExecSession;
-use super::{blocking, event, Caller, ContainerConfig, ContainerStatus, Engine, EngineError};
+use super::{
+    blocking, control, event, Caller, ContainerConfig, ContainerStatus, Engine, EngineError,
+};
 use super::{Locked, NewEvent, Result, State};
 use crate::clock::now_micros;
 use crate::monitor::control::{Reply, Request};

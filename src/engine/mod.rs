@@ -26,6 +26,7 @@ pub mod state;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -43,6 +44,7 @@ pub use state::State;
 
 use crate::clock::now_micros;
 use crate::db::{Change, Db, EventRecord, NewEvent};
+use crate::monitor::control::{ControlError, Reply, Request};
 use crate::monitor::launcher::MonitorLauncher;
 use crate::monitor::protocol::RunPaths;
 use crate::runtime::OciRuntime;
@@ -440,6 +442,29 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| EngineError::Internal(format!("blocking task: {e}")))?
+}
+
+/// One request to the container's monitor, off the async workers. `fds` are produced on the
+/// blocking thread and closed there once sent. `None` when the monitor is gone (the
+/// process has just ended); a refusal is a runtime error.
+pub(crate) async fn control(
+    locked: &Locked<'_>,
+    request: Request,
+    fds: impl FnOnce() -> Vec<OwnedFd> + Send + 'static,
+) -> Result<Option<(Reply, Vec<OwnedFd>)>> {
+    let launcher = locked.engine().backends.launcher.clone();
+    let bundle = locked.engine().paths.bundle(locked.id());
+    blocking(move || {
+        let fds = fds();
+        let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+        match launcher.control(&bundle, &request, &borrowed) {
+            Ok((Reply::Error { message }, _)) => Err(EngineError::Runtime(message)),
+            Ok(reply) => Ok(Some(reply)),
+            Err(ControlError::Gone) => Ok(None),
+            Err(error) => Err(EngineError::Runtime(error.to_string())),
+        }
+    })
+    .await
 }
 
 /// Event attributes every event carries: name, image, caller uid.
