@@ -9,7 +9,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-use berth::cli::proxy::{ContainerProxy, ExecSessionProxy, ManagerProxy};
+use berth::cli::proxy::{ContainerProxy, ManagerProxy};
 use common::{error_name, harness, Harness};
 use futures_util::StreamExt;
 use zbus::Variant;
@@ -36,11 +36,7 @@ async fn exec_output(
     std::fs::File::from(read)
         .read_to_string(&mut output)
         .unwrap();
-    let session = ExecSessionProxy::builder(connection)
-        .path(path)
-        .build()
-        .await
-        .unwrap();
+    let session = common::session_proxy(connection, path).await;
     assert_eq!(session.wait().await.unwrap(), 0);
     session.remove().await.unwrap();
     output.trim().to_string()

@@ -8,8 +8,8 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-use berth::cli::proxy::{ContainerProxy, ExecSessionProxy};
-use common::{error_name, harness, Harness};
+use berth::cli::proxy::ContainerProxy;
+use common::{error_name, harness, session_proxy, Harness};
 use zbus::Variant;
 
 fn read_all(fd: zbus::OwnedFd) -> String {
@@ -25,18 +25,6 @@ async fn bounded<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -
     tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(work))
         .await
         .expect("no output within 60s")
-        .unwrap()
-}
-
-async fn session_proxy<'a>(
-    connection: &zbus::Connection,
-    path: zbus::OwnedObjectPath,
-) -> ExecSessionProxy<'a> {
-    ExecSessionProxy::builder(connection)
-        .path(path)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
         .unwrap()
 }
 

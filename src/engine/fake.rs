@@ -91,6 +91,13 @@ impl FakeWorld {
         write_exit_file(&process.exit_file, &record).unwrap();
     }
 
+    /// A fresh fake pid.
+    fn next_pid(&self) -> u32 {
+        let mut next = self.next_pid.lock().unwrap();
+        *next += 1;
+        *next
+    }
+
     /// An exec session's process exits with `code` (its monitor writes the exit file).
     pub fn exec_exit(&self, session: &str, code: i32) {
         let sessions = self.sessions.lock().unwrap();
@@ -211,11 +218,7 @@ impl OciRuntime for FakeRuntime {
 
 impl MonitorLauncher for FakeLauncher {
     fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError> {
-        let pid = {
-            let mut next = self.0.next_pid.lock().unwrap();
-            *next += 1;
-            *next
-        };
+        let pid = self.0.next_pid();
         self.0.processes.lock().unwrap().insert(
             request.id.clone(),
             Process {
@@ -267,11 +270,7 @@ impl MonitorLauncher for FakeLauncher {
             Request::Exec {
                 session, exit_file, ..
             } => {
-                let pid = {
-                    let mut next = self.0.next_pid.lock().unwrap();
-                    *next += 1;
-                    *next
-                };
+                let pid = self.0.next_pid();
                 self.0
                     .sessions
                     .lock()

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth::cli::proxy::{ContainerProxy, ManagerProxy};
+use berth::cli::proxy::{ContainerProxy, ExecSessionProxy, ManagerProxy};
 
 pub const BERTHD: &str = env!("CARGO_BIN_EXE_berthd");
 pub const BERTHCTL: &str = env!("CARGO_BIN_EXE_berthctl");
@@ -370,6 +370,19 @@ pub async fn proxy_at<'a>(
     path: zbus::OwnedObjectPath,
 ) -> ContainerProxy<'a> {
     ContainerProxy::builder(connection)
+        .path(path)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// An uncached proxy of the exec session at `path`.
+pub async fn session_proxy<'a>(
+    connection: &zbus::Connection,
+    path: zbus::OwnedObjectPath,
+) -> ExecSessionProxy<'a> {
+    ExecSessionProxy::builder(connection)
         .path(path)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
