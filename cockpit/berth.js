@@ -15,7 +15,6 @@ const LOG_CHARACTERS_KEPT = 200000;
 const CONTAINER_ACTIONS = ["start", "stop", "restart", "pause", "unpause", "logs", "remove"];
 
 const client = cockpit.dbus(SERVICE, { bus: "system" });
-const manager = client.proxy(MANAGER, ROOT);
 const containers = client.proxies(CONTAINER, ROOT);
 const images = client.proxies(IMAGE, ROOT);
 const jobs = client.proxies(JOB, ROOT);
@@ -167,19 +166,19 @@ function stateLabel(state) {
 }
 
 function processCell(proxy) {
-    if (["running", "paused", "stopping"].includes(proxy.State))
-        return proxy.Pid ? "pid " + proxy.Pid : "";
-    if (["stopped", "exited"].includes(proxy.State) && proxy.FinishedAt)
-        return "exit " + proxy.ExitCode + (proxy.OOMKilled ? " (OOM)" : "");
+    if (["running", "paused", "stopping"].includes(proxy.data.State))
+        return proxy.data.Pid ? "pid " + proxy.data.Pid : "";
+    if (["stopped", "exited"].includes(proxy.data.State) && proxy.data.FinishedAt)
+        return "exit " + proxy.data.ExitCode + (proxy.data.OOMKilled ? " (OOM)" : "");
     return "";
 }
 
 function networkCell(proxy) {
     const parts = [];
-    for (const [hostIp, hostPort, containerPort, protocol] of proxy.Ports || [])
+    for (const [hostIp, hostPort, containerPort, protocol] of proxy.data.Ports || [])
         parts.push((hostIp || "*") + ":" + hostPort + " → " + containerPort + "/" + protocol);
-    if (proxy.IPAddress)
-        parts.push(proxy.IPAddress);
+    if (proxy.data.IPAddress)
+        parts.push(proxy.data.IPAddress);
     return parts.join(", ");
 }
 
@@ -199,25 +198,25 @@ function actionMenu(actions, label) {
 const containerRows = new Map();
 
 function renderContainer(proxy) {
-    if (!proxy.Id)
+    if (!proxy.data.Id)
         return;
     const row = element("tr", {
-        "data-container-id": proxy.Id,
-        "data-state": proxy.State || "",
+        "data-container-id": proxy.data.Id,
+        "data-state": proxy.data.State || "",
         "data-path": proxy.path,
-        "data-created": String(proxy.CreatedAt || 0),
+        "data-created": String(proxy.data.CreatedAt || 0),
     },
-                        element("td", { class: "berth-name" }, element("strong", {}, proxy.Name),
-                                element("div", { class: "berth-secondary" }, proxy.Id.slice(0, 12))),
-                        element("td", {}, proxy.Image || element("span", { class: "berth-secondary" }, "host rootfs")),
-                        element("td", { class: "berth-command" }, (proxy.Command || []).map(quoteWord).join(" ")),
-                        element("td", { "data-role": "state" }, stateLabel(proxy.State),
-                                proxy.Error ? element("div", { class: "berth-secondary berth-danger" }, proxy.Error) : null),
+                        element("td", { class: "berth-name" }, element("strong", {}, proxy.data.Name),
+                                element("div", { class: "berth-secondary" }, proxy.data.Id.slice(0, 12))),
+                        element("td", {}, proxy.data.Image || element("span", { class: "berth-secondary" }, "host rootfs")),
+                        element("td", { class: "berth-command" }, (proxy.data.Command || []).map(quoteWord).join(" ")),
+                        element("td", { "data-role": "state" }, stateLabel(proxy.data.State),
+                                proxy.data.Error ? element("div", { class: "berth-secondary berth-danger" }, proxy.data.Error) : null),
                         element("td", {}, processCell(proxy)),
-                        element("td", {}, formatTime(proxy.StartedAt)),
-                        element("td", {}, formatTime(proxy.FinishedAt)),
+                        element("td", {}, formatTime(proxy.data.StartedAt)),
+                        element("td", {}, formatTime(proxy.data.FinishedAt)),
                         element("td", {}, networkCell(proxy)),
-                        element("td", { class: "berth-actions" }, actionMenu(CONTAINER_ACTIONS, "Actions for " + proxy.Name)));
+                        element("td", { class: "berth-actions" }, actionMenu(CONTAINER_ACTIONS, "Actions for " + proxy.data.Name)));
     const old = containerRows.get(proxy.path);
     if (old) {
         // Keep an open menu open across a property change.
@@ -225,7 +224,7 @@ function renderContainer(proxy) {
         row.querySelector(".pf-c-dropdown__menu").hidden = !menuWasOpen;
         old.replaceWith(row);
     } else {
-        insertSorted(byId("containers"), row, proxy.CreatedAt || 0);
+        insertSorted(byId("containers"), row, proxy.data.CreatedAt || 0);
     }
     containerRows.set(proxy.path, row);
     updateContainerSummary();
@@ -255,7 +254,7 @@ function removeContainer(proxy) {
 function updateContainerSummary() {
     const counts = {};
     for (const proxy of Object.values(containers))
-        counts[proxy.State] = (counts[proxy.State] || 0) + 1;
+        counts[proxy.data.State] = (counts[proxy.data.State] || 0) + 1;
     const total = containerRows.size;
     byId("containers-empty").hidden = total > 0;
     byId("containers-summary").textContent = total === 0
@@ -268,7 +267,7 @@ function containerByPath(path) {
 }
 
 function verb(action, proxy) {
-    const timeout = proxy.StopTimeout === undefined ? 10 : proxy.StopTimeout;
+    const timeout = proxy.data.StopTimeout === undefined ? 10 : proxy.data.StopTimeout;
     switch (action) {
     case "start": return call(proxy.path, CONTAINER, "Start", [false]);
     case "stop": return call(proxy.path, CONTAINER, "Stop", [timeout]);
@@ -284,12 +283,12 @@ function onContainerAction(action, proxy) {
     if (action === "logs") {
         logs.open(proxy);
     } else if (action === "remove") {
-        confirmRemoval("Remove container " + proxy.Name + "?",
+        confirmRemoval("Remove container " + proxy.data.Name + "?",
                        "Its writable layer and logs go with it.",
                        force => call(proxy.path, CONTAINER, "Remove", [force]),
-                       "Removing " + proxy.Name + " failed");
+                       "Removing " + proxy.data.Name + " failed");
     } else {
-        verb(action, proxy).catch(error => showError(action[0].toUpperCase() + action.slice(1) + " of " + proxy.Name + " failed", error));
+        verb(action, proxy).catch(error => showError(action[0].toUpperCase() + action.slice(1) + " of " + proxy.data.Name + " failed", error));
     }
 }
 
@@ -323,7 +322,7 @@ document.addEventListener("click", event => {
         const proxy = images[imageRow.dataset.path];
         if (proxy) {
             clearError();
-            confirmRemoval("Remove image " + (proxy.Names[0] || proxy.Id.slice(0, 12)) + "?",
+            confirmRemoval("Remove image " + (proxy.data.Names[0] || proxy.data.Id.slice(0, 12)) + "?",
                            "Containers created from it keep working only if it is not in use.",
                            force => call(proxy.path, IMAGE, "Remove", [force]),
                            "Removing the image failed");
@@ -428,7 +427,7 @@ const logs = {
     open(proxy) {
         this.close();
         this.path = proxy.path;
-        byId("logs-name").textContent = proxy.Name;
+        byId("logs-name").textContent = proxy.data.Name;
         byId("logs").textContent = "";
         byId("logs-card").hidden = false;
         const path = proxy.path;
@@ -445,7 +444,7 @@ const logs = {
                             this.append("\n[log stream closed: " + options.problem + "]\n");
                     });
                 })
-                .catch(error => showError("Logs of " + proxy.Name + " could not be read", error));
+                .catch(error => showError("Logs of " + proxy.data.Name + " could not be read", error));
         byId("logs-card").scrollIntoView({ block: "nearest" });
     },
 
@@ -476,14 +475,14 @@ byId("logs-close").addEventListener("click", () => logs.close());
 const imageRows = new Map();
 
 function renderImage(proxy) {
-    if (!proxy.Id)
+    if (!proxy.data.Id)
         return;
-    const names = proxy.Names || [];
-    const row = element("tr", { "data-image-id": proxy.Id, "data-path": proxy.path },
+    const names = proxy.data.Names || [];
+    const row = element("tr", { "data-image-id": proxy.data.Id, "data-path": proxy.path },
                         element("td", {}, names.length ? names.join(", ") : element("span", { class: "berth-secondary" }, "<none>")),
-                        element("td", { class: "berth-mono" }, proxy.Id.slice(0, 12)),
-                        element("td", {}, formatSize(proxy.Size || 0)),
-                        element("td", {}, formatTime(proxy.CreatedAt)),
+                        element("td", { class: "berth-mono" }, proxy.data.Id.slice(0, 12)),
+                        element("td", {}, formatSize(proxy.data.Size || 0)),
+                        element("td", {}, formatTime(proxy.data.CreatedAt)),
                         element("td", { class: "berth-actions" },
                                 element("button", { class: "pf-c-button pf-m-secondary pf-m-small", type: "button", "data-action": "remove" }, "Remove")));
     const old = imageRows.get(proxy.path);
@@ -505,7 +504,7 @@ function removeImage(proxy) {
 
 function updateImageNames() {
     const list = byId("image-names");
-    list.replaceChildren(...Object.values(images).flatMap(proxy => proxy.Names || [])
+    list.replaceChildren(...Object.values(images).flatMap(proxy => proxy.data.Names || [])
             .map(name => element("option", { value: name })));
     byId("images-empty").hidden = imageRows.size > 0;
 }
@@ -513,18 +512,18 @@ function updateImageNames() {
 const jobRows = new Map();
 
 function renderJob(proxy) {
-    const progress = Number(proxy.Progress);
+    const progress = Number(proxy.data.Progress);
     const known = progress >= 0;
     const percent = known ? Math.round(progress * 100) : 0;
-    const state = proxy.State || "running";
+    const state = proxy.data.State || "running";
     const status = state === "failed"
-        ? proxy.Error
+        ? proxy.data.Error
         : state === "running"
-            ? (proxy.Detail || "") + (proxy.BytesTotal ? " — " + formatSize(proxy.BytesDone || 0) + " of " + formatSize(proxy.BytesTotal) : "")
+            ? (proxy.data.Detail || "") + (proxy.data.BytesTotal ? " — " + formatSize(proxy.data.BytesDone || 0) + " of " + formatSize(proxy.data.BytesTotal) : "")
             : state;
     const modifier = state === "failed" || state === "cancelled" ? " pf-m-danger" : state === "completed" ? " pf-m-success" : "";
     const row = element("div", { class: "pf-c-progress pf-m-sm" + modifier, "data-job": proxy.path, "data-state": state },
-                        element("div", { class: "pf-c-progress__description" }, "Pull " + (proxy.Target || "")),
+                        element("div", { class: "pf-c-progress__description" }, "Pull " + (proxy.data.Target || "")),
                         element("div", { class: "pf-c-progress__status" },
                                 element("span", { class: "pf-c-progress__measure" }, known ? percent + "%" : "")),
                         element("div", {
@@ -607,10 +606,14 @@ watch(containers, renderContainer, removeContainer);
 watch(images, renderImage, removeImage);
 watch(jobs, renderJob, removeJob);
 
-manager.wait(() => {
-    if (manager.valid)
-        byId("engine").textContent = "berth " + manager.Version + " · " + manager.Runtime + " · " + manager.StorageDriver;
-});
+// The Manager's properties are const: read once. (A proxy on the ObjectManager's own path
+// is not fed by GetManagedObjects, which lists only the objects below it.)
+call(ROOT, "org.freedesktop.DBus.Properties", "GetAll", [MANAGER])
+        .then(([properties]) => {
+            const value = name => properties[name] ? properties[name].v : "";
+            byId("engine").textContent = "berth " + value("Version") + " · " + value("Runtime") + " · " + value("StorageDriver");
+        })
+        .catch(error => showError("berth did not answer", error));
 
 client.addEventListener("close", (event, options) => {
     showError("The connection to berth closed", { message: cockpit.message(options) });
