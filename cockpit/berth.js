@@ -14,7 +14,9 @@ const EVENTS_SHOWN = 50;
 const LOG_CHARACTERS_KEPT = 200000;
 const CONTAINER_ACTIONS = ["start", "stop", "restart", "pause", "unpause", "logs", "remove"];
 
-const client = cockpit.dbus(SERVICE, { bus: "system" });
+// With administrative access turned on in Cockpit, calls go as root; otherwise as the
+// logged-in user, whom berthd checks with polkit.
+const client = cockpit.dbus(SERVICE, { bus: "system", superuser: "try" });
 const containers = client.proxies(CONTAINER, ROOT);
 const images = client.proxies(IMAGE, ROOT);
 const jobs = client.proxies(JOB, ROOT);
@@ -437,7 +439,8 @@ const logs = {
                     if (this.path !== path)
                         return;
                     // The bridge holds the fd berthd sent; a stream channel reads it as it grows.
-                    this.channel = cockpit.channel({ payload: "stream", internal: handle.internal });
+                    // (Same superuser option as the D-Bus client: the fd lives in the bridge that made the call.)
+                    this.channel = cockpit.channel({ payload: "stream", internal: handle.internal, superuser: "try" });
                     this.channel.addEventListener("message", (event, data) => this.append(data));
                     this.channel.addEventListener("close", (event, options) => {
                         if (options.problem)
