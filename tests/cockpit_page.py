@@ -195,7 +195,33 @@ def main():
     print("cockpit page: all points hold", flush=True)
 
 
+def check_parsers(page):
+    """The create dialog's parsers, run in the page itself."""
+    run = page.driver.execute_script
+    words = run("""return splitCommandLine(arguments[0])""",
+                """sh -c 'echo "a b"' x\\ y "q\\"z" '' """)
+    check(words == ["sh", "-c", 'echo "a b"', "x y", 'q"z', ""],
+          "a command line splits as a shell splits it: %r" % words)
+    thrown = run("""try { splitCommandLine("echo 'open"); return ""; }
+                    catch (e) { return e.message; }""")
+    check("unterminated" in thrown, "an open quote is refused: " + thrown)
+    cases = {
+        "8080:80": ["", 8080, 80, "tcp"],
+        "127.0.0.1:8080:80/udp": ["127.0.0.1", 8080, 80, "udp"],
+        "[::1]:0:53/udp": ["::1", 0, 53, "udp"],
+    }
+    for text, expected in cases.items():
+        parsed = run("return parsePortMapping(arguments[0])", text)
+        check(parsed == expected, "published port %s reads as %r" % (text, parsed))
+    for text in ["80", "8080:80/sctp", "99999:80", "a:b"]:
+        thrown = run("""try { parsePortMapping(arguments[0]); return ""; }
+                        catch (e) { return e.message; }""", text)
+        check(thrown != "", "published port %s is refused: %s" % (text, thrown))
+
+
 def run_checks(bus, page, address, image, work):
+    check_parsers(page)
+
     # Point 1: another client creates and starts a container; the row follows.
     path = bus.create("from-busctl", ["/bin/sh", "-c", "while true; do sleep 1; done"])
     ident = container_id(path)
