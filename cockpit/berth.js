@@ -264,10 +264,6 @@ function updateContainerSummary() {
         : total + " in all" + Object.entries(counts).map(([state, n]) => ", " + n + " " + state).join("");
 }
 
-function containerByPath(path) {
-    return containers[path];
-}
-
 function verb(action, proxy) {
     const timeout = proxy.data.StopTimeout === undefined ? 10 : proxy.data.StopTimeout;
     switch (action) {
@@ -317,7 +313,7 @@ document.addEventListener("click", event => {
         closeMenus(menu);
         menu.hidden = !menu.hidden;
     } else if (containerRow) {
-        const proxy = containerByPath(containerRow.dataset.path);
+        const proxy = containers[containerRow.dataset.path];
         if (proxy)
             onContainerAction(action, proxy);
     } else if (imageRow && action === "remove") {
@@ -626,6 +622,19 @@ client.addEventListener("close", (event, options) => {
 client.subscribe({ interface: CONTAINER, member: "Event", path_namespace: ROOT },
                  (path, iface, signal, [seq, timestamp, type, attributes]) =>
                      addEvent(seq, timestamp, path.split("/").pop(), type, attributes));
-call(ROOT, MANAGER, "GetEvents", [0, 0])
-        .then(([rows]) => rows.slice(-EVENTS_SHOWN).forEach(row => addEvent(...row)))
-        .catch(error => showError("The event log could not be read", error));
+// GetEvents replays oldest first: read it in pages (each reply stays far below the bus's
+// message limit) and keep the latest.
+async function loadEventLog() {
+    const page = 1000;
+    let latest = [];
+    let after = 0;
+    for (;;) {
+        const [rows] = await call(ROOT, MANAGER, "GetEvents", [after, page]);
+        latest = latest.concat(rows).slice(-EVENTS_SHOWN);
+        if (rows.length < page)
+            break;
+        after = rows[rows.length - 1][0];
+    }
+    latest.forEach(row => addEvent(...row));
+}
+loadEventLog().catch(error => showError("The event log could not be read", error));

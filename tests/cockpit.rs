@@ -72,7 +72,10 @@ impl CockpitWs {
             .env("DBUS_SYSTEM_BUS_ADDRESS", bus_address)
             .env(
                 "XDG_DATA_DIRS",
-                format!("{}:/usr/local/share:/usr/share", dir.join("share").display()),
+                format!(
+                    "{}:/usr/local/share:/usr/share",
+                    dir.join("share").display()
+                ),
             )
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -123,7 +126,12 @@ fn the_cockpit_page_follows_and_drives_berth_in_a_real_browser() {
     }
     h.start_berthd(&[]);
     let tar = h.rootfs_tar();
-    let imported = h.berthctl(&["import", &tar.display().to_string(), "--reference", "busybox"]);
+    let imported = h.berthctl(&[
+        "import",
+        &tar.display().to_string(),
+        "--reference",
+        "busybox",
+    ]);
     assert!(
         imported.status.success(),
         "import failed: {}",
