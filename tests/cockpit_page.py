@@ -172,10 +172,16 @@ def main():
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     page = Page(driver)
+    # A container whose create event happened before the page existed: only GetEvents has it.
+    bus.create("configured-only", ["/bin/echo", "not yet"])
     try:
         driver.get(url)
         wait_for("the page loads berth's engine properties", 20,
                  lambda: driver.find_element(By.ID, "engine").text.startswith("berth "))
+        wait_for("the event log so far is shown", 5.0, lambda: any(
+            "configured-only" in row.text and "create" in row.text
+            for row in page.rows("tr[data-event-seq]")))
+        check(True, "the events table starts with the log from GetEvents")
         run_checks(bus, page, address, image, work)
         # The whole page in one picture, from the top.
         height = driver.execute_script("return document.documentElement.scrollHeight")
@@ -334,12 +340,11 @@ def run_checks(bus, page, address, image, work):
     finished = bus.create("finished-job", ["/bin/sh", "-c", "echo done; exit 3"])
     bus.call(finished, CONTAINER, "Start", "b", "false")
     bus.call(finished, CONTAINER, "Wait")
-    bus.create("configured-only", ["/bin/echo", "not yet"])
     wait_for("the states show", 3.0, lambda: (
         page.container_state(container_id(paused)) == "paused"
         and page.container_state(container_id(finished)) in ("stopped", "exited")))
-    row = page.container_row(container_id(finished))
-    wait_for("the exit code shows", 3.0, lambda: "exit 3" in row.text)
+    wait_for("the exit code shows", 3.0,
+             lambda: "exit 3" in page.container_row(container_id(finished)).text)
     check(True, "the table shows paused, exited (exit 3), running and configured containers")
 
     # Point 6: idle for 10 s (logs still following), no method calls on the bus.
