@@ -58,7 +58,7 @@ function formatSize(bytes) {
         value /= 1000;
         unit += 1;
     }
-    return (unit === 0 ? value : value.toFixed(1)) + " " + units[unit];
+    return (unit > 0 && value < 10 ? value.toFixed(1) : Math.round(value)) + " " + units[unit];
 }
 
 /** Quotes a word the way a shell reads it back, for showing a command line. */

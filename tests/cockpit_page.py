@@ -225,8 +225,29 @@ def check_parsers(page):
         check(thrown != "", "published port %s is refused: %s" % (text, thrown))
 
 
+def check_rendering(page):
+    """Rows for properties this engine may not have yet (networks, pull jobs), drawn from
+    made-up proxies by the page's own functions."""
+    run = page.driver.execute_script
+    cell = run("""return networkCell({ data: { Ports: [["", 8080, 80, "tcp"]],
+                                               IPAddress: "10.89.0.2" } })""")
+    check(cell == "*:8080 → 80/tcp, 10.89.0.2", "ports and IP address read: " + cell)
+    job = run("""renderJob({ path: "/test/job", data: { State: "running", Progress: 0.5,
+                             Target: "example.test/a:1", Detail: "layer 1 of 2",
+                             BytesDone: 500000, BytesTotal: 1000000 } });
+                 const row = document.querySelector('[data-job="/test/job"]');
+                 const bar = row.querySelector('[data-role="progress"]');
+                 const text = [bar.dataset.value, bar.firstChild.style.width, row.textContent];
+                 removeJob({ path: "/test/job" });
+                 return text.concat([String(document.querySelector('[data-job]'))]);""")
+    check(job[:2] == ["0.5", "50%"] and "layer 1 of 2" in job[2] and "500 kB of 1.0 MB" in job[2]
+          and job[3] == "null",
+          "a running Job's properties fill its progress bar: %r" % job)
+
+
 def run_checks(bus, page, address, image, work):
     check_parsers(page)
+    check_rendering(page)
 
     # Point 1: another client creates and starts a container; the row follows.
     path = bus.create("from-busctl", ["/bin/sh", "-c", "while true; do sleep 1; done"])
