@@ -168,19 +168,21 @@ function stateLabel(state) {
 }
 
 function processCell(proxy) {
-    if (["running", "paused", "stopping"].includes(proxy.data.State))
-        return proxy.data.Pid ? "pid " + proxy.data.Pid : "";
-    if (["stopped", "exited"].includes(proxy.data.State) && proxy.data.FinishedAt)
-        return "exit " + proxy.data.ExitCode + (proxy.data.OOMKilled ? " (OOM)" : "");
+    const c = proxy.data;
+    if (["running", "paused", "stopping"].includes(c.State))
+        return c.Pid ? "pid " + c.Pid : "";
+    if (["stopped", "exited"].includes(c.State) && c.FinishedAt)
+        return "exit " + c.ExitCode + (c.OOMKilled ? " (OOM)" : "");
     return "";
 }
 
 function networkCell(proxy) {
+    const c = proxy.data;
     const parts = [];
-    for (const [hostIp, hostPort, containerPort, protocol] of proxy.data.Ports || [])
+    for (const [hostIp, hostPort, containerPort, protocol] of c.Ports || [])
         parts.push((hostIp || "*") + ":" + hostPort + " → " + containerPort + "/" + protocol);
-    if (proxy.data.IPAddress)
-        parts.push(proxy.data.IPAddress);
+    if (c.IPAddress)
+        parts.push(c.IPAddress);
     return parts.join(", ");
 }
 
@@ -200,25 +202,29 @@ function actionMenu(actions, label) {
 const containerRows = new Map();
 
 function renderContainer(proxy) {
-    if (!proxy.data.Id)
+    const c = proxy.data;
+    if (!c.Id)
         return;
-    const row = element("tr", {
-        "data-container-id": proxy.data.Id,
-        "data-state": proxy.data.State || "",
+    const attributes = {
+        "data-container-id": c.Id,
+        "data-state": c.State || "",
         "data-path": proxy.path,
-        "data-created": String(proxy.data.CreatedAt || 0),
-    },
-                        element("td", { class: "berth-name" }, element("strong", {}, proxy.data.Name),
-                                element("div", { class: "berth-secondary" }, proxy.data.Id.slice(0, 12))),
-                        element("td", {}, proxy.data.Image || element("span", { class: "berth-secondary" }, "host rootfs")),
-                        element("td", { class: "berth-command" }, (proxy.data.Command || []).map(quoteWord).join(" ")),
-                        element("td", { "data-role": "state" }, stateLabel(proxy.data.State),
-                                proxy.data.Error ? element("div", { class: "berth-secondary berth-danger" }, proxy.data.Error) : null),
+        "data-created": String(c.CreatedAt || 0),
+    };
+    const image = c.Image || element("span", { class: "berth-secondary" }, "host rootfs");
+    const error = c.Error ? element("div", { class: "berth-secondary berth-danger" }, c.Error) : null;
+    const row = element("tr", attributes,
+                        element("td", { class: "berth-name" },
+                                element("strong", {}, c.Name),
+                                element("div", { class: "berth-secondary" }, c.Id.slice(0, 12))),
+                        element("td", {}, image),
+                        element("td", { class: "berth-command" }, (c.Command || []).map(quoteWord).join(" ")),
+                        element("td", { "data-role": "state" }, stateLabel(c.State), error),
                         element("td", {}, processCell(proxy)),
-                        element("td", {}, formatTime(proxy.data.StartedAt)),
-                        element("td", {}, formatTime(proxy.data.FinishedAt)),
+                        element("td", {}, formatTime(c.StartedAt)),
+                        element("td", {}, formatTime(c.FinishedAt)),
                         element("td", {}, networkCell(proxy)),
-                        element("td", { class: "berth-actions" }, actionMenu(CONTAINER_ACTIONS, "Actions for " + proxy.data.Name)));
+                        element("td", { class: "berth-actions" }, actionMenu(CONTAINER_ACTIONS, "Actions for " + c.Name)));
     const old = containerRows.get(proxy.path);
     if (old) {
         // Keep an open menu open across a property change.
@@ -226,7 +232,7 @@ function renderContainer(proxy) {
         row.querySelector(".pf-c-dropdown__menu").hidden = !menuWasOpen;
         old.replaceWith(row);
     } else {
-        insertSorted(byId("containers"), row, proxy.data.CreatedAt || 0);
+        insertSorted(byId("containers"), row, c.CreatedAt || 0);
     }
     containerRows.set(proxy.path, row);
     updateContainerSummary();
@@ -474,14 +480,15 @@ byId("logs-close").addEventListener("click", () => logs.close());
 const imageRows = new Map();
 
 function renderImage(proxy) {
-    if (!proxy.data.Id)
+    const c = proxy.data;
+    if (!c.Id)
         return;
-    const names = proxy.data.Names || [];
-    const row = element("tr", { "data-image-id": proxy.data.Id, "data-path": proxy.path },
+    const names = c.Names || [];
+    const row = element("tr", { "data-image-id": c.Id, "data-path": proxy.path },
                         element("td", {}, names.length ? names.join(", ") : element("span", { class: "berth-secondary" }, "<none>")),
-                        element("td", { class: "berth-mono" }, proxy.data.Id.slice(0, 12)),
-                        element("td", {}, formatSize(proxy.data.Size || 0)),
-                        element("td", {}, formatTime(proxy.data.CreatedAt)),
+                        element("td", { class: "berth-mono" }, c.Id.slice(0, 12)),
+                        element("td", {}, formatSize(c.Size || 0)),
+                        element("td", {}, formatTime(c.CreatedAt)),
                         element("td", { class: "berth-actions" },
                                 element("button", { class: "pf-c-button pf-m-secondary pf-m-small", type: "button", "data-action": "remove" }, "Remove")));
     const old = imageRows.get(proxy.path);
@@ -511,18 +518,19 @@ function updateImageNames() {
 const jobRows = new Map();
 
 function renderJob(proxy) {
-    const progress = Number(proxy.data.Progress);
+    const c = proxy.data;
+    const progress = Number(c.Progress);
     const known = progress >= 0;
     const percent = known ? Math.round(progress * 100) : 0;
-    const state = proxy.data.State || "running";
+    const state = c.State || "running";
     const status = state === "failed"
-        ? proxy.data.Error
+        ? c.Error
         : state === "running"
-            ? (proxy.data.Detail || "") + (proxy.data.BytesTotal ? " — " + formatSize(proxy.data.BytesDone || 0) + " of " + formatSize(proxy.data.BytesTotal) : "")
+            ? (c.Detail || "") + (c.BytesTotal ? " — " + formatSize(c.BytesDone || 0) + " of " + formatSize(c.BytesTotal) : "")
             : state;
     const modifier = state === "failed" || state === "cancelled" ? " pf-m-danger" : state === "completed" ? " pf-m-success" : "";
     const row = element("div", { class: "pf-c-progress pf-m-sm" + modifier, "data-job": proxy.path, "data-state": state },
-                        element("div", { class: "pf-c-progress__description" }, "Pull " + (proxy.data.Target || "")),
+                        element("div", { class: "pf-c-progress__description" }, "Pull " + (c.Target || "")),
                         element("div", { class: "pf-c-progress__status" },
                                 element("span", { class: "pf-c-progress__measure" }, known ? percent + "%" : "")),
                         element("div", {
