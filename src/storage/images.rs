@@ -22,6 +22,10 @@ pub struct ImageConfig {
     pub working_dir: String,
     pub user: String,
     pub labels: BTreeMap<String, String>,
+    /// Paths the image declares as volumes (`Volumes`): each container gets an anonymous
+    /// volume there.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// An image as stored.
@@ -661,6 +665,8 @@ struct RuntimeConfig {
     user: Option<String>,
     #[serde(default)]
     labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    volumes: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -723,6 +729,10 @@ fn finish(
             working_dir: runtime.working_dir.unwrap_or_default(),
             user: runtime.user.unwrap_or_default(),
             labels: runtime.labels.unwrap_or_default(),
+            volumes: runtime
+                .volumes
+                .map(|volumes| volumes.into_keys().collect())
+                .unwrap_or_default(),
         },
         architecture: document.architecture,
         os: document.os,
