@@ -627,7 +627,10 @@ async fn berthd_killed_during_creates_and_removes_leaves_no_half_made_volume() {
             })
         };
         tokio::time::sleep(Duration::from_millis(150 + 97 * round)).await;
-        assert!(!churn.is_finished(), "the kill lands while volumes are being made");
+        assert!(
+            !churn.is_finished(),
+            "the kill lands while volumes are being made"
+        );
         let berthd = h.berthd_pid().unwrap();
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(berthd as i32),

@@ -259,7 +259,7 @@ impl Engine {
         layers
             .sweep(&referenced)
             .map_err(|e| EngineError::Internal(format!("layer store: {e}")))?;
-        let volumes = volumes::Volumes::open(&options.root, &db)?;
+        let volumes = volumes::Volumes::open(&options.root, &db, &containers)?;
         let (sender, notifications) = mpsc::unbounded_channel();
         let notify = Arc::new(Notifier {
             sender,

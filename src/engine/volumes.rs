@@ -3,7 +3,8 @@
 //! Disk first, then the database: a volume's directory is made whole (one rename) before
 //! its row is inserted, and set aside (one rename) before its row is deleted. A crash in
 //! between leaves a directory without a row (an unfinished create: removed at start-up) or a
-//! row without a directory (an unfinished remove: its row is dropped at start-up).
+//! row without a directory (an unfinished remove: its row is dropped at start-up); an
+//! anonymous volume whose container is gone (a crash between the two removals) goes too.
 //! Containers name their volumes in `Mounts` entries of type `volume`; the one lock here
 //! serialises volume changes with the container creates and removals that use volumes, so a
 //! volume is never removed while a container is being given it.
@@ -55,7 +56,11 @@ impl From<VolumeError> for EngineError {
 impl Volumes {
     /// Opens `<root>/volumes` and makes it agree with the database, finishing what a crash
     /// interrupted (see the module comment).
-    pub(crate) fn open(root: &Path, db: &Db) -> Result<Volumes> {
+    pub(crate) fn open(
+        root: &Path,
+        db: &Db,
+        containers: &HashMap<String, Arc<super::Entry>>,
+    ) -> Result<Volumes> {
         let store = VolumeStore::open(&root.join("volumes")).map_err(internal)?;
         store.sweep_staging().map_err(internal)?;
         let mut records = HashMap::new();
@@ -72,6 +77,20 @@ impl Volumes {
                 records.remove(&name);
             }
         }
+        let used: std::collections::HashSet<&str> = containers
+            .values()
+            .flat_map(|entry| volume_names(&entry.config))
+            .collect();
+        for (name, record) in &records {
+            if record.anonymous && !used.contains(name.as_str()) {
+                tracing::warn!(volume = %name, "anonymous volume outlived its container: removing it");
+                if let Some(staging) = store.detach(name)? {
+                    db.delete_volume(name)?;
+                    store.discard(&staging).map_err(internal)?;
+                }
+            }
+        }
+        records.retain(|name, record| !record.anonymous || used.contains(name.as_str()));
         for name in on_disk {
             if !records.contains_key(&name) {
                 tracing::warn!(volume = %name, "volume directory has no record (an interrupted create): removing it");
@@ -575,7 +594,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unfinished_create_and_remove_are_finished_at_open() {
+    fn an_unfinished_create_remove_and_container_removal_are_finished_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("berth.db")).unwrap();
         let store = VolumeStore::open(&dir.path().join("volumes")).unwrap();
@@ -583,10 +602,14 @@ mod tests {
         store.create("orphan").unwrap();
         db.insert_volume("gone", "{\"name\":\"gone\",\"driver\":\"local\",\"created_at\":1,\"labels\":{},\"anonymous\":false}")
             .unwrap();
+        // An anonymous volume whose container is gone.
+        store.create("stray").unwrap();
+        db.insert_volume("stray", "{\"name\":\"stray\",\"driver\":\"local\",\"created_at\":1,\"labels\":{},\"anonymous\":true}")
+            .unwrap();
         store.create("kept").unwrap();
         db.insert_volume("kept", "{\"name\":\"kept\",\"driver\":\"local\",\"created_at\":1,\"labels\":{},\"anonymous\":false}")
             .unwrap();
-        let volumes = Volumes::open(dir.path(), &db).unwrap();
+        let volumes = Volumes::open(dir.path(), &db, &HashMap::new()).unwrap();
         assert_eq!(store.on_disk().unwrap(), vec!["kept".to_string()]);
         let rows: Vec<String> = db.volumes().unwrap().into_iter().map(|(n, _)| n).collect();
         assert_eq!(rows, vec!["kept".to_string()]);
