@@ -33,7 +33,7 @@ pub struct CreateArgs {
     stop_signal: Option<String>,
     #[arg(long)]
     stop_timeout: Option<u32>,
-    /// type=bind|tmpfs,source=…,destination=…[,ro][,OPTION…]
+    /// type=bind|tmpfs|volume,source=…,destination=…[,ro][,OPTION…]
     #[arg(long = "mount")]
     mount: Vec<String>,
     /// SOURCE:DESTINATION[:OPTIONS] as podman's: SOURCE is a host path (starting with `/`
