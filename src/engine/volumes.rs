@@ -593,6 +593,107 @@ mod tests {
         assert!(!read_only(&mount(&["rw"], false)));
     }
 
+    /// An engine on the fakes (no root needed) and a rootfs directory.
+    fn engine() -> (
+        Engine,
+        tempfile::TempDir,
+        tokio::sync::mpsc::UnboundedReceiver<Notification>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+        let options = super::super::EngineOptions {
+            root: dir.path().join("root"),
+            runroot: dir.path().join("run"),
+            init_binary: None,
+            storage_driver: "overlay".into(),
+            systemd_cgroups: false,
+        };
+        let world = super::super::fake::FakeWorld::new();
+        let (engine, notifications) = Engine::open(options, world.backends()).unwrap();
+        (engine, dir, notifications)
+    }
+
+    fn request(dir: &Path, mounts: Vec<MountSpec>) -> super::super::CreateRequest {
+        super::super::CreateRequest {
+            name: Some("user".into()),
+            rootfs: Some(dir.join("rootfs").display().to_string()),
+            command: vec!["/bin/true".into()],
+            mounts,
+            ..Default::default()
+        }
+    }
+
+    const ROOT: Caller = Caller { uid: 0 };
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_used_volume_stays_until_its_container_goes_and_an_anonymous_one_goes_with_it() {
+        let (engine, dir, _notifications) = engine();
+        engine.start_up().await.unwrap();
+        let mut cache = mount(&["nocopy"], false);
+        cache.source = String::new();
+        cache.destination = "/cache".into();
+        let id = engine
+            .create(ROOT, request(dir.path(), vec![mount(&[], true), cache]))
+            .await
+            .unwrap();
+        assert!(!engine.volume("v").unwrap().anonymous, "created on use");
+        let anonymous = engine.config(&id).unwrap().mounts[1].source.clone();
+        assert!(engine.volume(&anonymous).unwrap().anonymous);
+        assert_eq!(engine.volume_containers("v"), vec![id.clone()]);
+        let error = engine.remove_volume(ROOT, "v", false).await.unwrap_err();
+        assert!(matches!(error, EngineError::VolumeInUse(_)), "{error}");
+        assert!(engine.prune_volumes(ROOT).await.unwrap().is_empty());
+
+        // The runtime gets bind mounts of the volumes' directories.
+        engine.start(ROOT, &id, false).await.unwrap();
+        let spec =
+            std::fs::read_to_string(engine.inner().paths.bundle(&id).join("config.json")).unwrap();
+        let data = engine.volume_mountpoint("v").display().to_string();
+        assert!(spec.contains(&data), "{spec}");
+        assert!(!spec.contains("nocopy"));
+
+        engine.remove(ROOT, &id, true).await.unwrap();
+        assert!(matches!(
+            engine.volume(&anonymous),
+            Err(EngineError::NoSuchVolume(_))
+        ));
+        assert!(engine.volume_containers("v").is_empty());
+        engine.remove_volume(ROOT, "v", false).await.unwrap();
+        assert!(engine.volumes().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forced_removal_takes_the_containers_and_bad_names_are_refused() {
+        let (engine, dir, _notifications) = engine();
+        engine.start_up().await.unwrap();
+        let id = engine
+            .create(ROOT, request(dir.path(), vec![mount(&[], false)]))
+            .await
+            .unwrap();
+        engine.remove_volume(ROOT, "v", true).await.unwrap();
+        assert!(matches!(
+            engine.config(&id),
+            Err(EngineError::NoSuchContainer(_))
+        ));
+        let mut bad = mount(&[], false);
+        bad.source = "../etc".into();
+        let error = engine
+            .create(ROOT, request(dir.path(), vec![bad]))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, EngineError::InvalidArgument(_)), "{error}");
+        assert!(engine.volumes().is_empty(), "nothing was made");
+        engine
+            .create_volume(ROOT, "dup", BTreeMap::new())
+            .await
+            .unwrap();
+        let error = engine
+            .create_volume(ROOT, "dup", BTreeMap::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, EngineError::NameInUse(_)), "{error}");
+    }
+
     #[test]
     fn an_unfinished_create_remove_and_container_removal_are_finished_at_open() {
         let dir = tempfile::tempdir().unwrap();
