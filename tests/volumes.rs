@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use berth::cli::proxy::{ContainerProxy, ManagerProxy, VolumeProxy};
 use common::{error_name, harness, Harness};
+use futures_util::StreamExt;
 use zbus::{OwnedVariant, Variant};
 
 type Mount = HashMap<String, OwnedVariant>;
@@ -239,7 +240,15 @@ async fn volumes_in_use_are_kept_and_anonymous_ones_go_with_their_container() {
     let connection = h.connection().await;
     let manager = ManagerProxy::new(&connection).await.unwrap();
 
-    manager.create_volume("busy", HashMap::new()).await.unwrap();
+    let busy = manager.create_volume("busy", HashMap::new()).await.unwrap();
+    // A cached proxy, as a desktop client keeps: it learns of new users by PropertiesChanged.
+    let watcher = VolumeProxy::builder(&connection)
+        .path(busy)
+        .build()
+        .await
+        .unwrap();
+    assert!(watcher.containers().await.unwrap().is_empty());
+    let mut changes = watcher.receive_containers_changed().await;
     let user = h
         .create_with(
             &connection,
@@ -248,6 +257,17 @@ async fn volumes_in_use_are_kept_and_anonymous_ones_go_with_their_container() {
             mounts(vec![volume_mount("busy", "/data", &[], false)]),
         )
         .await;
+    let users = loop {
+        let change = tokio::time::timeout(Duration::from_secs(5), changes.next())
+            .await
+            .expect("Containers changed")
+            .unwrap();
+        let users = change.get().await.unwrap();
+        if !users.is_empty() {
+            break users;
+        }
+    };
+    assert_eq!(users[0].as_str(), user.inner().path().as_str());
     let error = manager.remove_volume("busy", false).await.unwrap_err();
     assert_eq!(error_name(&error), "org.berth.Engine1.Error.VolumeInUse");
     let path = manager.get_volume("busy").await.unwrap();
