@@ -646,7 +646,24 @@ async fn berthd_killed_during_creates_and_removes_leaves_no_half_made_volume() {
                 }
             })
         };
-        tokio::time::sleep(Duration::from_millis(150 + 97 * round)).await;
+        // Once this round's churn has made a volume, kill at a moment that differs by round.
+        let manager = ManagerProxy::new(&connection).await.unwrap();
+        let prefix = format!("crash{round}-");
+        let started = std::time::Instant::now();
+        while !manager
+            .list_volumes()
+            .await
+            .unwrap()
+            .iter()
+            .any(|(name, ..)| name.starts_with(&prefix))
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no volume made"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20 + 37 * round)).await;
         assert!(
             !churn.is_finished(),
             "the kill lands while volumes are being made"
