@@ -169,7 +169,8 @@ fn volume_spec(text: &str) -> anyhow::Result<HashMap<String, zbus::OwnedVariant>
             "ro" => {
                 spec.insert("ReadOnly".into(), owned(Variant::from(true))?);
             }
-            "rw" => {}
+            // SELinux relabelling: nothing to do without SELinux (podman ignores it too).
+            "rw" | "z" | "Z" => {}
             other => rest.push(other.to_string()),
         }
     }
@@ -371,6 +372,9 @@ mod tests {
         let anonymous = volume_spec("/cache").unwrap();
         assert_eq!(text(&anonymous, "Type"), "volume");
         assert_eq!(text(&anonymous, "Source"), "");
+
+        let relabelled = volume_spec("/srv:/srv:Z").unwrap();
+        assert!(!relabelled.contains_key("Options"));
 
         let relative = volume_spec("./here:/x:rw").unwrap();
         assert_eq!(text(&relative, "Type"), "bind");
