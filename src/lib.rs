@@ -7,7 +7,7 @@
 //!   `runc create`, logs the output, fans it out to attached clients, runs exec sessions,
 //!   waits with a pidfd and writes the exit files.
 //! - `storage`: images and their layer store, safe unpacking, overlay rootfs, paths
-//!   resolved beneath a root, users, artifacts.
+//!   resolved beneath a root, users, artifacts, named volumes.
 //! - `bus`: the zbus objects (Manager, Container), authorization and error mapping.
 //! - `cli`: `berthctl`, a D-Bus client only.
 //!

@@ -69,6 +69,8 @@ impl From<EngineError> for BusError {
             EngineError::NoSuchExecSession(_) => BusError::berth("NoSuchExecSession", message),
             EngineError::NameInUse(_) => BusError::berth("NameInUse", message),
             EngineError::ImageInUse(_) => BusError::berth("ImageInUse", message),
+            EngineError::NoSuchVolume(_) => BusError::berth("NoSuchVolume", message),
+            EngineError::VolumeInUse(_) => BusError::berth("VolumeInUse", message),
             EngineError::InvalidState { .. } | EngineError::HasDependents { .. } => {
                 BusError::berth("InvalidState", message)
             }

@@ -12,6 +12,7 @@ use super::container;
 use super::error::BusError;
 use super::image;
 use super::spec;
+use super::volume;
 use super::Shared;
 use crate::engine::Engine;
 
@@ -157,6 +158,71 @@ impl Manager {
                 )
             })
             .collect())
+    }
+
+    /// A named volume (podman's `local` driver); "" generates a name. Options: `Labels` a{ss}.
+    async fn create_volume(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
+        let labels = spec::volume_labels(&options)?;
+        let name = self.engine.create_volume(caller, name, labels).await;
+        self.shared
+            .reply(&self.engine, name.map(|name| volume::path(&name)))
+            .await
+    }
+
+    async fn get_volume(&self, name: &str) -> Result<OwnedObjectPath, BusError> {
+        let _busy = self.engine.busy();
+        self.engine.volume(name)?;
+        Ok(volume::path(name))
+    }
+
+    /// (name, mountpoint, path) of every volume, oldest first.
+    async fn list_volumes(&self) -> Vec<(String, String, OwnedObjectPath)> {
+        let _busy = self.engine.busy();
+        self.engine
+            .volumes()
+            .into_iter()
+            .map(|v| {
+                let mountpoint = self.engine.volume_mountpoint(&v.name);
+                let path = volume::path(&v.name);
+                (v.name, mountpoint.display().to_string(), path)
+            })
+            .collect()
+    }
+
+    /// `VolumeInUse` while a container uses it; `force` removes those containers first.
+    async fn remove_volume(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+        force: bool,
+    ) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
+        self.shared
+            .reply(
+                &self.engine,
+                self.engine.remove_volume(caller, name, force).await,
+            )
+            .await
+    }
+
+    /// Removes every volume no container uses; returns their names.
+    async fn prune_volumes(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<String>, BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
+        self.shared
+            .reply(&self.engine, self.engine.prune_volumes(caller).await)
+            .await
     }
 
     #[zbus(property(emits_changed_signal = "const"))]

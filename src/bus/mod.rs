@@ -11,6 +11,7 @@ pub mod exec;
 pub mod image;
 pub mod manager;
 pub mod spec;
+pub mod volume;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -133,6 +134,9 @@ pub async fn serve(
     for image in engine.images() {
         add_image(&connection, &engine, &shared, &image.id).await?;
     }
+    for volume in engine.volumes() {
+        add_volume(&connection, &engine, &shared, &volume.name).await?;
+    }
     let publisher = Publisher {
         connection: connection.clone(),
         engine: engine.clone(),
@@ -225,6 +229,25 @@ async fn add_image(
     connection
         .object_server()
         .at(image::path(id), object)
+        .await?;
+    Ok(())
+}
+
+/// Serves a volume's object (a no-op if it is already served).
+async fn add_volume(
+    connection: &Connection,
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    name: &str,
+) -> zbus::Result<()> {
+    let object = volume::VolumeObject {
+        engine: engine.clone(),
+        shared: shared.clone(),
+        name: name.to_string(),
+    };
+    connection
+        .object_server()
+        .at(volume::path(name), object)
         .await?;
     Ok(())
 }
@@ -384,6 +407,29 @@ impl Publisher {
                 self.connection
                     .object_server()
                     .remove::<image::ImageObject, _>(image::path(&id))
+                    .await?;
+            }
+            Notification::VolumeAdded { name } => {
+                add_volume(&self.connection, &self.engine, &self.shared, &name).await?;
+            }
+            Notification::VolumeChanged { name } => {
+                if self.engine.volume(&name).is_ok() {
+                    let emitter = SignalEmitter::new(&self.connection, volume::path(&name))?;
+                    let containers = volume::containers_property(&self.engine, &name);
+                    let changed = HashMap::from([("Containers", zbus::Variant::from(containers))]);
+                    zbus::fdo::Properties::properties_changed(
+                        &emitter,
+                        InterfaceName::from_static_str_unchecked(volume::INTERFACE),
+                        changed,
+                        std::borrow::Cow::Borrowed(&[]),
+                    )
+                    .await?;
+                }
+            }
+            Notification::VolumeRemoved { name } => {
+                self.connection
+                    .object_server()
+                    .remove::<volume::VolumeObject, _>(volume::path(&name))
                     .await?;
             }
             Notification::Exited { id, exit_code } => {

@@ -113,7 +113,7 @@ fn mounts(value: &OwnedVariant) -> BusResult<Vec<MountSpec>> {
 }
 
 /// `ImportImage` options: `Reference` names the image; a plain rootfs tar takes its config
-/// from `Command`, `Entrypoint`, `Env`, `WorkingDir`, `User`, `Labels`; `MaxSize` t bounds
+/// from `Command`, `Entrypoint`, `Env`, `WorkingDir`, `User`, `Labels`, `Volumes`; `MaxSize` t bounds
 /// the uncompressed bytes accepted.
 pub fn import_options(options: &HashMap<String, OwnedVariant>) -> BusResult<ImportOptions> {
     let mut parsed = ImportOptions::default();
@@ -127,6 +127,7 @@ pub fn import_options(options: &HashMap<String, OwnedVariant>) -> BusResult<Impo
             "WorkingDir" => parsed.config.working_dir = take(key, value, "s")?,
             "User" => parsed.config.user = take(key, value, "s")?,
             "Labels" => parsed.config.labels = string_map(key, value)?,
+            "Volumes" => parsed.config.volumes = strings(key, value)?,
             "MaxSize" => parsed.limits.max_bytes = take(key, value, "t")?,
             other => {
                 return Err(BusError::invalid_args(format!(
@@ -136,6 +137,24 @@ pub fn import_options(options: &HashMap<String, OwnedVariant>) -> BusResult<Impo
         }
     }
     Ok(parsed)
+}
+
+/// `CreateVolume` options: `Labels` a{ss}.
+pub fn volume_labels(
+    options: &HashMap<String, OwnedVariant>,
+) -> BusResult<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    for (key, value) in options {
+        match key.as_str() {
+            "Labels" => labels = string_map(key, value)?,
+            other => {
+                return Err(BusError::invalid_args(format!(
+                    "{other}: unknown CreateVolume option"
+                )))
+            }
+        }
+    }
+    Ok(labels)
 }
 
 /// `Logs` options.

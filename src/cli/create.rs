@@ -33,9 +33,14 @@ pub struct CreateArgs {
     stop_signal: Option<String>,
     #[arg(long)]
     stop_timeout: Option<u32>,
-    /// type=bind|tmpfs,source=…,destination=…[,ro][,OPTION…]
+    /// type=bind|tmpfs|volume,source=…,destination=…[,ro][,OPTION…]
     #[arg(long = "mount")]
     mount: Vec<String>,
+    /// SOURCE:DESTINATION[:OPTIONS] as podman's: SOURCE is a host path (starting with `/`
+    /// or `.`) or a volume name (created if missing); DESTINATION alone is an anonymous
+    /// volume. OPTIONS: ro, rw, nocopy and mount options, comma-separated.
+    #[arg(short = 'v', long = "volume")]
+    volume: Vec<String>,
     /// none (default) or host.
     #[arg(long)]
     network: Option<String>,
@@ -127,6 +132,54 @@ fn mount_spec(text: &str) -> anyhow::Result<HashMap<String, zbus::OwnedVariant>>
     Ok(spec)
 }
 
+/// One `-v/--volume` argument as a `Mounts` entry.
+fn volume_spec(text: &str) -> anyhow::Result<HashMap<String, zbus::OwnedVariant>> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let (source, destination, options) = match parts.as_slice() {
+        [destination] => ("", *destination, ""),
+        [destination, options] if !options.starts_with('/') => ("", *destination, *options),
+        [source, destination] => (*source, *destination, ""),
+        [source, destination, options] => (*source, *destination, *options),
+        _ => anyhow::bail!("--volume {text:?}: expected SOURCE:DESTINATION[:OPTIONS]"),
+    };
+    if !destination.starts_with('/') {
+        anyhow::bail!("--volume {text:?}: the destination {destination:?} is not absolute");
+    }
+    let (kind, source) = if source.starts_with('/') {
+        ("bind", source.to_string())
+    } else if source.starts_with('.') {
+        let absolute = std::path::absolute(source)
+            .map_err(|e| anyhow::anyhow!("--volume {text:?}: {source}: {e}"))?;
+        ("bind", absolute.display().to_string())
+    } else {
+        ("volume", source.to_string())
+    };
+    let owned = |v: Variant<'_>| v.try_to_owned().map_err(anyhow::Error::from);
+    let mut spec: HashMap<String, zbus::OwnedVariant> = HashMap::from([
+        ("Type".to_string(), owned(Variant::from(kind))?),
+        ("Source".to_string(), owned(Variant::from(source))?),
+        (
+            "Destination".to_string(),
+            owned(Variant::from(destination))?,
+        ),
+    ]);
+    let mut rest = Vec::new();
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        match option {
+            "ro" => {
+                spec.insert("ReadOnly".into(), owned(Variant::from(true))?);
+            }
+            // SELinux relabelling: nothing to do without SELinux (podman ignores it too).
+            "rw" | "z" | "Z" => {}
+            other => rest.push(other.to_string()),
+        }
+    }
+    if !rest.is_empty() {
+        spec.insert("Options".into(), owned(Variant::from(rest))?);
+    }
+    Ok(spec)
+}
+
 fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
     let mut spec: Spec<'static> = HashMap::new();
     let command = match &args.rootfs {
@@ -187,12 +240,15 @@ fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
             Variant::from(pairs("annotation", &args.annotation)?),
         );
     }
-    if !args.mount.is_empty() {
-        let mounts = args
+    if !args.mount.is_empty() || !args.volume.is_empty() {
+        let mut mounts = args
             .mount
             .iter()
             .map(|m| mount_spec(m))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        for volume in &args.volume {
+            mounts.push(volume_spec(volume)?);
+        }
         spec.insert("Mounts", Variant::from(mounts));
     }
     if let Some(timeout) = args.stop_timeout {
@@ -288,4 +344,43 @@ pub async fn run(connection: &zbus::Connection, args: RunArgs) -> anyhow::Result
         container.remove(true).await.map_err(explain)?;
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(spec: &HashMap<String, zbus::OwnedVariant>, key: &str) -> String {
+        String::try_from(spec[key].try_clone().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn volume_flags_read_as_podman_reads_them() {
+        let named = volume_spec("pgdata:/var/lib/db:ro,nocopy").unwrap();
+        assert_eq!(text(&named, "Type"), "volume");
+        assert_eq!(text(&named, "Source"), "pgdata");
+        assert_eq!(text(&named, "Destination"), "/var/lib/db");
+        assert!(bool::try_from(named["ReadOnly"].try_clone().unwrap()).unwrap());
+        let options = Vec::<String>::try_from(named["Options"].try_clone().unwrap()).unwrap();
+        assert_eq!(options, ["nocopy"]);
+
+        let bind = volume_spec("/srv/www:/usr/share/www").unwrap();
+        assert_eq!(text(&bind, "Type"), "bind");
+        assert_eq!(text(&bind, "Source"), "/srv/www");
+        assert!(!bind.contains_key("ReadOnly"));
+
+        let anonymous = volume_spec("/cache").unwrap();
+        assert_eq!(text(&anonymous, "Type"), "volume");
+        assert_eq!(text(&anonymous, "Source"), "");
+
+        let relabelled = volume_spec("/srv:/srv:Z").unwrap();
+        assert!(!relabelled.contains_key("Options"));
+
+        let relative = volume_spec("./here:/x:rw").unwrap();
+        assert_eq!(text(&relative, "Type"), "bind");
+        assert!(text(&relative, "Source").starts_with('/'));
+
+        assert!(volume_spec("data:relative").is_err());
+        assert!(volume_spec("a:/b:ro:extra").is_err());
+    }
 }

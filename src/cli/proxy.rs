@@ -27,6 +27,15 @@ pub trait Manager {
         after_seq: u64,
         limit: u32,
     ) -> zbus::Result<Vec<(u64, u64, String, String, HashMap<String, String>)>>;
+    fn create_volume(
+        &self,
+        name: &str,
+        options: HashMap<&str, Variant<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn get_volume(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn list_volumes(&self) -> zbus::Result<Vec<(String, String, OwnedObjectPath)>>;
+    fn remove_volume(&self, name: &str, force: bool) -> zbus::Result<()>;
+    fn prune_volumes(&self) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
 }
@@ -155,6 +164,30 @@ pub trait Image {
     fn names(&self) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
     fn size(&self) -> zbus::Result<u64>;
+}
+
+#[proxy(
+    interface = "org.berth.Engine1.Volume",
+    default_service = "org.berth.Engine1"
+)]
+pub trait Volume {
+    fn export(&self, destination: zbus::Fd<'_>) -> zbus::Result<()>;
+    fn import(&self, source: zbus::Fd<'_>) -> zbus::Result<()>;
+    fn inspect(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn name(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn driver(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn mountpoint(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn created_at(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn labels(&self) -> zbus::Result<HashMap<String, String>>;
+    #[zbus(property)]
+    fn anonymous(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn containers(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
 }
 
 /// A `CreateContainer` spec as a client builds it.

@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[&str] = &[
          id     TEXT PRIMARY KEY NOT NULL,
          record TEXT NOT NULL
      );",
+    // 3 (volumes): named volumes by name (their content lives on disk under volumes/).
+    "CREATE TABLE volumes (
+         name   TEXT PRIMARY KEY NOT NULL,
+         record TEXT NOT NULL
+     );",
 ];
 
 /// Brings the database up to the latest schema, each step in its own transaction.
@@ -87,6 +92,26 @@ mod tests {
             .query_row("SELECT count(*) FROM containers", [], |r| r.get(0))
             .unwrap();
         assert_eq!(containers, 1, "the migration kept the containers");
+    }
+
+    #[test]
+    fn the_volume_migration_keeps_containers_and_images() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute("INSERT INTO images VALUES ('i', '{}')", [])
+            .unwrap();
+        migrate(&mut conn).unwrap();
+        conn.execute("INSERT INTO volumes VALUES ('v', '{}')", [])
+            .unwrap();
+        let images: i64 = conn
+            .query_row("SELECT count(*) FROM images", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(images, 1);
+        assert!(conn
+            .execute("INSERT INTO volumes VALUES ('v', '{}')", [])
+            .is_err());
     }
 
     #[test]

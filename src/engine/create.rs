@@ -42,7 +42,9 @@ impl Engine {
             Some(_) => Some(self.inner().images_lock.lock().await),
             None => None,
         };
-        let config = self.validate(request)?;
+        let mut config = self.validate(request)?;
+        // Held until the container is recorded: its volumes cannot be removed meanwhile.
+        let volumes = self.attach_volumes(&mut config).await?;
         let inner = self.inner().clone();
         let id = config.id.clone();
         let row = ContainerRow {
@@ -55,7 +57,7 @@ impl Engine {
         };
         let events = vec![event("create", &config, caller, &[])];
         let dir = inner.container_dir(&id);
-        blocking(move || {
+        let created = blocking(move || {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
             let entry = Entry::new(config.clone(), ContainerStatus::new());
@@ -70,6 +72,7 @@ impl Engine {
                     for record in records {
                         inner.notify.send(Notification::Event(record));
                     }
+                    inner.announce_volume_users(&config);
                 },
             );
             if let Err(error) = result {
@@ -78,7 +81,11 @@ impl Engine {
             }
             Ok(id)
         })
-        .await
+        .await;
+        if let (Err(_), Some((_, made))) = (&created, &volumes) {
+            self.discard_volumes(made).await;
+        }
+        created
     }
 
     fn validate(&self, mut request: CreateRequest) -> Result<ContainerConfig> {
@@ -177,10 +184,10 @@ impl Engine {
                         mount.source
                     )))
                 }
-                "bind" | "tmpfs" => {}
+                "bind" | "tmpfs" | "volume" => {}
                 other => {
                     return Err(invalid(format!(
-                        "Mounts: unknown type {other:?} (bind or tmpfs)"
+                        "Mounts: unknown type {other:?} (bind, tmpfs or volume)"
                     )))
                 }
             }
@@ -322,7 +329,7 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
 
     let inner: Arc<super::Inner> = locked.engine().clone();
     let events = vec![event("remove", locked.config(), caller, &[])];
-    blocking(move || {
+    let removed = blocking(move || {
         let dir = inner.container_dir(&id);
         for path in [dir.clone(), inner.paths.bundle(&id)] {
             match std::fs::remove_dir_all(&path) {
@@ -348,5 +355,10 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
             })?;
         Ok(())
     })
-    .await
+    .await;
+    if removed.is_ok() {
+        // Anonymous volumes go with their container.
+        locked.engine().release_volumes(locked.config()).await;
+    }
+    removed
 }

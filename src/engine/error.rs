@@ -16,6 +16,10 @@ pub enum EngineError {
     NoSuchImage(String),
     #[error("{0}")]
     ImageInUse(String),
+    #[error("no such volume {0:?}")]
+    NoSuchVolume(String),
+    #[error("{0}")]
+    VolumeInUse(String),
     #[error("name {0:?} is already in use")]
     NameInUse(String),
     #[error("container {id} is {state}: cannot {verb}")]

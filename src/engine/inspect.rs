@@ -13,6 +13,7 @@ impl Engine {
         let status = entry.status();
         let dir = self.inner().container_dir(id);
         let runroot_bundle = self.inner().paths.bundle(id);
+        let mounts = self.mounts_json(&config);
         blocking(move || {
             let args = config.process_args();
             let (restart_name, retries) = match &config.restart_policy {
@@ -67,13 +68,7 @@ impl Engine {
                         "MergedDir": dir.join("merged").display().to_string(),
                     }
                 },
-                "Mounts": config.mounts.iter().map(|m| json!({
-                    "Type": m.kind,
-                    "Source": m.source,
-                    "Destination": m.destination,
-                    "Options": m.options,
-                    "RW": !m.read_only,
-                })).collect::<Vec<_>>(),
+                "Mounts": mounts,
                 "Config": {
                     "Hostname": config.hostname,
                     "User": config.user,

@@ -175,10 +175,12 @@ pub(crate) async fn create_in_runtime(
         let bundle = bundle.clone();
         let launcher = inner.backends.launcher.clone();
         let mountpoint = PathBuf::from(&mountpoint);
+        let inner = inner.clone();
         blocking(move || {
             let user = users::lookup(&mountpoint, &config.user)
                 .map_err(|e| EngineError::InvalidArgument(format!("User: {e}")))?;
             let mut input = spec_input(&config, &mountpoint, &user, init_binary);
+            input.mounts = inner.runtime_mounts(&config, &mountpoint)?;
             if systemd_cgroups {
                 // runc's systemd driver: slice, prefix and name of the container's scope.
                 input.cgroups_path = format!("machine.slice:berth:{}", config.id);

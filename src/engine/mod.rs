@@ -24,6 +24,7 @@ mod reconcile;
 pub mod state;
 #[cfg(test)]
 mod tests;
+mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
@@ -90,6 +91,16 @@ pub enum Notification {
     },
     ImageRemoved {
         id: String,
+    },
+    VolumeAdded {
+        name: String,
+    },
+    /// A volume's `Containers` changed.
+    VolumeChanged {
+        name: String,
+    },
+    VolumeRemoved {
+        name: String,
     },
 }
 
@@ -176,6 +187,8 @@ pub(crate) struct Inner {
     /// Serialises image changes (imports, tags, removals with their layer deletion).
     images_lock: Mutex<()>,
     layers: crate::storage::images::LayerStore,
+    /// Named volumes: records, directories and their lock.
+    volumes: volumes::Volumes,
     /// Calls and background tasks in flight (for `--idle-timeout`).
     busy: AtomicUsize,
     /// Bumped whenever `busy` changes, so idling is awaited, not polled.
@@ -246,6 +259,7 @@ impl Engine {
         layers
             .sweep(&referenced)
             .map_err(|e| EngineError::Internal(format!("layer store: {e}")))?;
+        let volumes = volumes::Volumes::open(&options.root, &db, &containers)?;
         let (sender, notifications) = mpsc::unbounded_channel();
         let notify = Arc::new(Notifier {
             sender,
@@ -261,6 +275,7 @@ impl Engine {
             images: RwLock::new(images),
             images_lock: Mutex::new(()),
             layers,
+            volumes,
             busy: AtomicUsize::new(0),
             activity: watch::Sender::new(0),
         });

@@ -22,6 +22,10 @@ pub struct ImageConfig {
     pub working_dir: String,
     pub user: String,
     pub labels: BTreeMap<String, String>,
+    /// Paths the image declares as volumes (`Volumes`): each container gets an anonymous
+    /// volume there.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// An image as stored.
@@ -346,7 +350,7 @@ fn import_rootfs(
     let dir = staging.join("rootfs");
     std::fs::create_dir(&dir)?;
     let unpacked = unpack_layer(stream, &dir, options.limits)?;
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         "os": "linux",
         "config": {
@@ -359,6 +363,16 @@ fn import_rootfs(
         },
         "rootfs": { "type": "layers", "diff_ids": [unpacked.diff_id] },
     });
+    // Only when there are some: an image without volumes keeps the id it always had.
+    if !options.config.volumes.is_empty() {
+        let volumes: serde_json::Map<String, serde_json::Value> = options
+            .config
+            .volumes
+            .iter()
+            .map(|path| (path.clone(), serde_json::json!({})))
+            .collect();
+        config["config"]["Volumes"] = serde_json::Value::Object(volumes);
+    }
     let config_bytes = serde_json::to_vec(&config).map_err(|e| format_error(e.to_string()))?;
     let staged = vec![Staged {
         blob_digest: unpacked.diff_id.clone(),
@@ -661,6 +675,8 @@ struct RuntimeConfig {
     user: Option<String>,
     #[serde(default)]
     labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    volumes: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -723,6 +739,10 @@ fn finish(
             working_dir: runtime.working_dir.unwrap_or_default(),
             user: runtime.user.unwrap_or_default(),
             labels: runtime.labels.unwrap_or_default(),
+            volumes: runtime
+                .volumes
+                .map(|volumes| volumes.into_keys().collect())
+                .unwrap_or_default(),
         },
         architecture: document.architecture,
         os: document.os,
@@ -920,6 +940,7 @@ mod tests {
             reference: Some("localhost/plain:1".into()),
             config: ImageConfig {
                 cmd: vec!["/bin/sh".into()],
+                volumes: vec!["/data".into()],
                 ..Default::default()
             },
             ..Default::default()
@@ -928,6 +949,7 @@ mod tests {
         assert_eq!(image.layers.len(), 1);
         assert_eq!(image.names, ["localhost/plain:1"]);
         assert_eq!(image.config.cmd, ["/bin/sh"]);
+        assert_eq!(image.config.volumes, ["/data"], "declared volumes are kept");
         assert!(store.path(&image.layers[0]).join("bin/busybox").exists());
     }
 

@@ -1,5 +1,5 @@
 //! Container filesystems: the overlay rootfs, paths resolved beneath a root, users looked up
-//! inside it, and artifacts.
+//! inside it, artifacts, and named volumes.
 
 pub mod artifacts;
 pub mod images;
@@ -7,3 +7,4 @@ pub mod resolve;
 pub mod rootfs;
 pub mod unpack;
 pub mod users;
+pub mod volumes;
