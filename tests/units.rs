@@ -1,0 +1,345 @@
+//! Quadlet `.container` files to systemd units (issue 12): the parser and the unit writer
+//! without root, then the generator, berthctl's `--sdnotify` mode and health checks inside a
+//! real booted systemd (tests/systemd-sandbox).
+
+use std::path::{Path, PathBuf};
+
+use berth::units::{generate, parse_duration, split_words, QuadletError, UnitFile};
+
+const BERTHCTL: &str = "/usr/local/bin/berthctl";
+
+fn unit(name: &str, text: &str) -> Result<berth::units::GeneratedUnit, QuadletError> {
+    generate(
+        &Path::new("/etc/berth/systemd").join(name),
+        text,
+        Path::new(BERTHCTL),
+    )
+}
+
+fn exec_start(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn parser_reads_sections_repeated_keys_comments_and_continuations() {
+    let file = UnitFile::parse(
+        "# comment\n; another\n[Unit]\nDescription=A web server\n\n[Container]\n\
+         Image=busybox\nEnvironment=A=1 \\\n  B=2\nEnvironment=C=3\n[Unit]\nAfter=x.service\n",
+    )
+    .unwrap();
+    let names: Vec<_> = file.sections.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["Unit", "Container"]);
+    let unit = file.section("Unit").unwrap();
+    assert_eq!(unit.entries.len(), 2);
+    assert_eq!(unit.entries[1].value, "x.service");
+    let container = file.section("Container").unwrap();
+    let env: Vec<_> = container
+        .entries
+        .iter()
+        .filter(|e| e.key == "Environment")
+        .map(|e| e.value.as_str())
+        .collect();
+    assert_eq!(env, ["A=1  B=2", "C=3"]);
+}
+
+#[test]
+fn parser_rejects_a_line_without_equals_with_its_line_number() {
+    let error = UnitFile::parse("[Container]\nImage=x\nthis is not a key\n").unwrap_err();
+    assert_eq!(error.line, 3);
+    assert!(error.to_string().contains("expected KEY=VALUE"), "{error}");
+}
+
+#[test]
+fn parser_rejects_a_key_outside_any_section_and_a_broken_header() {
+    let error = UnitFile::parse("Image=x\n[Container]\n").unwrap_err();
+    assert_eq!(error.line, 1);
+    assert!(error.to_string().contains("outside any [Section]"));
+    let error = UnitFile::parse("[Container\nImage=x\n").unwrap_err();
+    assert!(
+        error.to_string().contains("malformed section header"),
+        "{error}"
+    );
+}
+
+#[test]
+fn words_split_as_systemd_does() {
+    assert_eq!(
+        split_words(r#"A=1 "B=two words" 'C=it''s' D=a\"b"#).unwrap(),
+        ["A=1", "B=two words", "C=its", "D=a\"b"]
+    );
+    assert!(split_words("\"open").is_err());
+    assert_eq!(split_words("  ").unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn durations_parse_as_podman_flags_take_them() {
+    assert_eq!(parse_duration("30s").unwrap(), 30_000_000);
+    assert_eq!(parse_duration("1m30s").unwrap(), 90_000_000);
+    assert_eq!(parse_duration("500ms").unwrap(), 500_000);
+    assert_eq!(parse_duration("2").unwrap(), 2_000_000);
+    assert_eq!(parse_duration("1.5s").unwrap(), 1_500_000);
+    assert!(parse_duration("soon").is_err());
+    assert!(parse_duration("5 parsecs").is_err());
+}
+
+#[test]
+fn a_container_file_becomes_a_notify_service_running_berthctl() {
+    let text = "[Unit]\nDescription=Web\n\n[Container]\nImage=docker.io/library/nginx:latest\n\
+                ContainerName=web\nExec=nginx -g 'daemon off;'\nEnvironment=A=1 \"B=two words\"\n\
+                EnvironmentFile=web.env\nPublishPort=8080:80\nNetwork=bridge\nVolume=/srv:/data:ro\n\
+                Label=app=web tier=front\nStopTimeout=20\n\n[Service]\nRestart=on-failure\n\n\
+                [Install]\nWantedBy=multi-user.target default.target\nRequiredBy=web.target\n";
+    let generated = unit("web.container", text).unwrap();
+    assert_eq!(generated.unit_name, "web.service");
+    let out = &generated.text;
+    assert!(
+        out.contains("SourcePath=/etc/berth/systemd/web.container\n"),
+        "{out}"
+    );
+    assert!(out.contains("Description=Web\n"));
+    assert!(out.contains("Type=notify\n"));
+    assert!(out.contains("NotifyAccess=main\n"));
+    assert!(out.contains("Restart=on-failure\n"));
+    assert!(out.contains("TimeoutStopSec=50\n"));
+    assert!(out.contains("[Install]\nWantedBy=multi-user.target default.target\n"));
+    assert_eq!(
+        exec_start(out),
+        "/usr/local/bin/berthctl run --name web --replace --rm --sdnotify=conmon \
+         --env A=1 --env \"B=two words\" --env-file /etc/berth/systemd/web.env \
+         --publish 8080:80 --network bridge --volume /srv:/data:ro --label app=web \
+         --label tier=front --stop-timeout 20 docker.io/library/nginx:latest nginx -g \
+         \"daemon off;\""
+    );
+    assert!(out.contains("ExecStopPost=-/usr/local/bin/berthctl rm -f web\n"));
+    assert_eq!(
+        generated.links,
+        [
+            (
+                "multi-user.target.wants".to_string(),
+                "web.service".to_string()
+            ),
+            (
+                "default.target.wants".to_string(),
+                "web.service".to_string()
+            ),
+            ("web.target.requires".to_string(), "web.service".to_string()),
+        ]
+    );
+    // [Service] pass-through comes after berth's own lines, so it can override them.
+    let restart = out.find("Restart=on-failure").unwrap();
+    assert!(out.find("ExecStart=").unwrap() < restart);
+}
+
+#[test]
+fn the_container_name_defaults_to_systemd_and_the_file_name_as_in_quadlet() {
+    let generated = unit("db.container", "[Container]\nImage=busybox\n").unwrap();
+    assert!(exec_start(&generated.text).contains("--name systemd-db "));
+    assert!(generated.links.is_empty());
+}
+
+#[test]
+fn notify_and_health_keys_become_berthctl_flags() {
+    let text = "[Container]\nRootfs=/srv/rootfs\nNotify=healthy\nHealthCmd=test -e /tmp/ok\n\
+                HealthInterval=1s\nHealthRetries=3\nHealthTimeout=5s\nHealthStartPeriod=0\n\
+                Exec=sleep 1000\n";
+    let line = exec_start(&unit("h.container", text).unwrap().text);
+    assert!(line.contains(" --sdnotify=healthy "), "{line}");
+    assert!(
+        line.contains(" --health-cmd \"test -e /tmp/ok\" --health-interval 1s --health-retries 3 --health-timeout 5s --health-start-period 0 "),
+        "{line}"
+    );
+    assert!(line.ends_with(" --rootfs /srv/rootfs sleep 1000"), "{line}");
+    let yes = exec_start(
+        &unit("n.container", "[Container]\nImage=x\nNotify=yes\n")
+            .unwrap()
+            .text,
+    );
+    assert!(yes.contains(" --sdnotify=container "), "{yes}");
+    let no = exec_start(
+        &unit("n.container", "[Container]\nImage=x\nNotify=false\n")
+            .unwrap()
+            .text,
+    );
+    assert!(no.contains(" --sdnotify=conmon "), "{no}");
+}
+
+#[test]
+fn percent_and_dollar_are_escaped_for_systemd() {
+    let text = "[Container]\nImage=x\nExec=sh -c 'echo $HOME 100%'\n";
+    let line = exec_start(&unit("e.container", text).unwrap().text);
+    assert!(line.ends_with(" x sh -c \"echo $$HOME 100%%\""), "{line}");
+}
+
+#[test]
+fn an_unknown_key_is_refused_with_its_name_and_line() {
+    let error = unit("u.container", "[Container]\nImage=x\nFrobnicate=yes\n").unwrap_err();
+    assert_eq!(
+        error,
+        QuadletError::UnknownKey {
+            line: 3,
+            key: "Frobnicate".into()
+        }
+    );
+    assert_eq!(
+        error.to_string(),
+        "line 3: unsupported key \"Frobnicate\" in [Container]"
+    );
+}
+
+#[test]
+fn a_malformed_file_is_refused() {
+    let error = unit("m.container", "[Container]\nImage=x\nnot a key\n").unwrap_err();
+    assert!(matches!(error, QuadletError::Syntax(_)), "{error:?}");
+}
+
+#[test]
+fn missing_or_double_image_is_refused() {
+    assert_eq!(
+        unit("i.container", "[Container]\nExec=true\n").unwrap_err(),
+        QuadletError::NoImage
+    );
+    assert_eq!(
+        unit("i.container", "[Container]\nImage=x\nRootfs=/r\n").unwrap_err(),
+        QuadletError::NoImage
+    );
+    assert_eq!(
+        unit("i.container", "[Unit]\nDescription=x\n").unwrap_err(),
+        QuadletError::NoContainerSection
+    );
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_key() {
+    for (text, key) in [
+        ("Notify=maybe", "Notify"),
+        ("HealthRetries=three", "HealthRetries"),
+        ("HealthInterval=often", "HealthInterval"),
+        ("StopTimeout=-1", "StopTimeout"),
+        ("Environment=NOEQUALS", "Environment"),
+        ("Label=\"unbalanced", "Label"),
+        ("ContainerName=bad/name", "ContainerName"),
+        ("RunInit=perhaps", "RunInit"),
+    ] {
+        let error = unit("b.container", &format!("[Container]\nImage=x\n{text}\n")).unwrap_err();
+        match &error {
+            QuadletError::BadValue { key: k, line, .. } => {
+                assert_eq!(k, key);
+                assert_eq!(*line, 3);
+            }
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        unit("b.container", "[Container]\nImage=x\nNotify=healthy\n").unwrap_err(),
+        QuadletError::HealthyWithoutCheck
+    );
+}
+
+#[test]
+fn a_file_name_must_be_a_unit_name() {
+    assert!(matches!(
+        unit("bad name.container", "[Container]\nImage=x\n").unwrap_err(),
+        QuadletError::BadFileName { .. }
+    ));
+}
+
+#[test]
+fn service_name_and_aliases_and_other_sections_pass_through() {
+    let generated = unit(
+        "a.container",
+        "[Container]\nImage=x\nServiceName=other\n[X-Extra]\nKey=v\n[Install]\nAlias=alias.service\n",
+    )
+    .unwrap();
+    assert_eq!(generated.unit_name, "other.service");
+    assert_eq!(generated.aliases, ["alias.service"]);
+    assert!(generated.text.contains("[X-Extra]\nKey=v\n"));
+}
+
+fn temp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("berth-units-")
+        .tempdir()
+        .unwrap()
+}
+
+#[test]
+fn generate_all_writes_good_files_and_reports_each_bad_one_once() {
+    let dir = temp();
+    let etc = dir.path().join("etc");
+    let share = dir.path().join("share");
+    let out = dir.path().join("out");
+    for d in [&etc, &share, &out] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(
+        etc.join("good.container"),
+        "[Container]\nImage=x\n[Install]\nWantedBy=multi-user.target\n",
+    )
+    .unwrap();
+    std::fs::write(etc.join("broken.container"), "[Container\nImage=x\n").unwrap();
+    std::fs::write(
+        etc.join("unknown.container"),
+        "[Container]\nImage=x\nBogus=1\n",
+    )
+    .unwrap();
+    std::fs::write(etc.join("ignored.txt"), "not a unit").unwrap();
+    // /etc shadows /usr/share for the same file name.
+    std::fs::write(
+        share.join("good.container"),
+        "[Container]\nImage=shadowed\n",
+    )
+    .unwrap();
+    std::fs::write(share.join("shared.container"), "[Container]\nImage=y\n").unwrap();
+
+    let report = berth::units::generate_all(&[etc.clone(), share], &out, Path::new(BERTHCTL));
+    let mut written: Vec<PathBuf> = report.written.clone();
+    written.sort();
+    assert_eq!(
+        written,
+        [out.join("good.service"), out.join("shared.service")]
+    );
+    assert_eq!(report.failures.len(), 2, "{:?}", report.failures);
+    assert!(report.failures[0].contains("broken.container: line 1: malformed section header"));
+    assert!(report.failures[1].contains("unknown.container: line 3: unsupported key \"Bogus\""));
+    assert!(!out.join("broken.service").exists());
+    assert!(!out.join("unknown.service").exists());
+    let good = std::fs::read_to_string(out.join("good.service")).unwrap();
+    assert!(exec_start(&good).ends_with(" x"), "{good}");
+    let link = out.join("multi-user.target.wants/good.service");
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        PathBuf::from("../good.service")
+    );
+    assert!(link.exists(), "the link resolves");
+}
+
+#[test]
+fn the_generator_binary_writes_units_and_logs_failures() {
+    let dir = temp();
+    let input = dir.path().join("in");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(input.join("ok.container"), "[Container]\nImage=x\n").unwrap();
+    std::fs::write(
+        input.join("bad.container"),
+        "[Container]\nImage=x\nNope=1\n",
+    )
+    .unwrap();
+    let generator = Path::new(env!("CARGO_BIN_EXE_berth-generator"));
+    let status = std::process::Command::new(generator)
+        .arg(&out)
+        .arg(dir.path().join("early"))
+        .arg(dir.path().join("late"))
+        .env("BERTH_GENERATOR_DIRS", &input)
+        .env("BERTHCTL", "/opt/berthctl")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ok = std::fs::read_to_string(out.join("ok.service")).unwrap();
+    assert!(ok.contains("ExecStart=/opt/berthctl run "), "{ok}");
+    assert!(!out.join("bad.service").exists());
+}
