@@ -21,15 +21,18 @@ fn log(priority: u8, message: &str) {
     }
 }
 
-/// berthctl where scripts/install (PREFIX /usr/local) or a package puts it; `BERTHCTL`
-/// overrides.
+/// The berthctl installed beside this binary (scripts/install links the generator to
+/// `$PREFIX/bin/berth-generator`), else the usual places; `BERTHCTL` overrides.
 fn berthctl() -> PathBuf {
     if let Some(path) = std::env::var_os("BERTHCTL") {
         return PathBuf::from(path);
     }
-    ["/usr/local/bin/berthctl", "/usr/bin/berthctl"]
-        .iter()
-        .map(PathBuf::from)
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("berthctl")));
+    sibling
+        .into_iter()
+        .chain(["/usr/local/bin/berthctl", "/usr/bin/berthctl"].map(PathBuf::from))
         .find(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("/usr/bin/berthctl"))
 }

@@ -10,6 +10,7 @@ mod lifecycle;
 mod list;
 mod logs;
 pub mod proxy;
+mod systemd;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -168,6 +169,11 @@ pub enum Command {
         #[arg(short, long)]
         import: Option<String>,
         container: String,
+    },
+    /// Health checks (`healthcheck run NAME`).
+    Healthcheck {
+        #[command(subcommand)]
+        command: systemd::HealthcheckCommand,
     },
     /// Follow events; `--since SEQ` replays the log after SEQ first.
     Events {
@@ -339,6 +345,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             no_stdin,
             container,
         } => exec::attach(&connection, &container, !no_stdin).await,
+        Command::Healthcheck { command } => systemd::healthcheck(&connection, command).await,
         Command::Events { since, no_follow } => {
             events::events(&connection, since, !no_follow).await
         }

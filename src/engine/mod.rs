@@ -15,6 +15,7 @@ mod exit;
 #[cfg(test)]
 mod fake;
 mod filesystem;
+mod health;
 mod images;
 mod inspect;
 mod lifecycle;
@@ -38,6 +39,7 @@ pub use checkpoint::{criu_problem, CheckpointRequest, RestoreRequest};
 pub use config::{ContainerConfig, ContainerStatus, CreateRequest, ExecSession, MountSpec};
 pub use error::EngineError;
 pub use exec::ExecRequest;
+pub use health::HealthRequest;
 pub use logs::LogOptions;
 pub use maintenance::BatchOp;
 pub use state::State;
@@ -275,6 +277,7 @@ impl Engine {
         let engine = self.clone();
         tokio::spawn(async move { engine.follow_exits(exits).await });
         self.reconcile().await;
+        self.follow_sidecars().await?;
         Ok(())
     }
 
