@@ -323,7 +323,7 @@ impl ContainerObject {
             .await
     }
 
-    /// Runs the health check now; returns the health status it leads to.
+    /// Runs the health check now; `healthy` if it passed, else `unhealthy`.
     async fn healthcheck(&self, #[zbus(header)] header: Header<'_>) -> Result<String, BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;

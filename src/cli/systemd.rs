@@ -219,6 +219,9 @@ pub async fn serve(
     let mut status_sent = String::new();
     let mut stop_asked = false;
     let mut stopped = false;
+    // One Wait call at a time (each is an event in the log); a new one only after berthd
+    // went away under it.
+    let mut wait = Box::pin(container.wait());
     let code = loop {
         if let Ok(now) = snapshot(container).await {
             let ready = match mode {
@@ -250,11 +253,14 @@ pub async fn serve(
             continue;
         }
         tokio::select! {
-            result = container.wait() => match result {
+            result = &mut wait => match result {
                 Ok(code) => break code,
                 Err(error) if from_berthd(&error) => return Err(explain(error)),
                 // berthd went away under the call: the next one activates it again.
-                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    wait = Box::pin(container.wait());
+                }
             },
             _ = changes.next() => {}
             _ = terminate.recv() => stop_asked = true,

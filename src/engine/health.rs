@@ -202,8 +202,8 @@ impl Engine {
         }
     }
 
-    /// Runs the health check now (`podman healthcheck run`) and returns the resulting
-    /// health status.
+    /// Runs the health check now (`podman healthcheck run`): `healthy` when this check
+    /// passed, else `unhealthy` (the `Health` property counts it toward the retries).
     pub async fn healthcheck(&self, _caller: Caller, id: &str) -> Result<String> {
         let config = self.config(id)?;
         let Some(health) = config.health else {
@@ -233,7 +233,8 @@ impl Engine {
             if let Some(state) = SidecarState::read(&path) {
                 if state.checks > checks_before {
                     self.sidecar_changed(id).await;
-                    return Ok(state.health);
+                    let passed = state.last_exit_code == 0;
+                    return Ok(if passed { "healthy" } else { "unhealthy" }.to_string());
                 }
             }
             if tokio::time::Instant::now() > deadline {

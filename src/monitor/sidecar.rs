@@ -83,6 +83,9 @@ pub struct SidecarState {
     pub failing_streak: u32,
     /// Checks run so far (`Healthcheck()` waits for this to move).
     pub checks: u64,
+    /// The exit code of the last check (-1: timed out).
+    #[serde(default)]
+    pub last_exit_code: i32,
     pub transitions: Vec<HealthTransition>,
 }
 
@@ -136,6 +139,7 @@ impl SidecarState {
         output: String,
     ) {
         self.checks += 1;
+        self.last_exit_code = exit_code;
         let before = (self.health.clone(), self.failing_streak);
         if exit_code == 0 {
             self.health = "healthy".into();
@@ -406,12 +410,15 @@ fn recv_nonblocking(socket: &UnixDatagram, buffer: &mut [u8]) -> std::io::Result
     Ok(received)
 }
 
-/// Sends one datagram to a container's sidecar (berthd's `Healthcheck()`).
+/// Sends one datagram to a container's sidecar (berthd's `Healthcheck()`). The socket is
+/// reached through an open descriptor of its directory: bundle paths can be longer than a
+/// socket address allows.
 pub fn send(bundle: &Path, message: &str) -> std::io::Result<()> {
+    let dir = std::fs::File::open(bundle.join(NOTIFY_DIR))?;
     let socket = UnixDatagram::unbound()?;
     socket.send_to(
         message.as_bytes(),
-        bundle.join(NOTIFY_DIR).join(NOTIFY_SOCKET_NAME),
+        format!("/proc/self/fd/{}/{NOTIFY_SOCKET_NAME}", dir.as_raw_fd()),
     )?;
     Ok(())
 }
