@@ -343,3 +343,381 @@ fn the_generator_binary_writes_units_and_logs_failures() {
     assert!(ok.contains("ExecStart=/opt/berthctl run "), "{ok}");
     assert!(!out.join("bad.service").exists());
 }
+
+// ---------------------------------------------------------------------------------------
+// End to end, inside a real booted systemd (tests/systemd-sandbox, as tests/systemd.rs).
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Sandbox {
+    state: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// Boots one, or says why it cannot.
+    fn boot() -> Result<Sandbox, String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err("not root".into());
+        }
+        for (path, what) in [
+            ("/lib/systemd/systemd", "systemd"),
+            ("/usr/bin/unshare", "unshare"),
+            ("/usr/bin/nsenter", "nsenter"),
+            ("/usr/bin/systemd-notify", "systemd-notify"),
+            ("/usr/bin/dbus-monitor", "dbus-monitor"),
+        ] {
+            if !Path::new(path).exists() {
+                return Err(format!("{what} is not installed"));
+            }
+        }
+        let state = tempfile::Builder::new()
+            .prefix("berth-units-systemd-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let sandbox = Sandbox { state };
+        let output = sandbox.script("start", &[]);
+        if !output.status.success() {
+            return Err(format!(
+                "systemd cannot boot in namespaces here: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(sandbox)
+    }
+
+    fn script(&self, verb: &str, args: &[&str]) -> Output {
+        Command::new(repo().join("tests/systemd-sandbox"))
+            .arg(verb)
+            .arg(self.state.path())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a shell command inside; returns (success, stdout, stderr).
+    fn sh(&self, command: &str) -> (bool, String, String) {
+        let output = self.script("exec", &["sh", "-c", command]);
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).trim().to_string(),
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        )
+    }
+
+    /// Runs a shell command inside that must succeed; returns its stdout.
+    fn ok(&self, command: &str) -> String {
+        let (success, stdout, stderr) = self.sh(command);
+        assert!(success, "{command}: {stdout} {stderr}");
+        stdout
+    }
+
+    fn wait_for(&self, what: &str, limit: Duration, command: &str, expected: &str) {
+        let start = Instant::now();
+        loop {
+            let (_, stdout, _) = self.sh(command);
+            if stdout == expected {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{what}: `{command}` said {stdout:?}, not {expected:?}, for {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A property of the container of that name.
+    fn property(&self, container: &str, name: &str) -> String {
+        let reply = self.ok(&format!("busctl call {MANAGER} GetContainer s {container}"));
+        let path = reply.split('"').nth(1).unwrap().to_string();
+        self.ok(&format!(
+            "busctl get-property org.berth.Engine1 {path} org.berth.Engine1.Container {name}"
+        ))
+    }
+
+    fn unit_property(&self, unit: &str, name: &str) -> String {
+        self.ok(&format!("systemctl show -P {name} {unit}"))
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.script("stop", &[]);
+    }
+}
+
+const MANAGER: &str = "org.berth.Engine1 /org/berth/Engine1 org.berth.Engine1.Manager";
+const ROOTFS: &str = "/var/lib/berth-test/rootfs";
+
+#[test]
+fn container_files_become_units_that_systemd_runs() {
+    let sandbox = match Sandbox::boot() {
+        Ok(sandbox) => sandbox,
+        Err(reason) => {
+            eprintln!("SKIP container_files_become_units_that_systemd_runs: {reason}");
+            return;
+        }
+    };
+    let build = Path::new(env!("CARGO_BIN_EXE_berthd"))
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let repo = repo().display().to_string();
+    sandbox.ok(&format!(
+        "cd {repo} && BERTH_BUILD={build} scripts/install >/dev/null"
+    ));
+    // Overlayfs cannot stack on the sandbox's own overlay: the state gets a tmpfs. The
+    // rootfs has systemd-notify (with its libraries) for Notify=yes.
+    sandbox.ok(&format!(
+        "mkdir -p /var/lib/berth && mount -t tmpfs berth /var/lib/berth && \
+         {repo}/scripts/make-busybox-rootfs {ROOTFS} >/dev/null && \
+         for f in /usr/bin/systemd-notify $(ldd /usr/bin/systemd-notify | grep -o '/[^ ]*'); do \
+           mkdir -p {ROOTFS}$(dirname $f) && cp -L $f {ROOTFS}$f; done"
+    ));
+    // Names unique to this run: the kernel log is the host's.
+    let tag = format!(
+        "{:x}",
+        std::process::id() ^ (Instant::now().elapsed().as_nanos() as u32)
+    );
+    let bad = format!("bad{tag}");
+    let unknown = format!("unknown{tag}");
+    let files = [
+        (
+            "web".to_string(),
+            format!(
+                "[Unit]\nDescription=berth web test\n\n[Container]\nRootfs={ROOTFS}\n\
+                 ContainerName=web\nPublishPort=127.0.0.1:18080:8080\n\
+                 Exec=httpd -f -p 8080 -h /etc\n\n[Install]\nWantedBy=multi-user.target\n"
+            ),
+        ),
+        (
+            "ready".to_string(),
+            format!(
+                "[Container]\nRootfs={ROOTFS}\nNotify=yes\nStopTimeout=4\n\
+                 Exec=sh -c 'sleep 2; systemd-notify --status=\"up and ready\"; \
+                 systemd-notify --ready; exec sleep 1000'\n"
+            ),
+        ),
+        (
+            "healthy".to_string(),
+            format!(
+                "[Container]\nRootfs={ROOTFS}\nNotify=healthy\nHealthCmd=test -e /tmp/ok\n\
+                 HealthInterval=1s\nHealthRetries=2\n\
+                 Exec=sh -c 'sleep 3; touch /tmp/ok; exec sleep 1000'\n"
+            ),
+        ),
+        (
+            "three".to_string(),
+            format!("[Container]\nRootfs={ROOTFS}\nExec=sh -c 'sleep 1; exit 3'\n"),
+        ),
+        (
+            "again".to_string(),
+            format!(
+                "[Container]\nRootfs={ROOTFS}\nExec=sh -c 'sleep 1; exit 3'\n\n\
+                 [Service]\nRestart=on-failure\nRestartSec=1\n"
+            ),
+        ),
+        (bad.clone(), format!("[Container\nRootfs={ROOTFS}\n")),
+        (
+            unknown.clone(),
+            format!("[Container]\nRootfs={ROOTFS}\nFrobnicate=yes\n"),
+        ),
+    ];
+    sandbox.ok("mkdir -p /etc/berth/systemd");
+    for (name, text) in &files {
+        let path = format!("/etc/berth/systemd/{name}.container");
+        std::fs::write(sandbox.state.path().join("file"), text).unwrap();
+        sandbox.ok(&format!(
+            "cp {} {path}",
+            sandbox.state.path().join("file").display()
+        ));
+    }
+    sandbox.ok("systemctl daemon-reload");
+
+    // 6. The broken files make no unit and one log line each; the others generate.
+    let generated = sandbox.ok("ls /run/systemd/generator");
+    for name in ["web", "ready", "healthy", "three", "again"] {
+        assert!(
+            generated.contains(&format!("{name}.service")),
+            "{name}.service not generated: {generated}"
+        );
+    }
+    for name in [&bad, &unknown] {
+        assert!(!generated.contains(name.as_str()), "{generated}");
+        let lines = sandbox.ok(&format!(
+            "dmesg | grep -c 'berth-generator.*{name}.container' || true"
+        ));
+        assert_eq!(lines, "1", "log lines for {name}");
+    }
+    let line = sandbox.ok(&format!(
+        "dmesg | grep 'berth-generator.*{unknown}.container'"
+    ));
+    assert!(line.contains("unsupported key \"Frobnicate\""), "{line}");
+    let line = sandbox.ok(&format!("dmesg | grep 'berth-generator.*{bad}.container'"));
+    assert!(line.contains("malformed section header"), "{line}");
+
+    // 1. The unit exists, verifies cleanly and is wanted by multi-user.target.
+    let (_, verify, _) =
+        sandbox.sh("systemd-analyze verify /run/systemd/generator/web.service 2>&1; echo done");
+    assert_eq!(verify, "done", "systemd-analyze verify: {verify}");
+    assert_eq!(
+        sandbox.ok("readlink /run/systemd/generator/multi-user.target.wants/web.service"),
+        "../web.service"
+    );
+    assert_eq!(
+        sandbox.unit_property("web.service", "SourcePath"),
+        "/etc/berth/systemd/web.container"
+    );
+    let publish = sandbox.sh("berthctl run --help | grep -c -- --publish").1;
+    if publish == "0" {
+        eprintln!("SKIP part of point 1: berthctl has no --publish yet (the net branch adds it)");
+    } else {
+        sandbox.ok("systemctl start web.service");
+        sandbox.wait_for(
+            "the published port answers",
+            Duration::from_secs(15),
+            "wget -q -O - http://127.0.0.1:18080/passwd | head -1 | cut -d: -f1",
+            "root",
+        );
+        sandbox.ok("systemctl stop web.service");
+    }
+
+    // 2. Notify=yes: start returns once the container said READY=1, two seconds in.
+    let started = Instant::now();
+    sandbox.ok("systemctl start ready.service");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "start returned after {took:?}"
+    );
+    assert_eq!(sandbox.ok("systemctl is-active ready.service"), "active");
+    assert_eq!(sandbox.property("systemd-ready", "Ready"), "b true");
+    assert_eq!(
+        sandbox.property("systemd-ready", "StatusText"),
+        "s \"up and ready\""
+    );
+    assert_eq!(
+        sandbox.unit_property("ready.service", "StatusText"),
+        "up and ready"
+    );
+
+    // 3. Notify=healthy: active only once healthy; a failing check makes it unhealthy, with
+    //    the event and PropertiesChanged.
+    sandbox.ok("systemctl start healthy.service");
+    assert_eq!(
+        sandbox.property("systemd-healthy", "Health"),
+        "s \"healthy\""
+    );
+    let reply = sandbox.ok(&format!(
+        "busctl call {MANAGER} GetContainer s systemd-healthy"
+    ));
+    let healthy_path = reply.split('"').nth(1).unwrap().to_string();
+    sandbox.ok(&format!(
+        "(timeout 30 dbus-monitor --system \"type='signal',sender='org.berth.Engine1',path='{healthy_path}'\" \
+         > /tmp/signals 2>&1 &) ; sleep 1"
+    ));
+    sandbox.ok("berthctl exec systemd-healthy rm /tmp/ok");
+    sandbox.wait_for(
+        "the health turns unhealthy",
+        Duration::from_secs(15),
+        &format!(
+            "busctl get-property org.berth.Engine1 {healthy_path} org.berth.Engine1.Container Health"
+        ),
+        "s \"unhealthy\"",
+    );
+    assert_eq!(
+        sandbox.ok("berthctl healthcheck run systemd-healthy; echo $?"),
+        "unhealthy\n1"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let signals = sandbox.ok("cat /tmp/signals");
+    assert!(
+        signals.contains("string \"Health\"") && signals.contains("string \"unhealthy\""),
+        "no PropertiesChanged for Health: {signals}"
+    );
+    assert!(
+        signals.contains("string \"health_status\""),
+        "no health_status Event signal: {signals}"
+    );
+    let events = sandbox.ok(&format!("busctl call {MANAGER} GetEvents tu 0 0"));
+    assert!(
+        events.contains("\"health_status\" \"unhealthy\""),
+        "{events}"
+    );
+
+    // 5. berthd restarts while the units run: they stay active, the checks go on, and what
+    //    changed meanwhile is recorded.
+    sandbox.ok("systemctl restart berthd");
+    sandbox.ok("systemctl stop berthd");
+    sandbox.ok("berthctl exec systemd-healthy touch /tmp/ok");
+    sandbox.wait_for(
+        "the health recovers after berthd's restart",
+        Duration::from_secs(15),
+        &format!(
+            "busctl get-property org.berth.Engine1 {healthy_path} org.berth.Engine1.Container Health"
+        ),
+        "s \"healthy\"",
+    );
+    for unit in ["ready.service", "healthy.service"] {
+        assert_eq!(sandbox.ok(&format!("systemctl is-active {unit}")), "active");
+    }
+    // berthd stops and the check that heals runs with nobody watching: the next berthd
+    // records it.
+    sandbox.ok("berthctl exec systemd-healthy rm /tmp/ok && systemctl stop berthd");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(sandbox.sh("systemctl is-active berthd").1, "inactive");
+    assert_eq!(sandbox.ok("systemctl is-active healthy.service"), "active");
+    assert_eq!(
+        sandbox.property("systemd-healthy", "Health"),
+        "s \"unhealthy\""
+    );
+    let events = sandbox.ok(&format!("busctl call {MANAGER} GetEvents tu 0 0"));
+    assert_eq!(
+        events.matches("\"health_status\" \"unhealthy\"").count(),
+        2,
+        "{events}"
+    );
+
+    // 4. systemctl stop: the container ends within its stop timeout and the unit is
+    //    inactive; exit 3 fails the unit with ExecMainStatus=3; Restart=on-failure restarts.
+    let started = Instant::now();
+    sandbox.ok("systemctl stop ready.service");
+    assert!(
+        started.elapsed() < Duration::from_secs(4 + 5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        sandbox.sh("systemctl is-active ready.service").1,
+        "inactive"
+    );
+    let (found, _, _) = sandbox.sh(&format!(
+        "busctl call {MANAGER} GetContainer s systemd-ready"
+    ));
+    assert!(!found, "the container outlived its unit");
+    sandbox.ok("systemctl start three.service");
+    sandbox.wait_for(
+        "the unit fails",
+        Duration::from_secs(15),
+        "systemctl is-failed three.service",
+        "failed",
+    );
+    assert_eq!(
+        sandbox.unit_property("three.service", "ExecMainStatus"),
+        "3"
+    );
+    sandbox.ok("systemctl start again.service");
+    sandbox.wait_for(
+        "Restart=on-failure restarts it",
+        Duration::from_secs(20),
+        "test $(systemctl show -P NRestarts again.service) -ge 2 && echo restarted",
+        "restarted",
+    );
+    sandbox.ok("systemctl stop again.service healthy.service");
+}

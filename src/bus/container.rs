@@ -328,7 +328,10 @@ impl ContainerObject {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
         self.shared
-            .reply(&self.engine, self.engine.healthcheck(caller, &self.id).await)
+            .reply(
+                &self.engine,
+                self.engine.healthcheck(caller, &self.id).await,
+            )
             .await
     }
 
@@ -659,7 +662,9 @@ pub fn changed_properties(
         ("Ready", |s| Variant::from(s.ready)),
         ("StatusText", |s| Variant::from(s.status_text.clone())),
         ("Health", |s| Variant::from(s.health.clone())),
-        ("HealthFailingStreak", |s| Variant::from(s.health_failing_streak)),
+        ("HealthFailingStreak", |s| {
+            Variant::from(s.health_failing_streak)
+        }),
     ];
     for (name, field) in fields {
         if differs(field) {

@@ -235,10 +235,7 @@ async fn create_container<'a>(
     if args.systemd.replace {
         super::systemd::replace(&manager, args.name.as_deref()).await?;
     }
-    let path = manager
-        .create_container(spec)
-        .await
-        .map_err(explain)?;
+    let path = manager.create_container(spec).await.map_err(explain)?;
     Ok(ContainerProxy::builder(connection)
         .path(path)
         .build()

@@ -59,8 +59,8 @@ pub struct SystemdArgs {
 pub fn environment(args: &SystemdArgs, env: &[String]) -> anyhow::Result<Vec<String>> {
     let mut all = Vec::new();
     for file in &args.env_file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| anyhow::anyhow!("--env-file {file}: {e}"))?;
+        let text =
+            std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("--env-file {file}: {e}"))?;
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {

@@ -81,7 +81,8 @@ pub(crate) fn prepare(
     bundle: &Path,
     runroot: &Path,
 ) -> Result<()> {
-    let internal = |what: &str, e: &dyn std::fmt::Display| EngineError::Internal(format!("{what}: {e}"));
+    let internal =
+        |what: &str, e: &dyn std::fmt::Display| EngineError::Internal(format!("{what}: {e}"));
     let config_file = bundle.join(CONFIG_FILE);
     let state = state_file(runroot, &config.id);
     let _ = std::fs::remove_file(&state);
@@ -124,10 +125,7 @@ pub(crate) fn prepare(
 
 /// The status fields the sidecar's state sets, with the `health_status` events of the
 /// transitions not recorded yet (those after `recorded_up_to`), in order.
-pub(crate) fn apply(
-    status: &mut super::ContainerStatus,
-    state: &SidecarState,
-) -> Vec<NewEvent> {
+pub(crate) fn apply(status: &mut super::ContainerStatus, state: &SidecarState) -> Vec<NewEvent> {
     status.ready = state.ready;
     status.status_text = state.status_text.clone();
     status.health = state.health.clone();
@@ -227,8 +225,9 @@ impl Engine {
         sidecar::send(&bundle, sidecar::RUN_CHECK)
             .map_err(|e| EngineError::Internal(format!("reach the health checker: {e}")))?;
         // The sidecar runs it at once; it writes its state when done.
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_micros(health.timeout) + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_micros(health.timeout)
+            + Duration::from_secs(5);
         loop {
             if let Some(state) = SidecarState::read(&path) {
                 if state.checks > checks_before {
@@ -238,7 +237,9 @@ impl Engine {
                 }
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(EngineError::Internal("the health check did not finish".into()));
+                return Err(EngineError::Internal(
+                    "the health check did not finish".into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -185,8 +185,7 @@ pub(crate) async fn create_in_runtime(
                 input.cgroups_path = format!("machine.slice:berth:{}", config.id);
             }
             input.console_size = stdio.console_size;
-            let mut built =
-                spec::build(&input).map_err(|e| EngineError::Runtime(e.to_string()))?;
+            let mut built = spec::build(&input).map_err(|e| EngineError::Runtime(e.to_string()))?;
             std::fs::create_dir_all(&bundle)
                 .map_err(|e| EngineError::Internal(format!("create {}: {e}", bundle.display())))?;
             super::health::prepare(&config, &mut built, &bundle, &runroot)?;

@@ -198,7 +198,11 @@ pub fn spawn(args: &SidecarArgs) -> Result<(), String> {
         .arg(&args.id)
         .arg(&args.runtime)
         .arg(&args.runtime_root)
-        .arg(if args.systemd_cgroup { "systemd" } else { "cgroupfs" })
+        .arg(if args.systemd_cgroup {
+            "systemd"
+        } else {
+            "cgroupfs"
+        })
         .stdin(Stdio::from(OwnedFd::from(socket)))
         .stdout(Stdio::null());
     // Nothing of berthd's pipes may stay open in it: its complaints go to a file.
@@ -443,12 +447,25 @@ mod tests {
         let config = health(3);
         state.record_check(&config, false, 1, "no".into());
         state.record_check(&config, false, 1, "no".into());
-        assert_eq!((state.health.as_str(), state.failing_streak), ("starting", 2));
+        assert_eq!(
+            (state.health.as_str(), state.failing_streak),
+            ("starting", 2)
+        );
         state.record_check(&config, false, 1, "no".into());
-        assert_eq!((state.health.as_str(), state.failing_streak), ("unhealthy", 3));
+        assert_eq!(
+            (state.health.as_str(), state.failing_streak),
+            ("unhealthy", 3)
+        );
         state.record_check(&config, false, 0, "ok".into());
-        assert_eq!((state.health.as_str(), state.failing_streak), ("healthy", 0));
-        let statuses: Vec<_> = state.transitions.iter().map(|t| t.status.as_str()).collect();
+        assert_eq!(
+            (state.health.as_str(), state.failing_streak),
+            ("healthy", 0)
+        );
+        let statuses: Vec<_> = state
+            .transitions
+            .iter()
+            .map(|t| t.status.as_str())
+            .collect();
         assert_eq!(statuses, ["unhealthy", "healthy"]);
         assert!(state.transitions[0].at < state.transitions[1].at);
         assert_eq!(state.checks, 4);
@@ -461,7 +478,10 @@ mod tests {
             ..SidecarState::default()
         };
         state.record_check(&health(1), true, 1, String::new());
-        assert_eq!((state.health.as_str(), state.failing_streak), ("starting", 0));
+        assert_eq!(
+            (state.health.as_str(), state.failing_streak),
+            ("starting", 0)
+        );
         state.record_check(&health(1), true, 0, String::new());
         assert_eq!(state.health, "healthy");
     }
