@@ -17,7 +17,7 @@ fn log(priority: u8, message: &str) {
         .open("/dev/kmsg")
         .and_then(|mut kmsg| kmsg.write_all(line.as_bytes()));
     if written.is_err() {
-        eprint!("berth-generator: {message}\n");
+        eprintln!("berth-generator: {message}");
     }
 }
 
