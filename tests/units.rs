@@ -500,6 +500,7 @@ fn container_files_become_units_that_systemd_runs() {
             "ready".to_string(),
             format!(
                 "[Container]\nRootfs={ROOTFS}\nNotify=yes\nStopTimeout=4\n\
+                 EnvironmentFile=ready.env\nEnvironment=OTHER=\"two words\"\n\
                  Exec=sh -c 'sleep 2; systemd-notify --status=\"up and ready\"; \
                  systemd-notify --ready; exec sleep 1000'\n"
             ),
@@ -529,7 +530,10 @@ fn container_files_become_units_that_systemd_runs() {
             format!("[Container]\nRootfs={ROOTFS}\nFrobnicate=yes\n"),
         ),
     ];
-    sandbox.ok("mkdir -p /etc/berth/systemd");
+    sandbox.ok(
+        "mkdir -p /etc/berth/systemd && printf '# comment\\nGREETING=from the file\\n' \
+         > /etc/berth/systemd/ready.env",
+    );
     for (name, text) in &files {
         let path = format!("/etc/berth/systemd/{name}.container");
         std::fs::write(sandbox.state.path().join("file"), text).unwrap();
@@ -605,6 +609,10 @@ fn container_files_become_units_that_systemd_runs() {
     assert_eq!(
         sandbox.unit_property("ready.service", "StatusText"),
         "up and ready"
+    );
+    assert_eq!(
+        sandbox.ok("berthctl exec systemd-ready sh -c 'echo \"$GREETING/$OTHER\"'"),
+        "from the file/two words"
     );
 
     // 3. Notify=healthy: active only once healthy; a failing check makes it unhealthy, with

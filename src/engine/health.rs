@@ -186,8 +186,14 @@ impl Engine {
             return;
         };
         let inner = self.inner().clone();
-        let Ok(locked) = inner.lock(id).await else {
-            return;
+        let locked = match inner.lock(id).await {
+            Ok(locked) => locked,
+            Err(EngineError::NoSuchContainer(_) | EngineError::Removed(_)) => {
+                // Its container is gone: so is the point of the file.
+                let _ = std::fs::remove_file(&path);
+                return;
+            }
+            Err(_) => return,
         };
         let mut status = locked.status();
         let before = status.clone();
