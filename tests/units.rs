@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use berth::units::{generate, parse_duration, split_words, QuadletError, UnitFile};
 
+mod common;
+
 const BERTHCTL: &str = "/usr/local/bin/berthctl";
 
 fn unit(name: &str, text: &str) -> Result<berth::units::GeneratedUnit, QuadletError> {
@@ -728,4 +730,118 @@ fn container_files_become_units_that_systemd_runs() {
         "restarted",
     );
     sandbox.ok("systemctl stop again.service healthy.service");
+}
+
+// ---------------------------------------------------------------------------------------
+// Over a private bus (tests/common): the spec keys, and health checks that go on while
+// berthd is down, recorded in order when it is back.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_go_on_while_berthd_is_down_and_are_recorded_in_order() {
+    let Some(mut h) = common::harness("health_checks_go_on_while_berthd_is_down") else {
+        return;
+    };
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    // Healthy at once, failing from 3 s to 5 s, healthy again after.
+    let container = h
+        .create_with(
+            &connection,
+            "checked",
+            &[
+                "sh",
+                "-c",
+                "touch /tmp/ok; sleep 3; rm /tmp/ok; sleep 2; touch /tmp/ok; sleep 1000",
+            ],
+            vec![
+                (
+                    "HealthCmd",
+                    zbus::Variant::from(vec!["test".to_string(), "-e".into(), "/tmp/ok".into()]),
+                ),
+                ("HealthInterval", zbus::Variant::from(300_000u64)),
+                ("HealthRetries", zbus::Variant::from(1u32)),
+                ("Notify", zbus::Variant::from(true)),
+            ],
+        )
+        .await;
+    let path = container.inner().path().to_string();
+    container.start(false).await.unwrap();
+    let property = |h: &common::Harness, name: &str| {
+        let output = h.busctl(&[
+            "get-property",
+            "org.berth.Engine1",
+            &path,
+            "org.berth.Engine1.Container",
+            name,
+        ]);
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    common::wait_until(Duration::from_secs(10), || {
+        property(&h, "Health") == "s \"healthy\""
+    });
+    // Notify: the socket is there for the container, named by NOTIFY_SOCKET.
+    let output = h.berthctl(&[
+        "exec",
+        "checked",
+        "sh",
+        "-c",
+        "test -S \"$NOTIFY_SOCKET\" && echo $NOTIFY_SOCKET",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "/run/notify/notify.sock"
+    );
+    assert_eq!(property(&h, "Ready"), "b false");
+    h.kill_berthd();
+    std::thread::sleep(Duration::from_secs(6));
+    h.start_berthd(&[]);
+    assert_eq!(property(&h, "Health"), "s \"healthy\"");
+    let output = h.berthctl(&["events", "--since", "0", "--no-follow"]);
+    let events = String::from_utf8_lossy(&output.stdout);
+    let statuses: Vec<&str> = events
+        .lines()
+        .filter(|l| l.contains("health_status "))
+        .map(|l| {
+            if l.contains("health_status=unhealthy") {
+                "unhealthy"
+            } else {
+                "healthy"
+            }
+        })
+        .collect();
+    assert_eq!(statuses, ["healthy", "unhealthy", "healthy"], "{events}");
+    let output = h.berthctl(&["healthcheck", "run", "checked"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "healthy");
+    assert!(output.status.success());
+    h.berthctl(&["rm", "-f", "checked"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_keys_without_a_command_are_invalid_args() {
+    let Some(mut h) = common::harness("health_keys_without_a_command_are_invalid_args") else {
+        return;
+    };
+    h.start_berthd(&[]);
+    let output = h.try_call(
+        "/org/berth/Engine1",
+        "org.berth.Engine1.Manager",
+        "CreateContainer",
+        &[
+            "a{sv}",
+            "3",
+            "Command",
+            "as",
+            "1",
+            "true",
+            "Rootfs",
+            "s",
+            &h.rootfs.display().to_string(),
+            "HealthRetries",
+            "u",
+            "3",
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("HealthCmd"), "{stderr}");
 }
