@@ -810,6 +810,15 @@ async fn health_checks_go_on_while_berthd_is_down_and_are_recorded_in_order() {
         })
         .collect();
     assert_eq!(statuses, ["healthy", "unhealthy", "healthy"], "{events}");
+    let output = h.berthctl(&["inspect", "checked"]);
+    let inspect: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let inspect = if inspect.is_array() {
+        inspect[0].clone()
+    } else {
+        inspect
+    };
+    assert_eq!(inspect["State"]["Health"]["Status"], "healthy", "{inspect}");
+    assert_eq!(inspect["Config"]["Healthcheck"]["Interval"], 300_000_000u64);
     let output = h.berthctl(&["healthcheck", "run", "checked"]);
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "healthy");
     assert!(output.status.success());

@@ -150,6 +150,29 @@ pub(crate) fn apply(status: &mut super::ContainerStatus, state: &SidecarState) -
     events
 }
 
+/// podman inspect's `State.Health` and `Config.Healthcheck` (durations in nanoseconds, as
+/// podman prints them).
+pub(crate) fn inspect_into(
+    document: &mut serde_json::Value,
+    config: &ContainerConfig,
+    status: &super::ContainerStatus,
+) {
+    let Some(health) = &config.health else {
+        return;
+    };
+    document["State"]["Health"] = serde_json::json!({
+        "Status": status.health,
+        "FailingStreak": status.health_failing_streak,
+    });
+    document["Config"]["Healthcheck"] = serde_json::json!({
+        "Test": health.command,
+        "Interval": health.interval * 1000,
+        "Timeout": health.timeout * 1000,
+        "Retries": health.retries,
+        "StartPeriod": health.start_period * 1000,
+    });
+}
+
 impl Engine {
     /// Follows the sidecars' state files (inotify), and reads those written while berthd
     /// was away.
