@@ -10,6 +10,7 @@
 //!   resolved beneath a root, users, artifacts, named volumes.
 //! - `bus`: the zbus objects (Manager, Container), authorization and error mapping.
 //! - `cli`: `berthctl`, a D-Bus client only.
+//! - `units`: Quadlet `.container` files to systemd units (`berth-generator`), no D-Bus.
 //!
 //! Dependencies point one way: bus → engine → {runtime, storage, db, monitor}.
 #![deny(unsafe_code)]
@@ -26,3 +27,4 @@ pub mod names;
 pub mod runtime;
 pub mod storage;
 pub mod terminal;
+pub mod units;

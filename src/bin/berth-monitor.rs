@@ -82,6 +82,11 @@ fn main() {
         let root = raw.next().map(PathBuf::from).unwrap_or_default();
         std::process::exit(berth::monitor::export::run(&root));
     }
+    // `berth-monitor sidecar …`: the notify relay and health checker the monitor starts.
+    if std::env::args().nth(1).as_deref() == Some("sidecar") {
+        let arguments: Vec<String> = std::env::args().skip(2).collect();
+        std::process::exit(berth::monitor::sidecar::run(&arguments));
+    }
     let args = Args::parse();
     let attach = args.attach.then(|| {
         let stdin = args.attach_stdin.then(|| inherited(ATTACH_FDS[2]));

@@ -323,6 +323,18 @@ impl ContainerObject {
             .await
     }
 
+    /// Runs the health check now; `healthy` if it passed, else `unhealthy`.
+    async fn healthcheck(&self, #[zbus(header)] header: Header<'_>) -> Result<String, BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.manage(&header).await?;
+        self.shared
+            .reply(
+                &self.engine,
+                self.engine.healthcheck(caller, &self.id).await,
+            )
+            .await
+    }
+
     async fn sync(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.manage(&header).await?;
@@ -580,6 +592,29 @@ impl ContainerObject {
     fn error(&self) -> Result<String, BusError> {
         Ok(self.status()?.error)
     }
+
+    /// The container sent `READY=1` on its `NOTIFY_SOCKET` (spec key `Notify`).
+    #[zbus(property)]
+    fn ready(&self) -> Result<bool, BusError> {
+        Ok(self.status()?.ready)
+    }
+
+    /// The last `STATUS=` it sent.
+    #[zbus(property)]
+    fn status_text(&self) -> Result<String, BusError> {
+        Ok(self.status()?.status_text)
+    }
+
+    /// `""` (no health check), `starting`, `healthy` or `unhealthy`.
+    #[zbus(property)]
+    fn health(&self) -> Result<String, BusError> {
+        Ok(self.status()?.health)
+    }
+
+    #[zbus(property)]
+    fn health_failing_streak(&self) -> Result<u32, BusError> {
+        Ok(self.status()?.health_failing_streak)
+    }
 }
 
 /// The caller's ends of an attach, as D-Bus handles.
@@ -610,7 +645,7 @@ pub fn changed_properties(
     let mut changed: Vec<(&'static str, Variant<'static>)> = Vec::new();
     let differs = |f: fn(&ContainerStatus) -> Variant<'static>| before.map(f) != Some(f(after));
     type Field = fn(&ContainerStatus) -> Variant<'static>;
-    let fields: [(&'static str, Field); 13] = [
+    let fields: [(&'static str, Field); 17] = [
         ("State", |s| Variant::from(s.state.as_str().to_string())),
         ("Pid", |s| Variant::from(s.pid)),
         ("ExitCode", |s| Variant::from(s.exit_code)),
@@ -624,6 +659,12 @@ pub fn changed_properties(
         ("Checkpointed", |s| Variant::from(s.checkpointed)),
         ("CheckpointedAt", |s| Variant::from(s.checkpointed_at)),
         ("RestoredAt", |s| Variant::from(s.restored_at)),
+        ("Ready", |s| Variant::from(s.ready)),
+        ("StatusText", |s| Variant::from(s.status_text.clone())),
+        ("Health", |s| Variant::from(s.health.clone())),
+        ("HealthFailingStreak", |s| {
+            Variant::from(s.health_failing_streak)
+        }),
     ];
     for (name, field) in fields {
         if differs(field) {

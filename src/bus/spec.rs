@@ -73,6 +73,12 @@ pub fn create_request(spec: HashMap<String, OwnedVariant>) -> BusResult<CreateRe
             "CapAdd" => request.cap_add = strings(key, value)?,
             "CapDrop" => request.cap_drop = strings(key, value)?,
             "LogDriver" => request.log_driver = Some(take(key, value, "s")?),
+            "Notify" => request.notify = take(key, value, "b")?,
+            "HealthCmd" => request.health.command = strings(key, value)?,
+            "HealthInterval" => request.health.interval = Some(take(key, value, "t")?),
+            "HealthTimeout" => request.health.timeout = Some(take(key, value, "t")?),
+            "HealthRetries" => request.health.retries = Some(take(key, value, "u")?),
+            "HealthStartPeriod" => request.health.start_period = Some(take(key, value, "t")?),
             other => return Err(BusError::invalid_args(format!("{other}: unknown spec key"))),
         }
     }

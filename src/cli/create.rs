@@ -81,6 +81,8 @@ pub struct CreateArgs {
     /// Give the process a terminal.
     #[arg(short, long)]
     tty: bool,
+    #[command(flatten)]
+    systemd: super::systemd::SystemdArgs,
     /// IMAGE (unless --rootfs), then the command and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -221,8 +223,9 @@ fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
         };
         spec.insert("Entrypoint", Variant::from(entrypoint));
     }
+    let env = super::systemd::environment(&args.systemd, &args.env)?;
     for (key, list) in [
-        ("Env", &args.env),
+        ("Env", &env),
         ("Dependencies", &args.requires),
         ("CapAdd", &args.cap_add),
         ("CapDrop", &args.cap_drop),
@@ -275,6 +278,7 @@ fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
             spec.insert(key, Variant::from(true));
         }
     }
+    super::systemd::add_to_spec(&args.systemd, &mut spec)?;
     Ok(spec)
 }
 
@@ -283,10 +287,11 @@ async fn create_container<'a>(
     args: &CreateArgs,
 ) -> anyhow::Result<ContainerProxy<'a>> {
     let manager = ManagerProxy::new(connection).await?;
-    let path = manager
-        .create_container(spec(args)?)
-        .await
-        .map_err(explain)?;
+    let spec = spec(args)?;
+    if args.systemd.replace {
+        super::systemd::replace(&manager, args.name.as_deref()).await?;
+    }
+    let path = manager.create_container(spec).await.map_err(explain)?;
     Ok(ContainerProxy::builder(connection)
         .path(path)
         .build()
@@ -305,6 +310,16 @@ pub async fn run(connection: &zbus::Connection, args: RunArgs) -> anyhow::Result
     // detached, berthd does (AutoRemove).
     let mut create = args.create.clone();
     create.rm = args.detach && args.create.rm;
+    if let Some(mode) = args.create.systemd.sdnotify {
+        // A systemd service's main process: in the foreground whatever -d says.
+        create.rm = false;
+        let container = create_container(connection, &create).await?;
+        let code = super::systemd::serve(connection, &container, mode).await;
+        if args.create.rm {
+            let _ = container.remove(true).await;
+        }
+        return code;
+    }
     let container = create_container(connection, &create).await?;
     let id = container.id().await?;
     if args.detach {

@@ -11,6 +11,7 @@ mod list;
 mod logs;
 pub mod proxy;
 mod volume;
+mod systemd;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -174,6 +175,11 @@ pub enum Command {
     Volume {
         #[command(subcommand)]
         command: volume::VolumeCommand,
+    },
+    /// Health checks (`healthcheck run NAME`).
+    Healthcheck {
+        #[command(subcommand)]
+        command: systemd::HealthcheckCommand,
     },
     /// Follow events; `--since SEQ` replays the log after SEQ first.
     Events {
@@ -346,6 +352,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             container,
         } => exec::attach(&connection, &container, !no_stdin).await,
         Command::Volume { command } => volume::run(&connection, command).await,
+        Command::Healthcheck { command } => systemd::healthcheck(&connection, command).await,
         Command::Events { since, no_follow } => {
             events::events(&connection, since, !no_follow).await
         }

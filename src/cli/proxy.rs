@@ -126,6 +126,15 @@ pub trait Container {
     fn restored_at(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn restart_count(&self) -> zbus::Result<u32>;
+    fn healthcheck(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn ready(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn status_text(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn health(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn health_failing_streak(&self) -> zbus::Result<u32>;
 }
 
 #[proxy(

@@ -111,6 +111,9 @@ pub struct CreateRequest {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub log_driver: Option<String>,
+    /// `Notify`: the container gets a `NOTIFY_SOCKET`.
+    pub notify: bool,
+    pub health: super::health::HealthRequest,
 }
 
 /// The validated, immutable configuration of a container, stored as JSON.
@@ -155,6 +158,11 @@ pub struct ContainerConfig {
     /// `k8s-file` or `none`.
     pub log_driver: String,
     pub created_at: u64,
+    /// `Notify`: readiness comes from the container's sd_notify messages.
+    #[serde(default)]
+    pub notify: bool,
+    #[serde(default)]
+    pub health: Option<crate::monitor::sidecar::HealthConfig>,
 }
 
 impl ContainerConfig {
@@ -200,6 +208,20 @@ pub struct ContainerStatus {
     pub checkpointed_at: u64,
     #[serde(default)]
     pub restored_at: u64,
+    /// The container sent `READY=1` (`Notify`).
+    #[serde(default)]
+    pub ready: bool,
+    /// Its last `STATUS=` text.
+    #[serde(default)]
+    pub status_text: String,
+    /// `""`, `starting`, `healthy` or `unhealthy`.
+    #[serde(default)]
+    pub health: String,
+    #[serde(default)]
+    pub health_failing_streak: u32,
+    /// Health transitions up to this time (µs) have their `health_status` event.
+    #[serde(default)]
+    pub health_recorded_at: u64,
 }
 
 /// One exec session of a container.
@@ -245,6 +267,11 @@ impl ContainerStatus {
             checkpointed: false,
             checkpointed_at: 0,
             restored_at: 0,
+            ready: false,
+            status_text: String::new(),
+            health: String::new(),
+            health_failing_streak: 0,
+            health_recorded_at: 0,
         }
     }
 

@@ -282,6 +282,8 @@ impl Engine {
             cap_drop: request.cap_drop,
             log_driver,
             created_at: now_micros(),
+            notify: request.notify,
+            health: super::health::health_config(&request.health)?,
         })
     }
 

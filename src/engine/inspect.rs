@@ -98,6 +98,7 @@ impl Engine {
                     "LogConfig": { "Type": config.log_driver },
                 },
             });
+            super::health::inspect_into(&mut document, &config, &status);
             if size {
                 let upper = dir.join("upper");
                 document["SizeRw"] = Value::from(disk_usage(&upper));

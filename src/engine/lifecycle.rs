@@ -166,6 +166,7 @@ pub(crate) async fn create_in_runtime(
     let log_path =
         (config.log_driver == "k8s-file").then(|| inner.container_dir(&id).join("ctr.log"));
     let systemd_cgroups = inner.options.systemd_cgroups;
+    let runroot = inner.options.runroot.clone();
     let init_binary = if config.init {
         inner.options.init_binary.clone()
     } else {
@@ -186,9 +187,10 @@ pub(crate) async fn create_in_runtime(
                 input.cgroups_path = format!("machine.slice:berth:{}", config.id);
             }
             input.console_size = stdio.console_size;
-            let built = spec::build(&input).map_err(|e| EngineError::Runtime(e.to_string()))?;
+            let mut built = spec::build(&input).map_err(|e| EngineError::Runtime(e.to_string()))?;
             std::fs::create_dir_all(&bundle)
                 .map_err(|e| EngineError::Internal(format!("create {}: {e}", bundle.display())))?;
+            super::health::prepare(&config, &mut built, &bundle, &runroot)?;
             spec::write(&built, &bundle).map_err(|e| EngineError::Internal(e.to_string()))?;
             let _ = std::fs::remove_file(&exit_file);
             let _ = std::fs::remove_file(bundle.join("pid"));

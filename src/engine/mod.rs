@@ -15,6 +15,7 @@ mod exit;
 #[cfg(test)]
 mod fake;
 mod filesystem;
+mod health;
 mod images;
 mod inspect;
 mod lifecycle;
@@ -39,6 +40,7 @@ pub use checkpoint::{criu_problem, CheckpointRequest, RestoreRequest};
 pub use config::{ContainerConfig, ContainerStatus, CreateRequest, ExecSession, MountSpec};
 pub use error::EngineError;
 pub use exec::ExecRequest;
+pub use health::HealthRequest;
 pub use logs::LogOptions;
 pub use maintenance::BatchOp;
 pub use state::State;
@@ -290,6 +292,7 @@ impl Engine {
         let engine = self.clone();
         tokio::spawn(async move { engine.follow_exits(exits).await });
         self.reconcile().await;
+        self.follow_sidecars().await?;
         Ok(())
     }
 

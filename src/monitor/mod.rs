@@ -20,4 +20,5 @@ pub mod log;
 pub mod process;
 pub mod protocol;
 mod sessions;
+pub mod sidecar;
 pub mod stdio;

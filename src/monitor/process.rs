@@ -162,6 +162,13 @@ fn monitor(mut options: MonitorOptions) -> Result<(), String> {
     let control = control::listen(Path::new(control::SOCKET_NAME))
         .map_err(|e| format!("control socket: {e}"))?;
 
+    // Notify relay and health checks, when berthd asked for them (a file in the bundle).
+    super::sidecar::spawn(&super::sidecar::SidecarArgs {
+        id: options.id.clone(),
+        runtime: options.runtime.clone(),
+        runtime_root: options.runtime_root.clone(),
+        systemd_cgroup: options.systemd_cgroup,
+    })?;
     let attached = options.attach.take();
     let (pid, pidfd, stdio) = create_container(&options)?;
     report(&StartReport::Created {
