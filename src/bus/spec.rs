@@ -17,6 +17,14 @@ fn take<T>(key: &str, value: &OwnedVariant, expected: &str) -> BusResult<T>
 where
     T: TryFrom<OwnedVariant>,
 {
+    // The signature is compared first: zbus converts some values of another type (an
+    // `a{sv}` holding strings into a map of strings), and the spec is checked as declared.
+    if value.value_signature().to_string() != expected {
+        return Err(BusError::invalid_args(format!(
+            "{key}: expected type {expected}, got {}",
+            value.value_signature()
+        )));
+    }
     let copy = value
         .try_clone()
         .map_err(|e| BusError::invalid_args(format!("{key}: {e}")))?;
@@ -73,6 +81,7 @@ pub fn create_request(spec: HashMap<String, OwnedVariant>) -> BusResult<CreateRe
             "CapAdd" => request.cap_add = strings(key, value)?,
             "CapDrop" => request.cap_drop = strings(key, value)?,
             "LogDriver" => request.log_driver = Some(take(key, value, "s")?),
+            "SeccompProfile" => request.seccomp_profile = Some(take(key, value, "s")?),
             other => return Err(BusError::invalid_args(format!("{other}: unknown spec key"))),
         }
     }
@@ -356,6 +365,15 @@ mod tests {
             error.contains("StopTimeout") && error.contains('u') && error.contains('s'),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_map_of_variants_is_not_a_map_of_strings() {
+        let labels: HashMap<&str, Variant<'_>> = HashMap::from([("a", Variant::from("b"))]);
+        let spec = HashMap::from([("Labels".to_string(), variant(labels))]);
+        let error = create_request(spec).unwrap_err();
+        assert_eq!(error.error_name(), "org.freedesktop.DBus.Error.InvalidArgs");
+        assert!(error.to_string().contains("a{sv}"), "{error}");
     }
 
     #[test]

@@ -111,6 +111,8 @@ pub struct CreateRequest {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub log_driver: Option<String>,
+    /// `unconfined` or the path of a seccomp profile in podman's format.
+    pub seccomp_profile: Option<String>,
 }
 
 /// The validated, immutable configuration of a container, stored as JSON.
@@ -155,6 +157,9 @@ pub struct ContainerConfig {
     /// `k8s-file` or `none`.
     pub log_driver: String,
     pub created_at: u64,
+    /// The `SeccompProfile` spec key: `unconfined`, a path, or `None` for podman's default.
+    #[serde(default)]
+    pub seccomp_profile: Option<String>,
 }
 
 impl ContainerConfig {

@@ -313,6 +313,10 @@ fn spec_input(
         mounts: config.mounts.clone(),
         init_binary,
         annotations: config.annotations.clone().into_iter().collect(),
+        seccomp_profile: crate::runtime::seccomp::profile_path(
+            config.seccomp_profile.as_deref(),
+            config.privileged,
+        ),
     }
 }
 
