@@ -129,11 +129,10 @@ impl ContainerObject {
     }
 
     /// Replies with the exit code once the container is not running.
-    async fn wait(&self, #[zbus(header)] header: Header<'_>) -> Result<i32, BusError> {
+    async fn wait(&self) -> Result<i32, BusError> {
         let _busy = self.engine.busy();
-        let caller = self.shared.auth.caller(&header).await?;
         self.shared
-            .reply(&self.engine, self.engine.wait(caller, &self.id).await)
+            .reply(&self.engine, self.engine.wait(&self.id).await)
             .await
     }
 
@@ -169,12 +168,17 @@ impl ContainerObject {
             .await
     }
 
-    /// The container as JSON, shaped like `podman inspect`.
-    async fn inspect(&self, size: bool) -> Result<String, BusError> {
+    /// The container as JSON, shaped like `podman inspect`; `Config.Env` only for callers
+    /// allowed org.berth.engine1.exec.
+    async fn inspect(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        size: bool,
+    ) -> Result<String, BusError> {
         let _busy = self.engine.busy();
-        self.shared
-            .reply(&self.engine, self.engine.inspect(&self.id, size).await)
-            .await
+        let environment = self.shared.auth.permits(&header, Action::Exec).await;
+        let result = self.engine.inspect(&self.id, size, environment).await;
+        self.shared.reply(&self.engine, result).await
     }
 
     /// The container's stdin, stdout and stderr as fds leading to its monitor (never through

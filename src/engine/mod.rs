@@ -373,6 +373,12 @@ impl Engine {
         Ok(self.inner.entry(id)?.status())
     }
 
+    /// Keeps the event log within `limit` events (0: no bound): the oldest events of
+    /// containers that are gone are trimmed now and at every removal.
+    pub fn bound_event_log(&self, limit: u64) -> Result<()> {
+        Ok(self.inner.db.set_event_limit(limit)?)
+    }
+
     /// The durable event log after `after` (DESIGN §2.1 `GetEvents`).
     pub async fn events(&self, after: u64, limit: u32) -> Result<Vec<EventRecord>> {
         let db = self.inner.db.clone();
