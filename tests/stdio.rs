@@ -555,7 +555,10 @@ async fn a_thousand_attach_and_exec_cycles_leak_no_descriptors() {
     }
     let before = (descriptors(berthd).0, descriptors(monitor).0);
     for cycle in 0..500 {
-        let (stdin, stdout, stderr) = container.attach(HashMap::new()).await.unwrap();
+        let (stdin, stdout, stderr) = container
+            .attach(HashMap::from([("Stdin", Variant::from(false))]))
+            .await
+            .unwrap();
         let mut stdout = std::fs::File::from(OwnedFd::from(stdout));
         if cycle % 50 == 0 {
             // Now and then read some output first, through the real path.
