@@ -7,10 +7,9 @@ use zbus::OwnedVariant;
 
 use super::error::{BusError, BusResult};
 use crate::engine::{
-    AttachOptions, BatchOp, CheckpointRequest, CreateRequest, ExecRequest, LogOptions, MountSpec,
-    RestoreRequest,
+    AttachOptions, BatchOp, CheckpointRequest, CreateRequest, ExecRequest, ImportOptions,
+    LogOptions, MountSpec, RestoreRequest,
 };
-use crate::storage::images::ImportOptions;
 
 /// Takes one value of type `T` out of a variant, naming `key` on a type mismatch.
 fn take<T>(key: &str, value: &OwnedVariant, expected: &str) -> BusResult<T>

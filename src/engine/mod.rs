@@ -33,6 +33,8 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{mpsc, watch, Mutex, OwnedMutexGuard};
 
+/// The image types the bus speaks of, so that `bus/` reaches storage only through the engine.
+pub use crate::storage::images::{ImageRecord, ImportOptions};
 pub use attach::{AttachOptions, Attached};
 pub use checkpoint::{criu_problem, CheckpointRequest, RestoreRequest};
 pub use config::{ContainerConfig, ContainerStatus, CreateRequest, ExecSession, MountSpec};
