@@ -13,7 +13,10 @@ use zbus::Variant;
 /// podman's archives of one busybox image: (rootfs tar, OCI archive, docker-archive).
 fn podman_archives(h: &Harness) -> Option<(PathBuf, PathBuf, PathBuf)> {
     if Command::new("podman").arg("--version").output().is_err() {
-        eprintln!("SKIP: podman is not installed (scripts/test installs it)");
+        common::skip(
+            "image tests",
+            "podman is not installed (scripts/test installs it)",
+        );
         return None;
     }
     let dir = h.dir.path();

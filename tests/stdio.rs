@@ -90,7 +90,10 @@ async fn a_gdbus_client_reads_first_output_200_times() {
         .status()
         .is_ok_and(|s| s.success());
     if !has_gi {
-        eprintln!("SKIP a_gdbus_client_reads_first_output_200_times: python3-gi is not installed");
+        common::skip(
+            "a_gdbus_client_reads_first_output_200_times",
+            "python3-gi is not installed",
+        );
         return;
     }
     h.start_berthd(&[]);
@@ -463,7 +466,10 @@ async fn berthctl_exec_and_run_give_real_interactive_terminals() {
     let _container = running(&h, &connection, "box").await;
     let berthctl = format!("env BERTH_BUS='{}' {}", h.address, common::BERTHCTL);
     let Some(tmux) = Tmux::start(&h, &format!("{berthctl} exec -it box sh")) else {
-        eprintln!("SKIP berthctl_exec_and_run_give_real_interactive_terminals: no tmux");
+        common::skip(
+            "berthctl_exec_and_run_give_real_interactive_terminals",
+            "no tmux",
+        );
         return;
     };
     tmux.drive_shell();
@@ -549,7 +555,10 @@ async fn a_thousand_attach_and_exec_cycles_leak_no_descriptors() {
     }
     let before = (descriptors(berthd).0, descriptors(monitor).0);
     for cycle in 0..500 {
-        let (stdin, stdout, stderr) = container.attach(HashMap::new()).await.unwrap();
+        let (stdin, stdout, stderr) = container
+            .attach(HashMap::from([("Stdin", Variant::from(false))]))
+            .await
+            .unwrap();
         let mut stdout = std::fs::File::from(OwnedFd::from(stdout));
         if cycle % 50 == 0 {
             // Now and then read some output first, through the real path.

@@ -46,6 +46,10 @@ struct Args {
     /// system bus.
     #[arg(long, default_value = "auto", value_parser = ["auto", "systemd", "cgroupfs"])]
     cgroup_manager: String,
+    /// The most events the durable log keeps (0 = no bound): the oldest events of removed
+    /// containers are trimmed beyond it.
+    #[arg(long, default_value_t = 10_000)]
+    max_events: u64,
 }
 
 /// Whether stderr is the journal (systemd sets `JOURNAL_STREAM` to its device:inode).
@@ -148,6 +152,16 @@ async fn main() -> anyhow::Result<()> {
         systemd_cgroups: systemd,
     };
     let (engine, notifications) = Engine::open(options, backends).context("open the engine")?;
+    engine
+        .bound_event_log(args.max_events)
+        .context("bound the event log")?;
+    if !std::path::Path::new(berth::runtime::seccomp::DEFAULT_PROFILE).exists() {
+        tracing::warn!(
+            profile = berth::runtime::seccomp::DEFAULT_PROFILE,
+            "podman's seccomp profile is not installed (golang-github-containers-common): \
+             containers get no seccomp filter"
+        );
+    }
     let idle = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
     serve(engine, notifications, &bus, idle)
         .await

@@ -91,12 +91,32 @@ impl Authorizer {
         self.authorize_with(header, action, &[]).await
     }
 
+    /// Whether the caller may do `action`, asked without interaction: for a call that is
+    /// open to everyone but shows more to those allowed (`Inspect` and the environment).
+    pub async fn permits(&self, header: &Header<'_>, action: Action) -> bool {
+        self.check(header, action, &[], false).await.is_ok()
+    }
+
     /// As `authorize`, with extra polkit details (`command_line` for exec).
     pub async fn authorize_with(
         &self,
         header: &Header<'_>,
         action: Action,
         extra: &[(&str, String)],
+    ) -> BusResult<Caller> {
+        let interactive = header
+            .primary()
+            .flags()
+            .contains(zbus::message::Flags::ALLOW_INTERACTIVE_AUTH);
+        self.check(header, action, extra, interactive).await
+    }
+
+    async fn check(
+        &self,
+        header: &Header<'_>,
+        action: Action,
+        extra: &[(&str, String)],
+        interactive: bool,
     ) -> BusResult<Caller> {
         let caller = self.caller(header).await?;
         if caller.uid == 0 || Some(caller.uid) == self.trusted_uid {
@@ -116,10 +136,6 @@ impl Authorizer {
         for (key, value) in extra {
             details.insert(key.to_string(), value.clone());
         }
-        let interactive = header
-            .primary()
-            .flags()
-            .contains(zbus::message::Flags::ALLOW_INTERACTIVE_AUTH);
         let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
         match polkit::check(&self.connection, &sender, action.id(), details, interactive).await {
             Ok(polkit::Verdict::Allowed) => Ok(caller),

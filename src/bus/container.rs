@@ -47,6 +47,7 @@ impl ContainerObject {
     /// Creates the container in the runtime (monitor + runtime create) → `created`.
     async fn init(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
         let _busy = self.engine.busy();
+        spec::no_arguments(&header)?;
         let caller = self.manage(&header).await?;
         self.shared
             .reply(&self.engine, self.engine.init(caller, &self.id).await)
@@ -114,6 +115,7 @@ impl ContainerObject {
 
     async fn pause(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
         let _busy = self.engine.busy();
+        spec::no_arguments(&header)?;
         let caller = self.manage(&header).await?;
         self.shared
             .reply(&self.engine, self.engine.pause(caller, &self.id).await)
@@ -122,6 +124,7 @@ impl ContainerObject {
 
     async fn unpause(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
         let _busy = self.engine.busy();
+        spec::no_arguments(&header)?;
         let caller = self.manage(&header).await?;
         self.shared
             .reply(&self.engine, self.engine.unpause(caller, &self.id).await)
@@ -131,15 +134,16 @@ impl ContainerObject {
     /// Replies with the exit code once the container is not running.
     async fn wait(&self, #[zbus(header)] header: Header<'_>) -> Result<i32, BusError> {
         let _busy = self.engine.busy();
-        let caller = self.shared.auth.caller(&header).await?;
+        spec::no_arguments(&header)?;
         self.shared
-            .reply(&self.engine, self.engine.wait(caller, &self.id).await)
+            .reply(&self.engine, self.engine.wait(&self.id).await)
             .await
     }
 
     /// Mounts the rootfs on the host and returns the mountpoint.
     async fn mount(&self, #[zbus(header)] header: Header<'_>) -> Result<String, BusError> {
         let _busy = self.engine.busy();
+        spec::no_arguments(&header)?;
         let caller = self
             .shared
             .auth
@@ -169,12 +173,17 @@ impl ContainerObject {
             .await
     }
 
-    /// The container as JSON, shaped like `podman inspect`.
-    async fn inspect(&self, size: bool) -> Result<String, BusError> {
+    /// The container as JSON, shaped like `podman inspect`; `Config.Env` only for callers
+    /// allowed org.berth.engine1.exec.
+    async fn inspect(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        size: bool,
+    ) -> Result<String, BusError> {
         let _busy = self.engine.busy();
-        self.shared
-            .reply(&self.engine, self.engine.inspect(&self.id, size).await)
-            .await
+        let environment = self.shared.auth.permits(&header, Action::Exec).await;
+        let result = self.engine.inspect(&self.id, size, environment).await;
+        self.shared.reply(&self.engine, result).await
     }
 
     /// The container's stdin, stdout and stderr as fds leading to its monitor (never through
@@ -317,6 +326,7 @@ impl ContainerObject {
 
     async fn cleanup(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
         let _busy = self.engine.busy();
+        spec::no_arguments(&header)?;
         let caller = self.manage(&header).await?;
         self.shared
             .reply(&self.engine, self.engine.cleanup(caller, &self.id).await)
@@ -337,6 +347,7 @@ impl ContainerObject {
 
     async fn sync(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
         let _busy = self.engine.busy();
+        spec::no_arguments(&header)?;
         let caller = self.manage(&header).await?;
         self.shared
             .reply(&self.engine, self.engine.sync(caller, &self.id).await)
@@ -345,6 +356,7 @@ impl ContainerObject {
 
     async fn refresh(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
         let _busy = self.engine.busy();
+        spec::no_arguments(&header)?;
         let caller = self.manage(&header).await?;
         self.shared
             .reply(&self.engine, self.engine.refresh(caller, &self.id).await)
@@ -447,7 +459,11 @@ impl ContainerObject {
             .await
     }
 
-    async fn list_artifacts(&self) -> Result<Vec<String>, BusError> {
+    async fn list_artifacts(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<String>, BusError> {
+        spec::no_arguments(&header)?;
         let _busy = self.engine.busy();
         self.shared
             .reply(&self.engine, self.engine.list_artifacts(&self.id).await)

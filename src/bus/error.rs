@@ -84,6 +84,7 @@ impl From<EngineError> for BusError {
             EngineError::InvalidArgument(_) => BusError::invalid_args(message),
             EngineError::LimitsExceeded(_) => BusError::standard("LimitsExceeded", message),
             EngineError::Internal(_) => BusError::failed(message),
+            EngineError::EventsTrimmed { .. } => BusError::berth("EventsTrimmed", message),
         }
     }
 }

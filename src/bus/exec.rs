@@ -41,6 +41,7 @@ impl ExecSessionObject {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<zbus::OwnedFd, BusError> {
         let _busy = self.engine.busy();
+        super::spec::no_arguments(&header)?;
         self.shared.auth.authorize(&header, Action::Exec).await?;
         let master = self.engine.exec_open_pty(&self.id, &self.session).await?;
         Ok(zbus::OwnedFd::from(master))
@@ -74,8 +75,9 @@ impl ExecSessionObject {
     }
 
     /// Replies with the exit code once the session has exited.
-    async fn wait(&self) -> Result<i32, BusError> {
+    async fn wait(&self, #[zbus(header)] header: Header<'_>) -> Result<i32, BusError> {
         let _busy = self.engine.busy();
+        super::spec::no_arguments(&header)?;
         let result = self.engine.exec_wait(&self.id, &self.session).await;
         self.shared.reply(&self.engine, result).await
     }
@@ -83,6 +85,7 @@ impl ExecSessionObject {
     /// Forgets an exited session.
     async fn remove(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
         let _busy = self.engine.busy();
+        super::spec::no_arguments(&header)?;
         self.shared.auth.authorize(&header, Action::Exec).await?;
         let result = self.engine.exec_remove(&self.id, &self.session).await;
         self.shared.reply(&self.engine, result).await

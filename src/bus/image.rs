@@ -10,7 +10,7 @@ use super::auth::Action;
 use super::error::BusError;
 use super::Shared;
 use crate::engine::Engine;
-use crate::storage::images::ImageRecord;
+use crate::engine::ImageRecord;
 
 pub const INTERFACE: &str = "org.berth.Engine1.Image";
 

@@ -142,7 +142,10 @@ impl Manager {
             .await
     }
 
-    /// The durable event log after `after_seq` (at most `limit` events, 0 = all).
+    /// The durable event log after `after_seq` (at most `limit` events, 0 = all). The log is
+    /// bounded (berthd --max-events): when events after `after_seq` were trimmed, the error
+    /// org.berth.Engine1.Error.EventsTrimmed names the seq N through which they were
+    /// ("events through seq N were trimmed …"); every event after N is kept.
     async fn get_events(&self, after_seq: u64, limit: u32) -> Result<Vec<EventTuple>, BusError> {
         let _busy = self.engine.busy();
         let events = self.engine.events(after_seq, limit).await?;

@@ -7,16 +7,23 @@ use zbus::OwnedVariant;
 
 use super::error::{BusError, BusResult};
 use crate::engine::{
-    AttachOptions, BatchOp, CheckpointRequest, CreateRequest, ExecRequest, LogOptions, MountSpec,
-    RestoreRequest,
+    AttachOptions, BatchOp, CheckpointRequest, CreateRequest, ExecRequest, ImportOptions,
+    LogOptions, MountSpec, RestoreRequest,
 };
-use crate::storage::images::ImportOptions;
 
 /// Takes one value of type `T` out of a variant, naming `key` on a type mismatch.
 fn take<T>(key: &str, value: &OwnedVariant, expected: &str) -> BusResult<T>
 where
     T: TryFrom<OwnedVariant>,
 {
+    // The signature is compared first: zbus converts some values of another type (an
+    // `a{sv}` holding strings into a map of strings), and the spec is checked as declared.
+    if value.value_signature().to_string() != expected {
+        return Err(BusError::invalid_args(format!(
+            "{key}: expected type {expected}, got {}",
+            value.value_signature()
+        )));
+    }
     let copy = value
         .try_clone()
         .map_err(|e| BusError::invalid_args(format!("{key}: {e}")))?;
@@ -36,6 +43,20 @@ fn string_map(key: &str, value: &OwnedVariant) -> BusResult<BTreeMap<String, Str
     Ok(take::<HashMap<String, String>>(key, value, "a{ss}")?
         .into_iter()
         .collect())
+}
+
+/// Refuses a call with arguments to a method that takes none. zbus checks the arguments of
+/// a method that has some, but does not look at the body of one that has none; a call
+/// that does not match the declared signature is refused, not run.
+pub fn no_arguments(header: &zbus::message::Header<'_>) -> BusResult<()> {
+    let signature = header.signature().to_string();
+    if signature.is_empty() {
+        Ok(())
+    } else {
+        Err(BusError::invalid_args(format!(
+            "this method takes no arguments, got signature {signature:?}"
+        )))
+    }
 }
 
 /// The `CreateContainer` spec (DESIGN §2.1).
@@ -79,6 +100,7 @@ pub fn create_request(spec: HashMap<String, OwnedVariant>) -> BusResult<CreateRe
             "HealthTimeout" => request.health.timeout = Some(take(key, value, "t")?),
             "HealthRetries" => request.health.retries = Some(take(key, value, "u")?),
             "HealthStartPeriod" => request.health.start_period = Some(take(key, value, "t")?),
+            "SeccompProfile" => request.seccomp_profile = Some(take(key, value, "s")?),
             other => return Err(BusError::invalid_args(format!("{other}: unknown spec key"))),
         }
     }
@@ -381,6 +403,15 @@ mod tests {
             error.contains("StopTimeout") && error.contains('u') && error.contains('s'),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_map_of_variants_is_not_a_map_of_strings() {
+        let labels: HashMap<&str, Variant<'_>> = HashMap::from([("a", Variant::from("b"))]);
+        let spec = HashMap::from([("Labels".to_string(), variant(labels))]);
+        let error = create_request(spec).unwrap_err();
+        assert_eq!(error.error_name(), "org.freedesktop.DBus.Error.InvalidArgs");
+        assert!(error.to_string().contains("a{sv}"), "{error}");
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub struct CreateArgs {
     cap_drop: Vec<String>,
     #[arg(long)]
     log_driver: Option<String>,
+    /// `seccomp=unconfined` or `seccomp=PROFILE.json` (the `SeccompProfile` spec key), as podman.
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
     #[arg(long)]
     entrypoint: Option<String>,
     /// Keep stdin open (and, for `run`, send berthctl's stdin).
@@ -211,6 +214,12 @@ fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
     put_string("Network", &args.network);
     put_string("RestartPolicy", &args.restart);
     put_string("LogDriver", &args.log_driver);
+    for option in &args.security_opt {
+        let profile = option
+            .strip_prefix("seccomp=")
+            .ok_or_else(|| anyhow::anyhow!("--security-opt {option}: only seccomp=… is known"))?;
+        spec.insert("SeccompProfile", Variant::from(profile.to_string()));
+    }
     if !command.is_empty() {
         spec.insert("Command", Variant::from(command));
     }

@@ -26,6 +26,22 @@ fn print_event(
     );
 }
 
+/// The seq named by an `EventsTrimmed` error ("events through seq N were trimmed …").
+fn trimmed_through(error: &zbus::Error) -> Option<u64> {
+    let zbus::Error::MethodError(name, Some(message), _) = error else {
+        return None;
+    };
+    if name.as_str() != "org.berth.Engine1.Error.EventsTrimmed" {
+        return None;
+    }
+    message
+        .strip_prefix("events through seq ")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 pub async fn events(
     connection: &zbus::Connection,
     since: Option<u64>,
@@ -44,9 +60,15 @@ pub async fn events(
     let mut last = 0;
     if let Some(since) = since {
         let manager = ManagerProxy::new(connection).await?;
-        for (seq, timestamp, container, kind, attributes) in
-            manager.get_events(since, 0).await.map_err(explain)?
-        {
+        let replay = match manager.get_events(since, 0).await {
+            Err(error) if trimmed_through(&error).is_some() => {
+                let through = trimmed_through(&error).unwrap_or(since);
+                eprintln!("note: events through seq {through} were trimmed from the log");
+                manager.get_events(through, 0).await.map_err(explain)?
+            }
+            other => other.map_err(explain)?,
+        };
+        for (seq, timestamp, container, kind, attributes) in replay {
             print_event(seq, timestamp, &container, &kind, &attributes);
             last = seq;
         }

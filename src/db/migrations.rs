@@ -26,7 +26,13 @@ pub const MIGRATIONS: &[&str] = &[
          id     TEXT PRIMARY KEY NOT NULL,
          record TEXT NOT NULL
      );",
-    // 3 (volumes): named volumes by name (their content lives on disk under volumes/).
+    // 3: how far the bounded event log has been trimmed (one row).
+    "CREATE TABLE event_log (
+         id              INTEGER PRIMARY KEY CHECK (id = 1),
+         trimmed_through INTEGER NOT NULL
+     );
+     INSERT INTO event_log VALUES (1, 0);",
+    // 4: named volumes by name (their content lives on disk under volumes/).
     "CREATE TABLE volumes (
          name   TEXT PRIMARY KEY NOT NULL,
          record TEXT NOT NULL
@@ -92,6 +98,28 @@ mod tests {
             .query_row("SELECT count(*) FROM containers", [], |r| r.get(0))
             .unwrap();
         assert_eq!(containers, 1, "the migration kept the containers");
+    }
+
+    #[test]
+    fn migration_three_starts_the_event_log_untrimmed_and_keeps_the_events() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO events (timestamp, container_id, type, attributes) VALUES (1, 'a', 'create', '{}')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let trimmed: i64 = conn
+            .query_row("SELECT trimmed_through FROM event_log", [], |r| r.get(0))
+            .unwrap();
+        let events: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((trimmed, events), (0, 1));
     }
 
     #[test]

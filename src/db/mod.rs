@@ -6,6 +6,7 @@ mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ pub enum DbError {
     Sql(#[from] rusqlite::Error),
     #[error("name {0:?} is already in use")]
     NameInUse(String),
+    /// Events after the asked sequence number were trimmed from the bounded log; every event
+    /// after `through` is kept.
+    #[error("events through seq {through} were trimmed from the log: ask for events after seq {through}")]
+    EventsTrimmed { through: u64 },
 }
 
 /// An event as stored in the durable log.
@@ -69,6 +74,8 @@ pub enum Change<'a> {
 /// no "database is locked" however many callers there are.
 pub struct Db {
     conn: Mutex<Connection>,
+    /// The most events the log keeps (0: no bound); see [`Db::set_event_limit`].
+    event_limit: AtomicU64,
 }
 
 impl Db {
@@ -89,6 +96,7 @@ impl Db {
         migrations::migrate(&mut conn).map_err(open_error)?;
         Ok(Db {
             conn: Mutex::new(conn),
+            event_limit: AtomicU64::new(0),
         })
     }
 
@@ -153,6 +161,11 @@ impl Db {
     ) -> Result<(), DbError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        // Events become trimmable when their container goes (or when they belong to none).
+        let trimmable = container_id.is_empty()
+            || changes
+                .iter()
+                .any(|change| matches!(change, Change::Delete(_)));
         for change in changes {
             apply(&tx, change)?;
         }
@@ -171,21 +184,47 @@ impl Db {
                 attributes: event.attributes.clone(),
             });
         }
+        if trimmable {
+            trim_events(&tx, self.event_limit.load(Ordering::Relaxed))?;
+        }
         tx.commit()?;
         published(records);
         Ok(())
     }
 
+    /// Bounds the event log to `limit` events (0: no bound) and trims it now. Only events of
+    /// containers that are gone (and events of no container) are trimmed, oldest first, so
+    /// the log may hold more while live containers own the rest.
+    pub fn set_event_limit(&self, limit: u64) -> Result<(), DbError> {
+        self.event_limit.store(limit, Ordering::Relaxed);
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        trim_events(&tx, limit)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Events with a sequence number above `after`, oldest first; `limit` 0 means all.
+    /// `EventsTrimmed` when some of those were trimmed from the bounded log.
     pub fn events_after(&self, after: u64, limit: u32) -> Result<Vec<EventRecord>, DbError> {
         let conn = self.lock();
+        let through: i64 = conn.query_row("SELECT trimmed_through FROM event_log", [], |row| {
+            row.get(0)
+        })?;
+        if after < through as u64 {
+            return Err(DbError::EventsTrimmed {
+                through: through as u64,
+            });
+        }
+        // Sequence numbers are SQLite integers (below 2^63): a larger `after` has nothing after it.
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = if limit == 0 { -1 } else { i64::from(limit) };
         let mut stmt = conn.prepare_cached(
             "SELECT seq, timestamp, container_id, type, attributes FROM events
              WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let rows = stmt
-            .query_map(params![after as i64, limit], |row| {
+            .query_map(params![after, limit], |row| {
                 let attributes: String = row.get(4)?;
                 Ok(EventRecord {
                     seq: row.get::<_, i64>(0)? as u64,
@@ -201,6 +240,38 @@ impl Db {
 }
 
 /// One row change inside a transaction.
+/// Deletes the oldest events of containers that are gone until the log holds at most
+/// `limit` events (or nothing more can go), and records how far it was trimmed.
+fn trim_events(tx: &rusqlite::Transaction<'_>, limit: u64) -> Result<(), DbError> {
+    if limit == 0 {
+        return Ok(());
+    }
+    let count: i64 = tx.query_row("SELECT count(*) FROM events", [], |row| row.get(0))?;
+    let excess = (count as u64).saturating_sub(limit);
+    if excess == 0 {
+        return Ok(());
+    }
+    let through: Option<i64> = tx.query_row(
+        "SELECT max(seq) FROM (SELECT seq FROM events
+             WHERE container_id NOT IN (SELECT id FROM containers)
+             ORDER BY seq LIMIT ?1)",
+        params![i64::try_from(excess).unwrap_or(i64::MAX)],
+        |row| row.get(0),
+    )?;
+    let Some(through) = through else {
+        return Ok(());
+    };
+    tx.execute(
+        "DELETE FROM events WHERE seq <= ?1 AND container_id NOT IN (SELECT id FROM containers)",
+        params![through],
+    )?;
+    tx.execute(
+        "UPDATE event_log SET trimmed_through = max(trimmed_through, ?1)",
+        params![through],
+    )?;
+    Ok(())
+}
+
 fn apply(tx: &rusqlite::Transaction<'_>, change: Change<'_>) -> Result<(), DbError> {
     match change {
         Change::Insert(row, created_at) => {
@@ -306,6 +377,39 @@ mod tests {
         assert!(matches!(err, DbError::NameInUse(name) if name == "one"));
         assert_eq!(db.containers().unwrap().len(), 1);
         assert_eq!(db.events_after(0, 0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_bounded_log_trims_only_gone_containers_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("berth.db")).unwrap();
+        db.set_event_limit(3).unwrap();
+        let two = [event("create"), event("start")];
+        db.commit("a", Change::Insert(&row("a", "one"), 1), &two, 5, |_| {})
+            .unwrap();
+        db.commit("b", Change::Insert(&row("b", "two"), 1), &two, 5, |_| {})
+            .unwrap();
+        // Four events, but both containers live: nothing may go.
+        assert_eq!(db.events_after(0, 0).unwrap().len(), 4);
+        db.commit("a", Change::Delete("a"), &[event("remove")], 6, |_| {})
+            .unwrap();
+        // Five events; the two oldest of the gone container go (seq 1, 2).
+        let kept: Vec<_> = db
+            .events_after(2, 0)
+            .unwrap()
+            .iter()
+            .map(|e| (e.seq, e.container_id.clone()))
+            .collect();
+        assert_eq!(kept, [(3, "b".into()), (4, "b".into()), (5, "a".into())]);
+        let error = db.events_after(0, 0).unwrap_err();
+        assert!(
+            matches!(error, DbError::EventsTrimmed { through: 2 }),
+            "{error}"
+        );
+        assert!(db.events_after(1, 0).is_err());
+        // Past every sequence number, nothing wraps around.
+        assert!(db.events_after(u64::MAX, 0).unwrap().is_empty());
+        assert!(db.events_after(1 << 63, 0).unwrap().is_empty());
     }
 
     #[test]

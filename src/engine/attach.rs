@@ -18,8 +18,8 @@ use crate::monitor::launcher::AttachEnds;
 #[derive(Debug, Clone, Default)]
 pub struct AttachOptions {
     /// Send this client's input to the container (default: for `StartAndAttach`, when the
-    /// container keeps stdin open or has a terminal; for `Attach`, no). Its end of stream
-    /// closes a pipe stdin.
+    /// container keeps stdin open or has a terminal; for `Attach`, when it keeps stdin open,
+    /// as `podman attach`). Its end of stream closes a pipe stdin.
     pub stdin: Option<bool>,
     /// The terminal's window size (rows, cols) for a process not yet started.
     pub console_size: Option<(u16, u16)>,
@@ -142,6 +142,7 @@ impl Engine {
 
     /// Sets the window size of a terminal container; its process gets SIGWINCH.
     pub async fn resize(&self, id: &str, rows: u16, cols: u16) -> Result<()> {
+        check_window_size(rows, cols)?;
         let locked = self.inner().lock(id).await?;
         if !locked.config().terminal {
             return Err(EngineError::InvalidArgument(format!(
@@ -155,13 +156,24 @@ impl Engine {
     }
 }
 
+/// A window of no rows or no columns is refused, as the `TerminalSize` option is.
+pub(crate) fn check_window_size(rows: u16, cols: u16) -> Result<()> {
+    if rows == 0 || cols == 0 {
+        return Err(EngineError::InvalidArgument(format!(
+            "window size {rows}x{cols}: rows and cols must be > 0"
+        )));
+    }
+    Ok(())
+}
+
 /// Whether this client's input goes to the container: only where it has an input to
-/// take, and by default only for `StartAndAttach` (the client that runs it), since the end
-/// of a client's input ends the container's.
+/// take. By default it does for `StartAndAttach` (the client that runs it) and, as with
+/// `podman attach`, for `Attach` to a container that keeps stdin open (`Stdin`); the
+/// `Stdin` option false opts out.
 fn wants_stdin(locked: &Locked<'_>, options: &AttachOptions, by_default: bool) -> bool {
     let config = locked.config();
     let open = config.stdin || config.terminal;
-    open && options.stdin.unwrap_or(by_default)
+    open && options.stdin.unwrap_or(by_default || config.stdin)
 }
 
 /// Hands a client's ends to the container's monitor. A monitor that is already gone (the

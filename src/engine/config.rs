@@ -114,6 +114,8 @@ pub struct CreateRequest {
     /// `Notify`: the container gets a `NOTIFY_SOCKET`.
     pub notify: bool,
     pub health: super::health::HealthRequest,
+    /// `unconfined` or the path of a seccomp profile in podman's format.
+    pub seccomp_profile: Option<String>,
 }
 
 /// The validated, immutable configuration of a container, stored as JSON.
@@ -163,6 +165,9 @@ pub struct ContainerConfig {
     pub notify: bool,
     #[serde(default)]
     pub health: Option<crate::monitor::sidecar::HealthConfig>,
+    /// The `SeccompProfile` spec key: `unconfined`, a path, or `None` for podman's default.
+    #[serde(default)]
+    pub seccomp_profile: Option<String>,
 }
 
 impl ContainerConfig {

@@ -194,6 +194,24 @@ impl Engine {
         }
         capability_set(request.privileged, &request.cap_add, &request.cap_drop)
             .map_err(|e| invalid(format!("CapAdd/CapDrop: {e}")))?;
+        if request.pids_max == Some(0) {
+            return Err(invalid(
+                "PidsMax: 0 would forbid every process (leave it out for no limit)",
+            ));
+        }
+        if let Some(profile) = request
+            .seccomp_profile
+            .as_deref()
+            .filter(|p| *p != crate::runtime::seccomp::UNCONFINED)
+        {
+            if !Path::new(profile).is_absolute() {
+                return Err(invalid(format!(
+                    "SeccompProfile: {profile:?} is neither \"unconfined\" nor an absolute path"
+                )));
+            }
+            crate::runtime::seccomp::check(Path::new(profile))
+                .map_err(|e| invalid(format!("SeccompProfile: {e}")))?;
+        }
         if let Some(cpus) = request.cpu_quota {
             if !(cpus > 0.0 && cpus.is_finite()) {
                 return Err(invalid(format!(
@@ -284,6 +302,7 @@ impl Engine {
             created_at: now_micros(),
             notify: request.notify,
             health: super::health::health_config(&request.health)?,
+            seccomp_profile: request.seccomp_profile,
         })
     }
 

@@ -51,12 +51,16 @@ pub enum EngineError {
     LimitsExceeded(String),
     #[error("{0}")]
     Internal(String),
+    /// `GetEvents` after a sequence number the bounded log no longer holds.
+    #[error("events through seq {through} were trimmed from the log: ask for events after seq {through}")]
+    EventsTrimmed { through: u64 },
 }
 
 impl From<DbError> for EngineError {
     fn from(error: DbError) -> Self {
         match error {
             DbError::NameInUse(name) => EngineError::NameInUse(name),
+            DbError::EventsTrimmed { through } => EngineError::EventsTrimmed { through },
             other => EngineError::Internal(other.to_string()),
         }
     }

@@ -243,6 +243,7 @@ impl Engine {
     }
 
     pub async fn exec_resize(&self, id: &str, session: &str, rows: u16, cols: u16) -> Result<()> {
+        super::attach::check_window_size(rows, cols)?;
         let locked = self.live_session(id, session).await?;
         let request = Request::ResizeExec {
             session: session.to_string(),

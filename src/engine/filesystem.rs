@@ -17,20 +17,26 @@ struct Layout {
     merged: PathBuf,
 }
 
+/// The read-only lower layers of a container's overlay, top first (overlayfs's order): the
+/// image's layers, or the `Rootfs` directory.
+pub(crate) fn lower_dirs(engine: &super::Inner, config: &super::ContainerConfig) -> Vec<PathBuf> {
+    if config.layers.is_empty() {
+        vec![PathBuf::from(&config.rootfs)]
+    } else {
+        config
+            .layers
+            .iter()
+            .rev()
+            .map(|layer| engine.layers.path(layer))
+            .collect()
+    }
+}
+
 fn layout(locked: &Locked<'_>) -> Layout {
     let dir = locked.engine().container_dir(locked.id());
     let config = locked.config();
     Layout {
-        lowers: if config.layers.is_empty() {
-            vec![PathBuf::from(&config.rootfs)]
-        } else {
-            config
-                .layers
-                .iter()
-                .rev()
-                .map(|layer| locked.engine().layers.path(layer))
-                .collect()
-        },
+        lowers: lower_dirs(locked.engine(), config),
         upper: dir.join("upper"),
         work: dir.join("work"),
         merged: dir.join("merged"),
@@ -184,6 +190,7 @@ impl Engine {
     /// Writes the container's root filesystem (its changes included) as a tar stream into
     /// `destination`. The storage is mounted for the duration, as the seed's Export does.
     pub async fn export(&self, caller: Caller, id: &str, destination: std::fs::File) -> Result<()> {
+        check_writable(&destination)?;
         if self.status(id)?.state == super::State::Removing {
             return Err(EngineError::InvalidState {
                 id: id.to_string(),
@@ -209,4 +216,19 @@ impl Engine {
             .record(vec![event("export", locked.config(), caller, &[])])
             .await
     }
+}
+
+/// An export into a descriptor not open for writing fails at once, naming why, rather than
+/// reporting success with nothing written.
+fn check_writable(destination: &std::fs::File) -> Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(destination, FcntlArg::F_GETFL)
+        .map_err(|e| EngineError::InvalidArgument(format!("destination: {e}")))?;
+    let mode = OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE;
+    if mode == OFlag::O_RDONLY {
+        return Err(EngineError::InvalidArgument(
+            "destination: the descriptor is open for reading only".into(),
+        ));
+    }
+    Ok(())
 }

@@ -7,14 +7,43 @@ use super::{blocking, Engine, Result, State};
 use crate::clock::rfc3339_micros;
 
 impl Engine {
-    pub async fn inspect(&self, id: &str, size: bool) -> Result<String> {
+    /// `environment`: whether `Config.Env` is shown (callers allowed `.exec`, as podman
+    /// needs root for it); the rest is open to every caller.
+    pub async fn inspect(&self, id: &str, size: bool, environment: bool) -> Result<String> {
         let entry = self.inner().entry(id)?;
         let config = entry.config.clone();
         let status = entry.status();
+        let restarting = entry
+            .restart_pending
+            .load(std::sync::atomic::Ordering::SeqCst);
         let dir = self.inner().container_dir(id);
         let runroot_bundle = self.inner().paths.bundle(id);
+        let lowers = super::filesystem::lower_dirs(self.inner(), &config);
+        let merged = dir.join("merged");
+        // The driver really used: a copy of the layers (vfs, or overlay's fallback) or an
+        // overlay mount.
+        let driver = if crate::storage::rootfs::is_copy(&merged) {
+            "vfs".to_string()
+        } else {
+            self.inner().options.storage_driver.clone()
+        };
         let mounts = self.mounts_json(&config);
         blocking(move || {
+            let lower_dir = lowers
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":");
+            let graph_data = if driver == "overlay" {
+                json!({
+                    "LowerDir": lower_dir,
+                    "UpperDir": dir.join("upper").display().to_string(),
+                    "WorkDir": dir.join("work").display().to_string(),
+                    "MergedDir": merged.display().to_string(),
+                })
+            } else {
+                json!({ "LowerDir": lower_dir, "Dir": merged.display().to_string() })
+            };
             let args = config.process_args();
             let (restart_name, retries) = match &config.restart_policy {
                 RestartPolicy::OnFailure { max_retries } => ("on-failure".to_string(), *max_retries),
@@ -34,9 +63,10 @@ impl Engine {
                     "Status": status.state.as_str(),
                     "Running": status.state == State::Running,
                     "Paused": status.state == State::Paused,
-                    "Restarting": false,
+                    "Restarting": restarting,
                     "OOMKilled": status.oom_killed,
-                    "Dead": false,
+                    // As docker: being removed, or in a state berth cannot tell.
+                    "Dead": matches!(status.state, State::Removing | State::Unknown),
                     "Pid": status.pid,
                     "MonitorPid": status.monitor_pid,
                     "ExitCode": status.exit_code,
@@ -53,21 +83,13 @@ impl Engine {
                 "Rootfs": config.rootfs,
                 "Name": config.name,
                 "RestartCount": status.restart_count,
-                "Driver": "overlay",
+                "Driver": driver,
                 "Mounted": status.mounted(),
                 "Mountpoint": status.mountpoint,
                 "LogPath": log_path,
                 "BundlePath": runroot_bundle.display().to_string(),
                 "Dependencies": config.dependencies,
-                "GraphDriver": {
-                    "Name": "overlay",
-                    "Data": {
-                        "LowerDir": config.rootfs,
-                        "UpperDir": dir.join("upper").display().to_string(),
-                        "WorkDir": dir.join("work").display().to_string(),
-                        "MergedDir": dir.join("merged").display().to_string(),
-                    }
-                },
+                "GraphDriver": { "Name": driver, "Data": graph_data },
                 "Mounts": mounts,
                 "Config": {
                     "Hostname": config.hostname,
@@ -99,10 +121,23 @@ impl Engine {
                 },
             });
             super::health::inspect_into(&mut document, &config, &status);
+            if !environment {
+                if let Some(container_config) = document["Config"].as_object_mut() {
+                    container_config.remove("Env");
+                }
+            }
             if size {
-                let upper = dir.join("upper");
-                document["SizeRw"] = Value::from(disk_usage(&upper));
-                document["SizeRootFs"] = Value::from(disk_usage(std::path::Path::new(&config.rootfs)) + disk_usage(&upper));
+                // A copy holds the layers and the changes together; an overlay keeps the
+                // changes in the upper directory over the layers.
+                let (changes, layers) = if driver == "overlay" {
+                    let layers = lowers.iter().map(|p| disk_usage(p)).sum::<u64>();
+                    (disk_usage(&dir.join("upper")), layers)
+                } else {
+                    let layers = lowers.iter().map(|p| disk_usage(p)).sum::<u64>();
+                    (disk_usage(&merged).saturating_sub(layers), layers)
+                };
+                document["SizeRw"] = Value::from(changes);
+                document["SizeRootFs"] = Value::from(layers + changes);
             }
             Ok(serde_json::to_string_pretty(&document).unwrap_or_default())
         })

@@ -66,23 +66,17 @@ impl Engine {
 
     /// Replies once the container is not running (at once if it is not): event-driven,
     /// holding no lock. Returns the exit code.
-    pub async fn wait(&self, caller: Caller, id: &str) -> Result<i32> {
+    ///
+    /// Records nothing: `Wait` is open to every caller, and a durable event per call would
+    /// let anyone grow the database without bound.
+    pub async fn wait(&self, id: &str) -> Result<i32> {
         let entry = self.inner().entry(id)?;
         let mut receiver = entry.status.subscribe();
-        let exit_code = receiver
+        receiver
             .wait_for(|status| !status.state.is_running())
             .await
             .map(|status| status.exit_code)
-            .map_err(|_| EngineError::Removed(id.to_string()))?;
-        // An event with no state change needs no lock: the reply does not wait on a cleanup.
-        let wait = event(
-            "wait",
-            &entry.config,
-            caller,
-            &[("exitCode", exit_code.to_string())],
-        );
-        self.inner().record_events(id, vec![wait]).await?;
-        Ok(exit_code)
+            .map_err(|_| EngineError::Removed(id.to_string()))
     }
 }
 
@@ -317,6 +311,10 @@ fn spec_input(
         mounts: config.mounts.clone(),
         init_binary,
         annotations: config.annotations.clone().into_iter().collect(),
+        seccomp_profile: crate::runtime::seccomp::profile_path(
+            config.seccomp_profile.as_deref(),
+            config.privileged,
+        ),
     }
 }
 

@@ -35,6 +35,8 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{mpsc, watch, Mutex, OwnedMutexGuard};
 
+/// The image types the bus speaks of, so that `bus/` reaches storage only through the engine.
+pub use crate::storage::images::{ImageRecord, ImportOptions};
 pub use attach::{AttachOptions, Attached};
 pub use checkpoint::{criu_problem, CheckpointRequest, RestoreRequest};
 pub use config::{ContainerConfig, ContainerStatus, CreateRequest, ExecSession, MountSpec};
@@ -389,6 +391,12 @@ impl Engine {
 
     pub fn status(&self, id: &str) -> Result<ContainerStatus> {
         Ok(self.inner.entry(id)?.status())
+    }
+
+    /// Keeps the event log within `limit` events (0: no bound): the oldest events of
+    /// containers that are gone are trimmed now and at every removal.
+    pub fn bound_event_log(&self, limit: u64) -> Result<()> {
+        Ok(self.inner.db.set_event_limit(limit)?)
     }
 
     /// The durable event log after `after` (DESIGN §2.1 `GetEvents`).

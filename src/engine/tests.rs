@@ -216,7 +216,7 @@ async fn an_exit_is_recorded_with_its_code_and_events_in_order() {
     let waiter = {
         let engine = setup.engine.clone();
         let id = id.clone();
-        tokio::spawn(async move { engine.wait(ROOT, &id).await })
+        tokio::spawn(async move { engine.wait(&id).await })
     };
     setup.world.exit(&id, 3);
     assert_eq!(waiter.await.unwrap().unwrap(), 3);
@@ -571,7 +571,7 @@ async fn sync_stops_a_container_whose_monitor_is_lost() {
     let waiter = {
         let engine = setup.engine.clone();
         let id = id.clone();
-        tokio::spawn(async move { engine.wait(ROOT, &id).await })
+        tokio::spawn(async move { engine.wait(&id).await })
     };
     setup.engine.sync(ROOT, &id).await.unwrap();
     let status = setup.engine.status(&id).unwrap();

@@ -22,7 +22,10 @@ pub fn run(root: &Path) -> i32 {
 fn export(root: &Path) -> std::io::Result<()> {
     nix::unistd::chroot(root).map_err(std::io::Error::from)?;
     std::env::set_current_dir("/")?;
-    let stdout = std::io::stdout().lock();
+    // A `File`, not `std::io::stdout()`: the standard stream swallows EBADF, which would
+    // report an export into a read-only descriptor as a success with nothing written.
+    let stdout =
+        std::fs::File::from(std::os::fd::AsFd::as_fd(&std::io::stdout()).try_clone_to_owned()?);
     let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, stdout));
     builder.follow_symlinks(false);
     builder.append_dir_all(".", "/")?;

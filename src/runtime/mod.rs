@@ -2,6 +2,7 @@
 //! the builder of the bundle's `config.json`.
 
 mod runc;
+pub mod seccomp;
 pub mod signal;
 pub mod spec;
 

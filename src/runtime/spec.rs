@@ -24,49 +24,76 @@ const DEFAULT_CAPABILITIES: &[&str] = &[
     "SYS_CHROOT",
 ];
 
-/// Every capability the kernel knows, for `Privileged` and `CapAdd ALL`.
+/// Every capability the kernel knows, in its numbering (`CAP_CHOWN` is 0), for `Privileged`
+/// and `CapAdd ALL`.
 const ALL_CAPABILITIES: &[&str] = &[
-    "AUDIT_CONTROL",
-    "AUDIT_READ",
-    "AUDIT_WRITE",
-    "BLOCK_SUSPEND",
-    "BPF",
-    "CHECKPOINT_RESTORE",
     "CHOWN",
     "DAC_OVERRIDE",
     "DAC_READ_SEARCH",
     "FOWNER",
     "FSETID",
-    "IPC_LOCK",
-    "IPC_OWNER",
     "KILL",
-    "LEASE",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
     "LINUX_IMMUTABLE",
-    "MAC_ADMIN",
-    "MAC_OVERRIDE",
-    "MKNOD",
-    "NET_ADMIN",
     "NET_BIND_SERVICE",
     "NET_BROADCAST",
+    "NET_ADMIN",
     "NET_RAW",
-    "PERFMON",
-    "SETFCAP",
-    "SETGID",
-    "SETPCAP",
-    "SETUID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
     "SYS_ADMIN",
     "SYS_BOOT",
-    "SYS_CHROOT",
-    "SYS_MODULE",
     "SYS_NICE",
-    "SYS_PACCT",
-    "SYS_PTRACE",
-    "SYS_RAWIO",
     "SYS_RESOURCE",
     "SYS_TIME",
     "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
     "SYSLOG",
     "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// The paths podman masks (containers/common `DefaultMaskedPaths`): runc hides each that
+/// exists behind `/dev/null` or an empty read-only tmpfs.
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/fs/selinux",
+    "/sys/dev/block",
+];
+
+/// The paths podman makes read-only (containers/common `DefaultReadOnlyPaths`).
+const READ_ONLY_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
 ];
 
 /// Where the `Init` binary is bind-mounted inside the container (podman uses
@@ -79,6 +106,8 @@ pub enum SpecError {
     UnknownCapability(String),
     #[error("cannot build the runtime spec: {0}")]
     Build(String),
+    #[error(transparent)]
+    Seccomp(#[from] super::seccomp::SeccompError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,
@@ -124,12 +153,34 @@ pub struct SpecInput {
     /// Host path of a tiny init to run as PID 1 (`Init` spec key).
     pub init_binary: Option<PathBuf>,
     pub annotations: std::collections::HashMap<String, String>,
+    /// podman's seccomp profile to apply (`None`: no filter).
+    pub seccomp_profile: Option<PathBuf>,
 }
 
 fn parse_capability(name: &str) -> Result<Capability, SpecError> {
     let upper = name.to_ascii_uppercase();
     let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
     Capability::from_str(bare).map_err(|_| SpecError::UnknownCapability(name.to_string()))
+}
+
+/// Every capability berthd itself may pass on (its bounding set, `CapBnd` in
+/// `/proc/self/status`), as podman gives a privileged container: runc cannot grant more.
+fn bounding_capabilities() -> Vec<&'static str> {
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("CapBnd:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1 << bit) != 0)
+        .map(|(_, name)| *name)
+        .collect()
 }
 
 /// The capability set after `CapAdd`/`CapDrop` (both accept `ALL`).
@@ -140,7 +191,7 @@ pub fn capability_set(
 ) -> Result<HashSet<Capability>, SpecError> {
     let wants_all = |list: &[String]| list.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
     let mut names: Vec<&str> = if privileged || wants_all(add) {
-        ALL_CAPABILITIES.to_vec()
+        bounding_capabilities()
     } else {
         DEFAULT_CAPABILITIES.to_vec()
     };
@@ -198,6 +249,13 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
         args.splice(0..0, [INIT_PATH_IN_CONTAINER.to_string(), "--".to_string()]);
     }
     let capabilities = capability_set(input.privileged, &input.cap_add, &input.cap_drop)?;
+    let seccomp = match &input.seccomp_profile {
+        Some(path) => Some(super::seccomp::load(
+            path,
+            &capability_names(&capabilities),
+        )?),
+        None => None,
+    };
     let capabilities = oci_spec::runtime::LinuxCapabilitiesBuilder::default()
         .bounding(capabilities.clone())
         .effective(capabilities.clone())
@@ -233,12 +291,20 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
         .user(user)
         .capabilities(capabilities)
         .rlimits(vec![rlimit])
-        .no_new_privileges(!input.privileged)
+        // As podman (containers.conf `no_new_privileges = false`): setuid programs in the
+        // image keep working; the seccomp filter and the capability set confine instead.
+        .no_new_privileges(false)
         .build()
         .map_err(build_error)?;
     spec.set_process(Some(process));
 
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    let mut mounts: Vec<Mount> = spec
+        .mounts()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(confined_mount)
+        .collect();
     for extra in &input.mounts {
         let mut options = extra.options.clone();
         if extra.kind == "bind" && !options.iter().any(|o| o == "bind" || o == "rbind") {
@@ -279,7 +345,13 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
     if input.privileged {
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);
+    } else {
+        linux.set_masked_paths(Some(MASKED_PATHS.iter().map(|p| p.to_string()).collect()));
+        linux.set_readonly_paths(Some(
+            READ_ONLY_PATHS.iter().map(|p| p.to_string()).collect(),
+        ));
     }
+    linux.set_seccomp(seccomp);
     linux.set_cgroups_path(Some(PathBuf::from(&input.cgroups_path)));
     let resources = linux.resources_mut().get_or_insert_with(Default::default);
     if let Some(limit) = input.memory_max {
@@ -301,6 +373,27 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
         resources.set_cpu(Some(cpu));
     }
     Ok(spec)
+}
+
+/// The options podman gives the default mounts: `/proc` without setuid, devices or
+/// executables; `/dev` without setuid or executables.
+fn confined_mount(mut mount: Mount) -> Mount {
+    let options: &[&str] = match mount.destination().to_str() {
+        Some("/proc") => &["nosuid", "noexec", "nodev"],
+        Some("/dev") => &["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"],
+        _ => return mount,
+    };
+    mount.set_options(Some(options.iter().map(|o| o.to_string()).collect()));
+    mount
+}
+
+/// Capability names as seccomp profiles spell them (`CAP_CHOWN`).
+fn capability_names(capabilities: &HashSet<Capability>) -> Vec<String> {
+    capabilities
+        .iter()
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
 }
 
 fn bind_mount(

@@ -36,6 +36,12 @@ fn copy_marker(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.copied"))
 }
 
+/// Whether the container filesystem at `target` is a copy of its layers (the `vfs` driver or
+/// the fallback), not an overlay mount.
+pub fn is_copy(target: &Path) -> bool {
+    copy_marker(target).exists()
+}
+
 /// overlayfs separates its options with `,` and lower layers with `:`; such paths would be
 /// misread, so they are refused when the container is created.
 pub fn is_mountable_path(path: &Path) -> bool {

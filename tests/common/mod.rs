@@ -36,13 +36,23 @@ pub fn missing_requirement() -> Option<String> {
     None
 }
 
-/// Returns a harness, or prints why the test is skipped and returns None.
+/// Returns a harness, or prints why the test is skipped and returns None. With
+/// `BERTH_E2E=1` (set by `scripts/test` in CI and as root) a test that cannot run fails
+/// instead of passing as skipped.
 pub fn harness(test: &str) -> Option<Harness> {
     if let Some(reason) = missing_requirement() {
-        eprintln!("SKIP {test}: {reason}");
+        skip(test, &reason);
         return None;
     }
     Some(Harness::new())
+}
+
+/// Says why `test` is skipped, or fails it when `BERTH_E2E=1` requires end-to-end tests to run.
+pub fn skip(test: &str, reason: &str) {
+    if std::env::var("BERTH_E2E").is_ok_and(|v| v == "1") {
+        panic!("{test} cannot run and BERTH_E2E=1 requires it: {reason}");
+    }
+    eprintln!("SKIP {test}: {reason}");
 }
 
 pub struct Harness {
