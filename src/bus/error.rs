@@ -82,6 +82,11 @@ impl From<EngineError> for BusError {
             EngineError::InvalidArgument(_) => BusError::invalid_args(message),
             EngineError::LimitsExceeded(_) => BusError::standard("LimitsExceeded", message),
             EngineError::Internal(_) => BusError::failed(message),
+            EngineError::RegistryError(_) => BusError::berth("RegistryError", message),
+            EngineError::AuthenticationFailed(_) => {
+                BusError::berth("AuthenticationFailed", message)
+            }
+            EngineError::Cancelled(_) => BusError::berth("Cancelled", message),
         }
     }
 }

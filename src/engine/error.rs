@@ -47,6 +47,13 @@ pub enum EngineError {
     LimitsExceeded(String),
     #[error("{0}")]
     Internal(String),
+    /// The registry answered with an error or could not be reached.
+    #[error("{0}")]
+    RegistryError(String),
+    #[error("{0}")]
+    AuthenticationFailed(String),
+    #[error("{0}")]
+    Cancelled(String),
 }
 
 impl From<DbError> for EngineError {

@@ -17,9 +17,11 @@ mod fake;
 mod filesystem;
 mod images;
 mod inspect;
+pub mod jobs;
 mod lifecycle;
 mod logs;
 mod maintenance;
+mod pull;
 mod reconcile;
 pub mod state;
 #[cfg(test)]
@@ -40,6 +42,7 @@ pub use error::EngineError;
 pub use exec::ExecRequest;
 pub use logs::LogOptions;
 pub use maintenance::BatchOp;
+pub use pull::{PullOptions, PullPolicy};
 pub use state::State;
 
 use crate::clock::now_micros;
@@ -176,6 +179,8 @@ pub(crate) struct Inner {
     /// Serialises image changes (imports, tags, removals with their layer deletion).
     images_lock: Mutex<()>,
     layers: crate::storage::images::LayerStore,
+    /// Long operations (pulls) in flight or recently finished.
+    jobs: jobs::Jobs,
     /// Calls and background tasks in flight (for `--idle-timeout`).
     busy: AtomicUsize,
     /// Bumped whenever `busy` changes, so idling is awaited, not polled.
@@ -261,6 +266,7 @@ impl Engine {
             images: RwLock::new(images),
             images_lock: Mutex::new(()),
             layers,
+            jobs: jobs::Jobs::default(),
             busy: AtomicUsize::new(0),
             activity: watch::Sender::new(0),
         });
