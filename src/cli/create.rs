@@ -86,6 +86,11 @@ pub struct RunArgs {
     /// Print the id and return at once.
     #[arg(short, long)]
     detach: bool,
+    /// Pull the image first: `missing` (when not here), `always`, `newer`, `never`.
+    #[arg(long, default_value = "missing")]
+    pull: String,
+    #[command(flatten)]
+    registry: super::pull::RegistryArgs,
     #[command(flatten)]
     create: CreateArgs,
 }
@@ -249,6 +254,9 @@ pub async fn run(connection: &zbus::Connection, args: RunArgs) -> anyhow::Result
     // detached, berthd does (AutoRemove).
     let mut create = args.create.clone();
     create.rm = args.detach && args.create.rm;
+    if let (None, Some(image)) = (&create.rootfs, create.command.first()) {
+        super::pull::ensure(connection, image, &args.pull, &args.registry).await?;
+    }
     let container = create_container(connection, &create).await?;
     let id = container.id().await?;
     if args.detach {
