@@ -108,7 +108,12 @@ impl Job {
 
     /// Records the outcome (once).
     pub(crate) fn finish(&self, outcome: Result<String>) {
-        let failure = outcome.as_ref().err().map(rebuild);
+        if self.status.borrow().state != JobState::Running {
+            return;
+        }
+        // Before the state changes: a waiter woken by it reads the failure.
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) =
+            outcome.as_ref().err().map(rebuild);
         self.status.send_modify(|status| {
             if status.state != JobState::Running {
                 return;
@@ -133,7 +138,6 @@ impl Job {
                 }
             }
         });
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = failure;
     }
 
     /// Waits for the end: the image id, or the job's failure.
