@@ -630,7 +630,7 @@ async fn failed_pulls_have_their_error_names_and_leave_nothing() {
         return;
     };
     let registry = Registry::start();
-    let (_, app_layers, _) = two_images(&h, &registry);
+    let (_, app_layers, other_layers) = two_images(&h, &registry);
     h.start_berthd(&[]);
     let connection = h.connection().await;
     let app = format!("{}/app:1", registry.host());
@@ -695,6 +695,18 @@ async fn failed_pulls_have_their_error_names_and_leave_nothing() {
     )
     .await;
     assert!(text.contains(&app_layers[1]), "{text}");
+    // A blob larger than its descriptor says (bytes appended on the registry's disk).
+    let blob = registry.blob_file(&other_layers[1]);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(&blob, bytes).unwrap();
+    let (_, text) = expect_failure(
+        format!("{}/other:1", registry.host()),
+        pull_options(&registry, &[]),
+        "org.freedesktop.DBus.Error.InvalidArgs",
+    )
+    .await;
+    assert!(text.contains("larger"), "{text}");
     assert!(image_ids(&connection).await.is_empty());
     assert!(layer_store(&h).is_empty(), "{:?}", layer_store(&h));
 }
