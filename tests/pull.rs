@@ -900,6 +900,7 @@ async fn shipped_job_xml_equals_the_live_interface() {
     .await
     .unwrap();
     assert!(job.wait().await.is_err());
+    let finished = Instant::now();
     let path = job.inner().path().to_string();
     let manager = ManagerProxy::new(&connection).await.unwrap();
     assert_eq!(manager.list_jobs().await.unwrap().len(), 1);
@@ -922,4 +923,24 @@ async fn shipped_job_xml_equals_the_live_interface() {
         "{} is stale: run with BERTH_UPDATE_XML=1",
         file.display()
     );
+    // A finished job goes 60 s after it ended.
+    assert_eq!(manager.list_jobs().await.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_secs(58).saturating_sub(finished.elapsed())).await;
+    assert_eq!(
+        manager.list_jobs().await.unwrap().len(),
+        1,
+        "gone before 60 s"
+    );
+    let start = Instant::now();
+    while !manager.list_jobs().await.unwrap().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still listed after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_until(Duration::from_secs(5), || {
+        let live = h.busctl(&["introspect", "--xml-interface", "org.berth.Engine1", &path]);
+        !String::from_utf8_lossy(&live.stdout).contains(interface)
+    });
 }
