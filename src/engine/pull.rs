@@ -372,6 +372,7 @@ impl Engine {
             let aborted = aborted.clone();
             let abort = &abort;
             let mut cancel = cancel.clone();
+            let job_cancel = cancel.clone();
             async move {
                 let result = async {
                     let _permit = permits
@@ -384,7 +385,7 @@ impl Engine {
                     job.update(|s| s.layers[index].status = "downloading");
                     let mut stop = aborted.clone();
                     tokio::select! {
-                        done = client.download(reference, &blob, &file, &aborted, |n| {
+                        done = client.download(reference, &blob, &file, &job_cancel, |n| {
                             job.update(|s| {
                                 s.bytes_done += n;
                                 s.layers[index].done += n;

@@ -275,6 +275,10 @@ impl Client {
                 _ = cancelled.wait_for(|c| *c) => return Err(RegistryError::Cancelled),
             };
             let Some(chunk) = next else { break };
+            // Also between chunks that are ready at once (the select above may never wait).
+            if *cancel.borrow() {
+                return Err(RegistryError::Cancelled);
+            }
             let chunk = chunk.map_err(|e| {
                 RegistryError::Registry(format!("blob {}: {}", blob.digest, chain(&e)))
             })?;
