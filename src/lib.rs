@@ -8,6 +8,8 @@
 //!   waits with a pidfd and writes the exit files.
 //! - `storage`: images and their layer store, safe unpacking, overlay rootfs, paths
 //!   resolved beneath a root, users, artifacts, named volumes.
+//! - `registry`: pulls from OCI/Docker registries (references, short names, auth files,
+//!   the transfer); the engine runs them as jobs.
 //! - `bus`: the zbus objects (Manager, Container), authorization and error mapping.
 //! - `cli`: `berthctl`, a D-Bus client only.
 //! - `units`: Quadlet `.container` files to systemd units (`berth-generator`), no D-Bus.
@@ -24,6 +26,7 @@ pub mod fds;
 mod inotify;
 pub mod monitor;
 pub mod names;
+pub mod registry;
 pub mod runtime;
 pub mod storage;
 pub mod terminal;

@@ -85,6 +85,11 @@ impl From<EngineError> for BusError {
             EngineError::LimitsExceeded(_) => BusError::standard("LimitsExceeded", message),
             EngineError::Internal(_) => BusError::failed(message),
             EngineError::EventsTrimmed { .. } => BusError::berth("EventsTrimmed", message),
+            EngineError::RegistryError(_) => BusError::berth("RegistryError", message),
+            EngineError::AuthenticationFailed(_) => {
+                BusError::berth("AuthenticationFailed", message)
+            }
+            EngineError::Cancelled(_) => BusError::berth("Cancelled", message),
         }
     }
 }

@@ -135,6 +135,12 @@ impl ImageObject {
         Ok(self.image()?.os)
     }
 
+    /// `repository@sha256:…` of the manifests it was pulled by.
+    #[zbus(property)]
+    fn repo_digests(&self) -> Result<Vec<String>, BusError> {
+        Ok(self.image()?.repo_digests)
+    }
+
     #[zbus(property(emits_changed_signal = "const"))]
     fn config(&self) -> Result<HashMap<String, OwnedVariant>, BusError> {
         Ok(config_property(&self.image()?))

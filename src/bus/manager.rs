@@ -142,6 +142,32 @@ impl Manager {
             .await
     }
 
+    /// Starts a pull from a registry; returns its Job at once (the transfer runs on).
+    async fn pull_image(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        reference: &str,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.shared.auth.authorize(&header, Action::Images).await?;
+        let options = spec::pull_options(&options)?;
+        let job = self.engine.pull_image(caller, reference, options)?;
+        let id = job.id;
+        super::job::serve(connection, &self.engine, &self.shared, job).await?;
+        Ok(super::job::path(id))
+    }
+
+    /// Jobs not yet gone (a finished one stays 60 s).
+    async fn list_jobs(&self) -> Vec<OwnedObjectPath> {
+        self.engine
+            .job_ids()
+            .into_iter()
+            .map(super::job::path)
+            .collect()
+    }
+
     /// The durable event log after `after_seq` (at most `limit` events, 0 = all). The log is
     /// bounded (berthd --max-events): when events after `after_seq` were trimmed, the error
     /// org.berth.Engine1.Error.EventsTrimmed names the seq N through which they were

@@ -9,6 +9,7 @@ pub mod container;
 pub mod error;
 pub mod exec;
 pub mod image;
+pub mod job;
 pub mod manager;
 pub mod spec;
 pub mod volume;
@@ -393,7 +394,10 @@ impl Publisher {
             Notification::ImageChanged { id } => {
                 if let Ok(image) = self.engine.image(&id) {
                     let emitter = SignalEmitter::new(&self.connection, image::path(&id))?;
-                    let changed = HashMap::from([("Names", zbus::Variant::from(image.names))]);
+                    let changed = HashMap::from([
+                        ("Names", zbus::Variant::from(image.names)),
+                        ("RepoDigests", zbus::Variant::from(image.repo_digests)),
+                    ]);
                     zbus::fdo::Properties::properties_changed(
                         &emitter,
                         InterfaceName::from_static_str_unchecked(image::INTERFACE),

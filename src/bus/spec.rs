@@ -360,6 +360,37 @@ pub fn restore_request(options: &HashMap<String, OwnedVariant>) -> BusResult<Res
     Ok(request)
 }
 
+/// `PullImage` options (see `dbus/org.berth.Engine1.Manager.xml`).
+pub fn pull_options(
+    options: &HashMap<String, OwnedVariant>,
+) -> BusResult<crate::engine::PullOptions> {
+    let mut parsed = crate::engine::PullOptions::default();
+    for (key, value) in options {
+        let key = key.as_str();
+        match key {
+            "Credentials" => parsed.credentials = Some(take(key, value, "s")?),
+            "AuthFile" => parsed.auth_file = Some(take::<String>(key, value, "s")?.into()),
+            "TlsVerify" => parsed.tls_verify = take(key, value, "b")?,
+            "CertDir" => parsed.cert_dir = Some(take::<String>(key, value, "s")?.into()),
+            "Platform" => parsed.platform = Some(take(key, value, "s")?),
+            "Policy" => {
+                let policy: String = take(key, value, "s")?;
+                parsed.policy = crate::engine::PullPolicy::parse(&policy).ok_or_else(|| {
+                    BusError::invalid_args(format!(
+                        "Policy: {policy:?} is not missing, always or newer"
+                    ))
+                })?;
+            }
+            other => {
+                return Err(BusError::invalid_args(format!(
+                    "{other}: unknown PullImage option"
+                )))
+            }
+        }
+    }
+    Ok(parsed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

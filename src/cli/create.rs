@@ -96,6 +96,11 @@ pub struct RunArgs {
     /// Print the id and return at once.
     #[arg(short, long)]
     detach: bool,
+    /// Pull the image first: `missing` (when not here), `always`, `newer`, `never`.
+    #[arg(long, default_value = "missing")]
+    pull: String,
+    #[command(flatten)]
+    registry: super::pull::RegistryArgs,
     #[command(flatten)]
     create: CreateArgs,
 }
@@ -319,6 +324,9 @@ pub async fn run(connection: &zbus::Connection, args: RunArgs) -> anyhow::Result
     // detached, berthd does (AutoRemove).
     let mut create = args.create.clone();
     create.rm = args.detach && args.create.rm;
+    if let (None, Some(image)) = (&create.rootfs, create.command.first()) {
+        super::pull::ensure(connection, image, &args.pull, &args.registry).await?;
+    }
     if let Some(mode) = args.create.systemd.sdnotify {
         // A systemd service's main process: in the foreground whatever -d says.
         create.rm = false;

@@ -57,15 +57,42 @@ pub async fn import(
     Ok(0)
 }
 
-pub async fn images(connection: &zbus::Connection, quiet: bool) -> anyhow::Result<i32> {
+pub async fn images(
+    connection: &zbus::Connection,
+    quiet: bool,
+    digests: bool,
+) -> anyhow::Result<i32> {
     let manager = ManagerProxy::new(connection).await?;
     let rows = manager.list_images().await.map_err(explain)?;
     if !quiet {
-        println!("{:<12}  {:<50}  {:>10}", "IMAGE ID", "NAME", "SIZE");
+        if digests {
+            println!(
+                "{:<12}  {:<50}  {:<71}  {:>10}",
+                "IMAGE ID", "NAME", "DIGEST", "SIZE"
+            );
+        } else {
+            println!("{:<12}  {:<50}  {:>10}", "IMAGE ID", "NAME", "SIZE");
+        }
     }
-    for (id, name, size, _) in rows {
+    for (id, name, size, path) in rows {
         if quiet {
             println!("{}", &id[..12.min(id.len())]);
+        } else if digests {
+            let image = ImageProxy::builder(connection).path(path).build().await?;
+            let digest = image
+                .repo_digests()
+                .await
+                .unwrap_or_default()
+                .first()
+                .and_then(|d| d.split_once('@').map(|(_, digest)| digest.to_string()))
+                .unwrap_or_else(|| "<none>".into());
+            println!(
+                "{:<12}  {:<50}  {:<71}  {:>8} MB",
+                &id[..12.min(id.len())],
+                name,
+                digest,
+                size >> 20
+            );
         } else {
             println!(
                 "{:<12}  {:<50}  {:>8} MB",

@@ -12,6 +12,7 @@ mod logs;
 pub mod proxy;
 mod volume;
 mod systemd;
+mod pull;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -110,7 +111,12 @@ pub enum Command {
     Images {
         #[arg(short, long)]
         quiet: bool,
+        /// Show the repository digests the images were pulled by.
+        #[arg(long)]
+        digests: bool,
     },
+    /// Pull an image from a registry, with a progress bar per layer.
+    Pull(pull::PullArgs),
     /// Remove images.
     Rmi {
         #[arg(short, long)]
@@ -306,7 +312,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             container,
         } => logs::logs(&connection, &container, follow, tail, timestamps).await,
         Command::Import { file, reference } => images::import(&connection, &file, reference).await,
-        Command::Images { quiet } => images::images(&connection, quiet).await,
+        Command::Images { quiet, digests } => images::images(&connection, quiet, digests).await,
+        Command::Pull(args) => pull::pull(&connection, args).await,
         Command::Rmi {
             force,
             images: names,

@@ -36,8 +36,45 @@ pub trait Manager {
     fn list_volumes(&self) -> zbus::Result<Vec<(String, String, OwnedObjectPath)>>;
     fn remove_volume(&self, name: &str, force: bool) -> zbus::Result<()>;
     fn prune_volumes(&self) -> zbus::Result<Vec<String>>;
+    fn pull_image(
+        &self,
+        reference: &str,
+        options: HashMap<&str, Variant<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn list_jobs(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
+}
+
+#[proxy(
+    interface = "org.berth.Engine1.Job",
+    default_service = "org.berth.Engine1"
+)]
+pub trait Job {
+    fn cancel(&self) -> zbus::Result<()>;
+    fn wait(&self) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(signal)]
+    fn finished(&self, state: String, result: OwnedObjectPath, error: String) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn id(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn target(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn progress(&self) -> zbus::Result<f64>;
+    #[zbus(property)]
+    fn bytes_done(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn bytes_total(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn detail(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn result(&self) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(property)]
+    fn error(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn layers(&self) -> zbus::Result<Vec<(String, String, u64, u64)>>;
 }
 
 #[proxy(
@@ -171,6 +208,8 @@ pub trait Image {
     fn id(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn names(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn repo_digests(&self) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
     fn size(&self) -> zbus::Result<u64>;
 }

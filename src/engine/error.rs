@@ -54,6 +54,13 @@ pub enum EngineError {
     /// `GetEvents` after a sequence number the bounded log no longer holds.
     #[error("events through seq {through} were trimmed from the log: ask for events after seq {through}")]
     EventsTrimmed { through: u64 },
+    /// The registry answered with an error or could not be reached.
+    #[error("{0}")]
+    RegistryError(String),
+    #[error("{0}")]
+    AuthenticationFailed(String),
+    #[error("{0}")]
+    Cancelled(String),
 }
 
 impl From<DbError> for EngineError {

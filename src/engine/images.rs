@@ -21,7 +21,7 @@ impl From<ImportError> for EngineError {
     }
 }
 
-fn image_event(
+pub(super) fn image_event(
     kind: &'static str,
     image: &ImageRecord,
     caller: Caller,
@@ -38,7 +38,7 @@ fn image_event(
 }
 
 impl Inner {
-    fn read_images(
+    pub(super) fn read_images(
         &self,
     ) -> std::sync::RwLockReadGuard<'_, std::collections::HashMap<String, ImageRecord>> {
         self.images.read().unwrap_or_else(|p| p.into_inner())
@@ -46,7 +46,7 @@ impl Inner {
 
     /// Stores image records (and takes names away from images that lose them) with their
     /// events in one transaction, then publishes.
-    async fn store_images(
+    pub(super) async fn store_images(
         self: &Arc<Self>,
         changed: Vec<ImageRecord>,
         events: Vec<NewEvent>,
@@ -92,7 +92,7 @@ impl Inner {
 }
 
 /// Gives `names` to `image`, taking each from any other image that had it.
-fn claim_names(
+pub(super) fn claim_names(
     images: &std::collections::HashMap<String, ImageRecord>,
     image: &mut ImageRecord,
     names: &[String],
@@ -308,6 +308,7 @@ impl Engine {
             "Id": image.id,
             "Digest": format!("sha256:{}", image.id),
             "RepoTags": image.names,
+            "RepoDigests": image.repo_digests,
             "Created": crate::clock::rfc3339_micros(image.created_at),
             "Architecture": image.architecture,
             "Os": image.os,

@@ -18,9 +18,11 @@ mod filesystem;
 mod health;
 mod images;
 mod inspect;
+pub mod jobs;
 mod lifecycle;
 mod logs;
 mod maintenance;
+mod pull;
 mod reconcile;
 pub mod state;
 #[cfg(test)]
@@ -45,6 +47,7 @@ pub use exec::ExecRequest;
 pub use health::HealthRequest;
 pub use logs::LogOptions;
 pub use maintenance::BatchOp;
+pub use pull::{PullOptions, PullPolicy};
 pub use state::State;
 
 use crate::clock::now_micros;
@@ -193,6 +196,8 @@ pub(crate) struct Inner {
     layers: crate::storage::images::LayerStore,
     /// Named volumes: records, directories and their lock.
     volumes: volumes::Volumes,
+    /// Long operations (pulls) in flight or recently finished.
+    jobs: jobs::Jobs,
     /// Calls and background tasks in flight (for `--idle-timeout`).
     busy: AtomicUsize,
     /// Bumped whenever `busy` changes, so idling is awaited, not polled.
@@ -280,6 +285,7 @@ impl Engine {
             images_lock: Mutex::new(()),
             layers,
             volumes,
+            jobs: jobs::Jobs::default(),
             busy: AtomicUsize::new(0),
             activity: watch::Sender::new(0),
         });

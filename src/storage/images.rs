@@ -43,6 +43,13 @@ pub struct ImageRecord {
     pub created_at: u64,
     /// Bytes of uncompressed layers.
     pub size: u64,
+    /// `name@sha256:…` of the manifests it was pulled by (none for an import).
+    #[serde(default)]
+    pub repo_digests: Vec<String>,
+    /// The digest of each layer's blob as it travelled (compressed), beside `layers`: how a
+    /// pull knows a layer is already here without fetching it.
+    #[serde(default)]
+    pub blob_digests: Vec<String>,
 }
 
 /// `ImportImage` options.
@@ -128,7 +135,7 @@ impl LayerStore {
         Ok(())
     }
 
-    fn staging(&self) -> std::io::Result<tempfile::TempDir> {
+    pub(crate) fn staging(&self) -> std::io::Result<tempfile::TempDir> {
         std::fs::create_dir_all(&self.dir)?;
         tempfile::Builder::new()
             .prefix(".import-")
@@ -184,7 +191,7 @@ fn is_tar(head: &[u8]) -> bool {
 }
 
 /// A reader of the uncompressed bytes, whatever the compression.
-fn decompressed<'a, R: Read + 'a>(reader: R) -> Result<Box<dyn Read + 'a>, ImportError> {
+pub(crate) fn decompressed<'a, R: Read + 'a>(reader: R) -> Result<Box<dyn Read + 'a>, ImportError> {
     let (head, reader) = peek(reader, 4)?;
     Ok(match compression_of(&head) {
         Compression::None => Box::new(reader),
@@ -276,11 +283,12 @@ fn names_an_image_archive(name: &str) -> bool {
 
 /// A layer unpacked into the staging area, waiting for the manifest to claim it.
 #[derive(Clone)]
-struct Staged {
-    blob_digest: String,
-    diff_id: String,
-    bytes: u64,
-    dir: PathBuf,
+pub(crate) struct Staged {
+    pub blob_digest: String,
+    pub diff_id: String,
+    pub bytes: u64,
+    /// Where it was unpacked (a layer already in the store is not moved).
+    pub dir: PathBuf,
 }
 
 /// `a/../b/./c` → `b/c` (names inside an archive; `..` above the top is dropped).
@@ -686,7 +694,7 @@ struct RootFs {
 
 /// Checks the layers against the config's diff ids, moves new layers into the store (layers
 /// already there are reused) and builds the record.
-fn finish(
+pub(crate) fn finish(
     store: &LayerStore,
     config_bytes: &[u8],
     staged: Vec<Staged>,
@@ -716,6 +724,7 @@ fn finish(
         });
     }
     let size = staged.iter().map(|s| s.bytes).sum();
+    let blob_digests = staged.iter().map(|s| s.blob_digest.clone()).collect();
     for layer in staged {
         if !store.has(&layer.diff_id) {
             std::fs::rename(&layer.dir, store.path(&layer.diff_id))?;
@@ -752,6 +761,8 @@ fn finish(
             .and_then(crate::clock::parse_rfc3339_micros)
             .unwrap_or_else(crate::clock::now_micros),
         size,
+        repo_digests: Vec::new(),
+        blob_digests,
     })
 }
 

@@ -1,0 +1,245 @@
+//! `org.berth.Engine1.Job` at `/org/berth/Engine1/job/<n>`: a long operation (a pull). Its
+//! properties follow the engine job's status; one task per job emits their changes at most
+//! ten times a second, then `Finished`, and removes the object once the job is gone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zbus::message::Header;
+use zbus::names::InterfaceName;
+use zbus::object_server::SignalEmitter;
+use zbus::{interface, Connection, ObjectPath, OwnedObjectPath};
+
+use super::auth::Action;
+use super::error::BusError;
+use super::image;
+use super::Shared;
+use crate::engine::jobs::{Job, JobState, JobStatus};
+use crate::engine::Engine;
+
+pub const INTERFACE: &str = "org.berth.Engine1.Job";
+
+/// Between two `PropertiesChanged` of one job (so each property changes at most ~10/s).
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+pub fn path(id: u32) -> OwnedObjectPath {
+    super::object_path("job", &id.to_string())
+}
+
+pub struct JobObject {
+    pub engine: Engine,
+    pub shared: Arc<Shared>,
+    pub job: Arc<Job>,
+}
+
+fn result_path(status: &JobStatus) -> OwnedObjectPath {
+    match &status.result {
+        Some(id) => image::path(id),
+        None => OwnedObjectPath::from(ObjectPath::from_static_str_unchecked("/")),
+    }
+}
+
+/// (blob digest, status, bytes done, bytes total) of each layer.
+type LayerTuple = (String, String, u64, u64);
+
+fn layers(status: &JobStatus) -> Vec<LayerTuple> {
+    status
+        .layers
+        .iter()
+        .map(|l| (l.digest.clone(), l.status.to_string(), l.done, l.total))
+        .collect()
+}
+
+/// The properties that differ between two statuses, with their new values.
+fn changed_properties(
+    before: &JobStatus,
+    after: &JobStatus,
+) -> HashMap<&'static str, zbus::Variant<'static>> {
+    let mut changed = HashMap::new();
+    if before.state != after.state {
+        changed.insert("State", zbus::Variant::from(after.state.as_str()));
+    }
+    if before.progress() != after.progress() {
+        changed.insert("Progress", zbus::Variant::from(after.progress()));
+    }
+    if before.bytes_done != after.bytes_done {
+        changed.insert("BytesDone", zbus::Variant::from(after.bytes_done));
+    }
+    if before.bytes_total != after.bytes_total {
+        changed.insert(
+            "BytesTotal",
+            zbus::Variant::from(after.bytes_total.unwrap_or(0)),
+        );
+    }
+    if before.detail != after.detail {
+        changed.insert("Detail", zbus::Variant::from(after.detail.clone()));
+    }
+    if before.result != after.result {
+        changed.insert("Result", zbus::Variant::from(result_path(after)));
+    }
+    if before.error != after.error {
+        changed.insert("Error", zbus::Variant::from(after.error.clone()));
+    }
+    if before.layers != after.layers {
+        changed.insert("Layers", zbus::Variant::from(layers(after)));
+    }
+    changed
+}
+
+#[interface(name = "org.berth.Engine1.Job")]
+impl JobObject {
+    /// Stops a running job: it ends `cancelled`, leaving nothing behind.
+    async fn cancel(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        self.shared.auth.authorize(&header, Action::Images).await?;
+        Ok(self.engine.cancel_job(self.job.id)?)
+    }
+
+    /// The Image once the job completed, or its failure as the D-Bus error.
+    async fn wait(&self) -> Result<OwnedObjectPath, BusError> {
+        let outcome = self.job.wait().await;
+        self.shared
+            .reply(&self.engine, outcome.map(|id| image::path(&id)))
+            .await
+    }
+
+    #[zbus(signal)]
+    pub async fn finished(
+        emitter: &SignalEmitter<'_>,
+        state: &str,
+        result: ObjectPath<'_>,
+        error: &str,
+    ) -> zbus::Result<()>;
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn id(&self) -> u32 {
+        self.job.id
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn operation(&self) -> String {
+        self.job.operation.to_string()
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn target(&self) -> String {
+        self.job.target.clone()
+    }
+
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.job.status().state.as_str().to_string()
+    }
+
+    #[zbus(property)]
+    fn progress(&self) -> f64 {
+        self.job.status().progress()
+    }
+
+    #[zbus(property)]
+    fn bytes_done(&self) -> u64 {
+        self.job.status().bytes_done
+    }
+
+    #[zbus(property)]
+    fn bytes_total(&self) -> u64 {
+        self.job.status().bytes_total.unwrap_or(0)
+    }
+
+    #[zbus(property)]
+    fn detail(&self) -> String {
+        self.job.status().detail
+    }
+
+    #[zbus(property)]
+    fn result(&self) -> OwnedObjectPath {
+        result_path(&self.job.status())
+    }
+
+    #[zbus(property)]
+    fn error(&self) -> String {
+        self.job.status().error
+    }
+
+    /// (blob digest, `waiting`|`downloading`|`extracting`|`done`|`present`, bytes done,
+    /// bytes total) per layer, for progress bars.
+    #[zbus(property)]
+    fn layers(&self) -> Vec<LayerTuple> {
+        layers(&self.job.status())
+    }
+}
+
+/// Serves a new job's object and starts the task that publishes its changes.
+pub async fn serve(
+    connection: &Connection,
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    job: Arc<Job>,
+) -> zbus::Result<()> {
+    let object = JobObject {
+        engine: engine.clone(),
+        shared: shared.clone(),
+        job: job.clone(),
+    };
+    connection.object_server().at(path(job.id), object).await?;
+    let connection = connection.clone();
+    tokio::spawn(async move {
+        if let Err(error) = publish(&connection, &job).await {
+            tracing::warn!(job = job.id, %error, "publishing a job's changes failed");
+        }
+        let _ = connection
+            .object_server()
+            .remove::<JobObject, _>(path(job.id))
+            .await;
+    });
+    Ok(())
+}
+
+/// Emits the job's changes (rate-limited) and `Finished`, until the job is gone.
+async fn publish(connection: &Connection, job: &Job) -> zbus::Result<()> {
+    let emitter = SignalEmitter::new(connection, path(job.id))?;
+    let mut status = job.subscribe();
+    let mut last = JobStatus {
+        state: JobState::Running,
+        bytes_done: 0,
+        bytes_total: None,
+        detail: "starting".into(),
+        result: None,
+        error: String::new(),
+        layers: Vec::new(),
+        gone: false,
+    };
+    let mut finished_sent = false;
+    loop {
+        let now = status.borrow_and_update().clone();
+        let changed = changed_properties(&last, &now);
+        if !changed.is_empty() {
+            zbus::fdo::Properties::properties_changed(
+                &emitter,
+                InterfaceName::from_static_str_unchecked(INTERFACE),
+                changed,
+                std::borrow::Cow::Borrowed(&[]),
+            )
+            .await?;
+        }
+        if now.state != JobState::Running && !finished_sent {
+            finished_sent = true;
+            JobObject::finished(
+                &emitter,
+                now.state.as_str(),
+                result_path(&now).as_ref(),
+                &now.error,
+            )
+            .await?;
+        }
+        if now.gone {
+            return Ok(());
+        }
+        last = now;
+        tokio::time::sleep(MIN_INTERVAL).await;
+        if status.changed().await.is_err() {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,618 @@
+//! `PullImage`: resolves the reference, then runs the transfer as a job. Layers the store
+//! already has (by blob digest, or by the diff id the config names) are not fetched; the
+//! others download several at once into a staging directory of the layer store, are
+//! unpacked by the hostile-safe unpacker and checked against the config's diff ids. The
+//! image record is committed only when everything is there: a failure, a cancel or a crash
+//! leaves nothing (the staging directory goes with the job, or with the next start's sweep).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{watch, Semaphore};
+
+use super::images::{claim_names, image_event};
+use super::jobs::{Job, LayerProgress};
+use super::{blocking, Caller, Engine, EngineError, Result};
+use crate::registry::client::{Blob, Client, ImageManifest};
+use crate::registry::conf::RegistriesConf;
+use crate::registry::{auth, names, read_cert_dir, Connection, Platform, RegistryError};
+use crate::storage::images::{decompressed, finish, Staged};
+use crate::storage::unpack::{unpack_layer, UnpackLimits};
+
+/// Layers fetched at once (podman's default is 6 for the whole copy; 3 keeps two cores busy
+/// unpacking while the next blobs arrive).
+const PARALLEL_LAYERS: usize = 3;
+
+/// When a pull transfers anything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Reuse a local image of that name (podman's `--pull=missing`).
+    #[default]
+    Missing,
+    Always,
+    /// Pull when the registry has something other than the local image.
+    Newer,
+}
+
+impl PullPolicy {
+    pub fn parse(text: &str) -> Option<PullPolicy> {
+        match text {
+            "missing" => Some(PullPolicy::Missing),
+            "always" => Some(PullPolicy::Always),
+            "newer" => Some(PullPolicy::Newer),
+            _ => None,
+        }
+    }
+}
+
+/// `PullImage` options.
+#[derive(Clone)]
+pub struct PullOptions {
+    /// `user:password`.
+    pub credentials: Option<String>,
+    pub auth_file: Option<PathBuf>,
+    pub tls_verify: bool,
+    /// Default: `/etc/containers/certs.d/<host[:port]>/`.
+    pub cert_dir: Option<PathBuf>,
+    pub platform: Option<String>,
+    pub policy: PullPolicy,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            credentials: None,
+            auth_file: None,
+            tls_verify: true,
+            cert_dir: None,
+            platform: None,
+            policy: PullPolicy::Missing,
+        }
+    }
+}
+
+impl std::fmt::Debug for PullOptions {
+    /// Never prints the credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullOptions")
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<hidden>"),
+            )
+            .field("auth_file", &self.auth_file)
+            .field("tls_verify", &self.tls_verify)
+            .field("cert_dir", &self.cert_dir)
+            .field("platform", &self.platform)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl From<RegistryError> for EngineError {
+    fn from(error: RegistryError) -> Self {
+        let message = error.to_string();
+        match error {
+            RegistryError::InvalidArgument(_) => EngineError::InvalidArgument(message),
+            RegistryError::Authentication(_) => EngineError::AuthenticationFailed(message),
+            RegistryError::ManifestUnknown(_) => EngineError::NoSuchImage(message),
+            RegistryError::Registry(_) => EngineError::RegistryError(message),
+            RegistryError::Cancelled => EngineError::Cancelled(message),
+            RegistryError::Local(_) => EngineError::Internal(message),
+        }
+    }
+}
+
+/// Everything a pull needs once the call has returned.
+struct Plan {
+    caller: Caller,
+    candidates: Vec<oci_client::Reference>,
+    platform: Platform,
+    options: PullOptions,
+    credentials: Option<(String, String)>,
+}
+
+impl Engine {
+    /// Checks the request and starts the pull; returns its job at once. A pull of the same
+    /// reference and platform already running is followed rather than repeated.
+    pub fn pull_image(
+        &self,
+        caller: Caller,
+        reference: &str,
+        options: PullOptions,
+    ) -> Result<Arc<Job>> {
+        let conf = RegistriesConf::load();
+        let candidates = names::candidates(reference, &conf)?;
+        let platform = match &options.platform {
+            Some(text) => Platform::parse(text)?,
+            None => Platform::host(),
+        };
+        let credentials = options
+            .credentials
+            .as_deref()
+            .map(auth::parse_credentials)
+            .transpose()?;
+        if let Some(file) = &options.auth_file {
+            if !file.is_file() {
+                return Err(EngineError::InvalidArgument(format!(
+                    "AuthFile {} is not a file",
+                    file.display()
+                )));
+            }
+        }
+        let target = names::full_name(&candidates[0]);
+        let job = self.inner().jobs.create("pull", target.clone());
+        if options.policy == PullPolicy::Missing {
+            let local = candidates
+                .iter()
+                .find_map(|c| self.lookup_image(&names::full_name(c)).ok());
+            if let Some(id) = local {
+                self.spawn_job(job.clone(), async move { Ok(id) });
+                return Ok(job);
+            }
+        }
+        let leader = self.inner().jobs.running().into_iter().find(|other| {
+            other.id != job.id && other.target == target && other.operation == "pull"
+        });
+        let plan = Plan {
+            caller,
+            candidates,
+            platform,
+            options,
+            credentials,
+        };
+        let engine = self.clone();
+        let follower = job.clone();
+        match leader {
+            Some(leader) => self.spawn_job(job.clone(), async move {
+                engine.follow(&follower, leader, plan).await
+            }),
+            None => self.spawn_job(job.clone(), async move {
+                engine.run_pull(&follower, plan).await
+            }),
+        }
+        Ok(job)
+    }
+
+    /// A second pull of what another job is pulling: shows the other's progress, ends as
+    /// it ends (one download, one image), and records its own event.
+    async fn follow(&self, job: &Arc<Job>, leader: Arc<Job>, plan: Plan) -> Result<String> {
+        let mut leader_status = leader.subscribe();
+        let mut cancelled = job.cancelled();
+        loop {
+            let status = leader_status.borrow_and_update().clone();
+            job.update(|mine| {
+                mine.bytes_done = status.bytes_done;
+                mine.bytes_total = status.bytes_total;
+                mine.layers = status.layers.clone();
+                mine.detail = format!("with job {}: {}", leader.id, status.detail);
+            });
+            if status.state != super::jobs::JobState::Running {
+                break;
+            }
+            tokio::select! {
+                changed = leader_status.changed() => if changed.is_err() { break },
+                _ = cancelled.wait_for(|c| *c) => return Err(RegistryError::Cancelled.into()),
+            }
+        }
+        let id = leader.wait().await?;
+        let image = self.image(&id)?;
+        let event = image_event("pull", &image, plan.caller, Some(&job.target));
+        let inner = self.inner().clone();
+        let _serial = inner.images_lock.lock().await;
+        inner.store_images(vec![image], vec![event], None).await?;
+        Ok(id)
+    }
+
+    async fn run_pull(&self, job: &Arc<Job>, plan: Plan) -> Result<String> {
+        let cancel = job.cancelled();
+        let mut last_unknown = None;
+        for reference in &plan.candidates {
+            job.update(|s| s.detail = format!("resolving {}", names::full_name(reference)));
+            let client = Client::new(&self.connection(reference, &plan)?)?;
+            let mut stop = cancel.clone();
+            let manifest = tokio::select! {
+                manifest = client.manifest(reference, &plan.platform) => manifest,
+                _ = stop.wait_for(|c| *c) => Err(RegistryError::Cancelled),
+            };
+            match manifest {
+                Err(RegistryError::ManifestUnknown(text)) if plan.candidates.len() > 1 => {
+                    last_unknown = Some(text);
+                }
+                Err(error) => return Err(error.into()),
+                Ok(manifest) => {
+                    return self
+                        .fetch(job, &client, reference, manifest, &plan, cancel)
+                        .await
+                }
+            }
+        }
+        Err(EngineError::NoSuchImage(
+            last_unknown.unwrap_or_else(|| job.target.clone()),
+        ))
+    }
+
+    /// Credentials (the option, else the auth files) and TLS settings for the reference's
+    /// registry.
+    fn connection(&self, reference: &oci_client::Reference, plan: &Plan) -> Result<Connection> {
+        let registry = reference.registry();
+        let credentials = match &plan.credentials {
+            Some(found) => Some(found.clone()),
+            None => {
+                let files = match &plan.options.auth_file {
+                    Some(file) => vec![file.clone()],
+                    None => auth::default_files(),
+                };
+                auth::lookup(&files, registry, reference.repository())?
+            }
+        };
+        let cert_dir = plan
+            .options
+            .cert_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/etc/containers/certs.d").join(registry));
+        Ok(Connection {
+            credentials,
+            tls_verify: plan.options.tls_verify,
+            extra_roots: read_cert_dir(&cert_dir)?,
+        })
+    }
+
+    async fn fetch(
+        &self,
+        job: &Arc<Job>,
+        client: &Client,
+        reference: &oci_client::Reference,
+        manifest: ImageManifest,
+        plan: &Plan,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<String> {
+        let repository = format!("{}/{}", reference.registry(), reference.repository());
+        let repo_digest = format!(
+            "{repository}@{}",
+            manifest.list_digest.as_ref().unwrap_or(&manifest.digest)
+        );
+        let mut new_names = Vec::new();
+        if let Some(tag) = reference.tag() {
+            new_names.push(format!("{repository}:{tag}"));
+        }
+        // The image id is the config's digest: an image already here needs no blob at all.
+        let image_id = manifest
+            .config
+            .digest
+            .trim_start_matches("sha256:")
+            .to_string();
+        let present = self.image(&image_id).ok().filter(|image| {
+            image
+                .layers
+                .iter()
+                .all(|layer| self.inner().layers.has(layer))
+        });
+        if let Some(image) = present {
+            job.update(|s| s.bytes_total = Some(0));
+            return self
+                .record(plan.caller, image, new_names, repo_digest, job)
+                .await;
+        }
+        job.update(|s| s.detail = format!("fetching config {}", manifest.config.digest));
+        let mut stop = cancel.clone();
+        let config = tokio::select! {
+            config = client.config(reference, &manifest.config) => config?,
+            _ = stop.wait_for(|c| *c) => return Err(RegistryError::Cancelled.into()),
+        };
+        let diff_ids = diff_ids_of(&config)?;
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(EngineError::RegistryError(format!(
+                "{}: the manifest has {} layers, its config {}",
+                job.target,
+                manifest.layers.len(),
+                diff_ids.len()
+            )));
+        }
+        // What the store has: by the diff id the (verified) config names, or by blob digest.
+        let known: HashMap<String, String> = self
+            .images()
+            .iter()
+            .flat_map(|image| {
+                image
+                    .blob_digests
+                    .iter()
+                    .cloned()
+                    .zip(image.layers.iter().cloned())
+            })
+            .collect();
+        let store = self.inner().layers.clone();
+        let is_present = |index: usize, blob: &Blob| {
+            store.has(&diff_ids[index])
+                || known
+                    .get(&blob.digest)
+                    .is_some_and(|diff_id| *diff_id == diff_ids[index] && store.has(diff_id))
+        };
+        let to_fetch: Vec<usize> = (0..manifest.layers.len())
+            .filter(|&i| !is_present(i, &manifest.layers[i]))
+            .collect();
+        let total: u64 = to_fetch.iter().map(|&i| manifest.layers[i].size).sum();
+        job.update(|s| {
+            s.bytes_total = Some(total);
+            s.layers = manifest
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(i, blob)| LayerProgress {
+                    digest: blob.digest.clone(),
+                    status: if to_fetch.contains(&i) {
+                        "waiting"
+                    } else {
+                        "present"
+                    },
+                    done: 0,
+                    total: blob.size,
+                })
+                .collect();
+            s.detail = format!(
+                "fetching {} of {} layers",
+                to_fetch.len(),
+                manifest.layers.len()
+            );
+        });
+        let staging = store
+            .staging()
+            .map_err(|e| EngineError::Internal(format!("layer store: {e}")))?;
+        // Set on the first failure (or a cancel), so the other layers stop too.
+        let (abort, aborted) = watch::channel(false);
+        let limits = UnpackLimits::default();
+        let permits = Arc::new(Semaphore::new(PARALLEL_LAYERS));
+        let fetches = to_fetch.iter().map(|&index| {
+            let blob = manifest.layers[index].clone();
+            let expected = diff_ids[index].clone();
+            let dir = staging.path().join(index.to_string());
+            let file = staging.path().join(format!("{index}.blob"));
+            let permits = permits.clone();
+            let aborted = aborted.clone();
+            let abort = &abort;
+            let mut cancel = cancel.clone();
+            let job_cancel = cancel.clone();
+            async move {
+                let result = async {
+                    let _permit = permits
+                        .acquire()
+                        .await
+                        .map_err(|e| EngineError::Internal(e.to_string()))?;
+                    if *aborted.borrow() {
+                        return Err(RegistryError::Cancelled.into());
+                    }
+                    job.update(|s| s.layers[index].status = "downloading");
+                    let mut stop = aborted.clone();
+                    tokio::select! {
+                        done = client.download(reference, &blob, &file, &job_cancel, |n| {
+                            job.update(|s| {
+                                s.bytes_done += n;
+                                s.layers[index].done += n;
+                            })
+                        }) => done?,
+                        _ = cancel.wait_for(|c| *c) => return Err(RegistryError::Cancelled.into()),
+                        _ = stop.wait_for(|c| *c) => return Err(RegistryError::Cancelled.into()),
+                    }
+                    job.update(|s| s.layers[index].status = "extracting");
+                    let stop = (aborted.clone(), cancel.clone());
+                    let digest = blob.digest.clone();
+                    let unpacked = blocking(move || {
+                        let source = std::fs::File::open(&file).map_err(|e| {
+                            EngineError::Internal(format!("{}: {e}", file.display()))
+                        })?;
+                        let reader = Stoppable {
+                            inner: std::io::BufReader::with_capacity(1 << 20, source),
+                            stops: [stop.0, stop.1],
+                        };
+                        std::fs::create_dir(&dir).map_err(|e| {
+                            EngineError::Internal(format!("{}: {e}", dir.display()))
+                        })?;
+                        let layer = decompressed(reader).map_err(|e| {
+                            EngineError::RegistryError(format!("layer {digest}: {e}"))
+                        })?;
+                        let unpacked = unpack_layer(layer, &dir, limits).map_err(|e| {
+                            if e.to_string().contains("pull cancelled") {
+                                EngineError::Cancelled("pull cancelled".into())
+                            } else {
+                                EngineError::RegistryError(format!("layer {digest}: {e}"))
+                            }
+                        })?;
+                        let _ = std::fs::remove_file(&file);
+                        Ok((unpacked, dir))
+                    })
+                    .await?;
+                    let (unpacked, dir) = unpacked;
+                    if unpacked.diff_id != expected {
+                        return Err(EngineError::RegistryError(format!(
+                            "layer {}: uncompressed digest {} is not the config's {expected}",
+                            blob.digest, unpacked.diff_id
+                        )));
+                    }
+                    job.update(|s| s.layers[index].status = "done");
+                    Ok::<_, EngineError>((
+                        index,
+                        Staged {
+                            blob_digest: blob.digest.clone(),
+                            diff_id: expected,
+                            bytes: unpacked.bytes,
+                            dir,
+                        },
+                    ))
+                }
+                .await;
+                if result.is_err() {
+                    abort.send_replace(true);
+                }
+                result
+            }
+        });
+        let results = futures_util::future::join_all(fetches).await;
+        let mut fetched: HashMap<usize, Staged> = HashMap::new();
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok((index, staged)) => {
+                    fetched.insert(index, staged);
+                }
+                // A layer stopped because another failed says "cancelled"; the cause wins.
+                Err(error) => {
+                    let replace = match &first_error {
+                        None => true,
+                        Some(EngineError::Cancelled(_)) => {
+                            !matches!(error, EngineError::Cancelled(_))
+                        }
+                        Some(_) => false,
+                    };
+                    if replace {
+                        first_error = Some(error);
+                    }
+                }
+            }
+        }
+        if *cancel.borrow() {
+            return Err(RegistryError::Cancelled.into());
+        }
+        if let Some(error) = first_error {
+            return Err(error);
+        }
+        job.update(|s| s.detail = "storing".into());
+        let staged: Vec<Staged> = manifest
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(index, blob)| {
+                fetched.remove(&index).unwrap_or_else(|| Staged {
+                    blob_digest: blob.digest.clone(),
+                    diff_id: diff_ids[index].clone(),
+                    bytes: 0,
+                    dir: staging.path().join(format!("{index}.present")),
+                })
+            })
+            .collect();
+        let inner = self.inner().clone();
+        let serial = inner.images_lock.lock().await;
+        if let Some(missing) = staged
+            .iter()
+            .find(|s| !s.dir.exists() && !store.has(&s.diff_id))
+        {
+            return Err(EngineError::RegistryError(format!(
+                "layer {} was removed from the store during the pull; pull again",
+                missing.blob_digest
+            )));
+        }
+        let names = new_names.clone();
+        let record = blocking(move || {
+            finish(&store, &config, staged, names)
+                .map_err(|e| EngineError::RegistryError(format!("{e}")))
+        })
+        .await?;
+        drop(serial);
+        drop(staging);
+        self.record(plan.caller, record, new_names, repo_digest, job)
+            .await
+    }
+
+    /// Stores the pulled image (or gives an existing one the names and repo digest) with its
+    /// `pull` event.
+    async fn record(
+        &self,
+        caller: Caller,
+        pulled: crate::storage::images::ImageRecord,
+        new_names: Vec<String>,
+        repo_digest: String,
+        job: &Arc<Job>,
+    ) -> Result<String> {
+        let inner = self.inner().clone();
+        let _serial = inner.images_lock.lock().await;
+        let (mut image, added) = match inner.read_images().get(&pulled.id) {
+            Some(existing) => (existing.clone(), None),
+            None => (pulled.clone(), Some(pulled.id.clone())),
+        };
+        if !image.repo_digests.contains(&repo_digest) {
+            image.repo_digests.push(repo_digest);
+        }
+        // A layer's blob digest learnt now (the image was imported before) is kept too.
+        if image.blob_digests.len() != image.layers.len() && pulled.layers == image.layers {
+            image.blob_digests = pulled.blob_digests.clone();
+        }
+        let losers = claim_names(&inner.read_images(), &mut image, &new_names);
+        let event = image_event("pull", &image, caller, Some(&job.target));
+        let mut changed = vec![image.clone()];
+        changed.extend(losers);
+        inner.store_images(changed, vec![event], added).await?;
+        Ok(image.id)
+    }
+}
+
+/// A reader that fails once either flag is set, so an unpack stops within one read.
+struct Stoppable<R> {
+    inner: R,
+    stops: [watch::Receiver<bool>; 2],
+}
+
+impl<R: Read> Read for Stoppable<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        if self.stops.iter().any(|stop| *stop.borrow()) {
+            return Err(std::io::Error::other("pull cancelled"));
+        }
+        self.inner.read(buffer)
+    }
+}
+
+/// The config's `rootfs.diff_ids`.
+fn diff_ids_of(config: &[u8]) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        rootfs: RootFs,
+    }
+    #[derive(serde::Deserialize)]
+    struct RootFs {
+        diff_ids: Vec<String>,
+    }
+    let parsed: Config = serde_json::from_slice(config)
+        .map_err(|e| EngineError::RegistryError(format!("image config: {e}")))?;
+    Ok(parsed.rootfs.diff_ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse_as_podman_spells_them() {
+        assert_eq!(PullPolicy::parse("missing"), Some(PullPolicy::Missing));
+        assert_eq!(PullPolicy::parse("always"), Some(PullPolicy::Always));
+        assert_eq!(PullPolicy::parse("newer"), Some(PullPolicy::Newer));
+        assert_eq!(PullPolicy::parse("sometimes"), None);
+    }
+
+    #[test]
+    fn options_never_print_the_credentials() {
+        let options = PullOptions {
+            credentials: Some("alice:s3cret".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{options:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn registry_errors_become_the_designed_engine_errors() {
+        assert!(matches!(
+            EngineError::from(RegistryError::Authentication("x".into())),
+            EngineError::AuthenticationFailed(_)
+        ));
+        assert!(matches!(
+            EngineError::from(RegistryError::ManifestUnknown("x".into())),
+            EngineError::NoSuchImage(_)
+        ));
+        assert!(matches!(
+            EngineError::from(RegistryError::Cancelled),
+            EngineError::Cancelled(_)
+        ));
+        assert!(matches!(
+            EngineError::from(RegistryError::Registry("x".into())),
+            EngineError::RegistryError(_)
+        ));
+    }
+}

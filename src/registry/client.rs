@@ -1,0 +1,469 @@
+//! The transfer: manifests (an index or manifest list resolved to one platform; OCI and
+//! Docker schema 2), the config blob, and layer blobs streamed to a file while their size is
+//! held to the descriptor's and their digest checked. Built on `oci-client` (rustls).
+
+use std::path::Path;
+
+use futures_util::StreamExt;
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::Reference;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+
+use super::{Connection, Platform, RegistryError};
+
+/// A manifest larger than this is refused (containers/image has the same bound).
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// An image config larger than this is refused.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const ACCEPTED: &[&str] = &[OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
+
+/// A blob named by a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Blob {
+    #[serde(default)]
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+/// The image manifest chosen for a platform.
+#[derive(Debug, Clone)]
+pub struct ImageManifest {
+    /// The digest of the image manifest itself.
+    pub digest: String,
+    /// The digest of the index or manifest list the reference named, if it named one.
+    pub list_digest: Option<String>,
+    pub config: Blob,
+    pub layers: Vec<Blob>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Document {
+    schema_version: Option<i64>,
+    media_type: Option<String>,
+    config: Option<Blob>,
+    layers: Option<Vec<Blob>>,
+    manifests: Option<Vec<IndexEntry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexEntry {
+    digest: String,
+    #[serde(default)]
+    size: u64,
+    platform: Option<EntryPlatform>,
+}
+
+#[derive(Deserialize)]
+struct EntryPlatform {
+    architecture: String,
+    os: String,
+    variant: Option<String>,
+}
+
+/// A registry client for one pull.
+pub struct Client {
+    inner: oci_client::Client,
+    auth: RegistryAuth,
+}
+
+/// The error's sources too: reqwest's own text leaves out "connection refused".
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Sorts an `oci-client` error into what the caller can tell apart; `what` names the object
+/// (a reference or a digest).
+fn classify(what: &str, error: OciDistributionError) -> RegistryError {
+    match error {
+        OciDistributionError::AuthenticationFailure(message) => {
+            RegistryError::Authentication(format!("{what}: authentication failed: {message}"))
+        }
+        OciDistributionError::UnauthorizedError { .. } => RegistryError::Authentication(format!(
+            "{what}: the registry refused the credentials (401 Unauthorized)"
+        )),
+        OciDistributionError::ImageManifestNotFoundError(message) => {
+            RegistryError::ManifestUnknown(format!("{what}: {message}"))
+        }
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+            let message = envelope
+                .errors
+                .iter()
+                .map(|e| format!("{:?}: {}", e.code, e.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let text = format!("{what}: {message}");
+            if codes.iter().any(|c| {
+                matches!(
+                    c,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::NotFound
+                )
+            }) {
+                RegistryError::ManifestUnknown(text)
+            } else if codes
+                .iter()
+                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+            {
+                RegistryError::Authentication(text)
+            } else {
+                RegistryError::Registry(text)
+            }
+        }
+        OciDistributionError::ServerError { code, message, .. } => RegistryError::Registry(
+            format!("{what}: the registry answered {code}: {}", message.trim()),
+        ),
+        other => RegistryError::Registry(format!("{what}: {}", chain(&other))),
+    }
+}
+
+impl Client {
+    pub fn new(connection: &Connection) -> Result<Client, RegistryError> {
+        let config = oci_client::client::ClientConfig {
+            accept_invalid_certificates: !connection.tls_verify,
+            extra_root_certificates: connection
+                .extra_roots
+                .iter()
+                .map(|pem| oci_client::client::Certificate {
+                    encoding: oci_client::client::CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            read_timeout: Some(std::time::Duration::from_secs(60)),
+            user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        };
+        let inner = oci_client::Client::try_from(config)
+            .map_err(|e| RegistryError::InvalidArgument(format!("tls setup: {}", chain(&e))))?;
+        let auth = match &connection.credentials {
+            Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+            None => RegistryAuth::Anonymous,
+        };
+        Ok(Client { inner, auth })
+    }
+
+    /// One manifest document, bounded in size.
+    async fn document(&self, reference: &Reference) -> Result<(Document, String), RegistryError> {
+        let what = reference.whole();
+        let (body, digest) = self
+            .inner
+            .pull_manifest_raw(reference, &self.auth, ACCEPTED)
+            .await
+            .map_err(|e| classify(&what, e))?;
+        if body.len() > MAX_MANIFEST_BYTES {
+            return Err(RegistryError::InvalidArgument(format!(
+                "{what}: the manifest is {} bytes, more than the {MAX_MANIFEST_BYTES} allowed",
+                body.len()
+            )));
+        }
+        let document: Document = serde_json::from_slice(&body)
+            .map_err(|e| RegistryError::Registry(format!("{what}: manifest: {e}")))?;
+        if document.schema_version != Some(2) {
+            return Err(RegistryError::Registry(format!(
+                "{what}: manifest schema version {:?} is not supported (only 2)",
+                document.schema_version
+            )));
+        }
+        Ok((document, digest))
+    }
+
+    /// The image manifest for `platform`: an index or manifest list is resolved to the
+    /// entry of that platform.
+    pub async fn manifest(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+    ) -> Result<ImageManifest, RegistryError> {
+        let (document, digest) = self.document(reference).await?;
+        let is_index = document.manifests.is_some()
+            || matches!(
+                document.media_type.as_deref(),
+                Some(OCI_INDEX | DOCKER_LIST)
+            );
+        if !is_index {
+            return image_manifest(&reference.whole(), document, digest, None);
+        }
+        let entries = document.manifests.unwrap_or_default();
+        let entry = choose(&entries, platform).ok_or_else(|| {
+            RegistryError::ManifestUnknown(format!(
+                "{}: no image for platform {platform} in its index",
+                reference.whole()
+            ))
+        })?;
+        if entry.size > MAX_MANIFEST_BYTES as u64 {
+            return Err(RegistryError::InvalidArgument(format!(
+                "{}: the manifest {} is {} bytes, more than the {MAX_MANIFEST_BYTES} allowed",
+                reference.whole(),
+                entry.digest,
+                entry.size
+            )));
+        }
+        let chosen = reference.clone_with_digest(entry.digest.clone());
+        let (document, chosen_digest) = self.document(&chosen).await?;
+        image_manifest(&chosen.whole(), document, chosen_digest, Some(digest))
+    }
+
+    /// The config blob (small; kept in memory, bounded, digest checked).
+    pub async fn config(
+        &self,
+        reference: &Reference,
+        blob: &Blob,
+    ) -> Result<Vec<u8>, RegistryError> {
+        if blob.size > MAX_CONFIG_BYTES {
+            return Err(RegistryError::InvalidArgument(format!(
+                "config {}: {} bytes, more than the {MAX_CONFIG_BYTES} allowed",
+                blob.digest, blob.size
+            )));
+        }
+        let mut bytes = Vec::with_capacity(blob.size as usize);
+        let (_cancel, never) = watch::channel(false);
+        self.stream(reference, blob, &never, |chunk| {
+            bytes.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(bytes)
+    }
+
+    /// Streams a blob into `file` (created), calling `progress` with each chunk's length.
+    pub async fn download(
+        &self,
+        reference: &Reference,
+        blob: &Blob,
+        file: &Path,
+        cancel: &watch::Receiver<bool>,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(), RegistryError> {
+        let local = |e: std::io::Error| RegistryError::Local(format!("{}: {e}", file.display()));
+        let mut out = tokio::io::BufWriter::with_capacity(
+            1 << 20,
+            tokio::fs::File::create(file).await.map_err(local)?,
+        );
+        let mut stream = self.open(reference, blob).await?;
+        let mut hasher = Sha256::new();
+        let mut written = 0u64;
+        loop {
+            let mut cancelled = cancel.clone();
+            let next = tokio::select! {
+                next = stream.next() => next,
+                _ = cancelled.wait_for(|c| *c) => return Err(RegistryError::Cancelled),
+            };
+            let Some(chunk) = next else { break };
+            // Also between chunks that are ready at once (the select above may never wait).
+            if *cancel.borrow() {
+                return Err(RegistryError::Cancelled);
+            }
+            let chunk = chunk.map_err(|e| {
+                RegistryError::Registry(format!("blob {}: {}", blob.digest, chain(&e)))
+            })?;
+            written += chunk.len() as u64;
+            if written > blob.size {
+                return Err(larger(blob));
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk).await.map_err(local)?;
+            progress(chunk.len() as u64);
+        }
+        out.flush().await.map_err(local)?;
+        verify(blob, written, &hasher.finalize())
+    }
+
+    async fn open(
+        &self,
+        reference: &Reference,
+        blob: &Blob,
+    ) -> Result<oci_client::client::SizedStream, RegistryError> {
+        let descriptor = OciDescriptor {
+            media_type: blob.media_type.clone(),
+            digest: blob.digest.clone(),
+            size: blob.size as i64,
+            ..Default::default()
+        };
+        self.inner
+            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
+            .await;
+        let stream = self
+            .inner
+            .pull_blob_stream(reference, &descriptor)
+            .await
+            .map_err(|e| match classify(&format!("blob {}", blob.digest), e) {
+                // A blob the manifest names but the registry lacks is the registry's fault.
+                RegistryError::ManifestUnknown(text) => RegistryError::Registry(text),
+                other => other,
+            })?;
+        if stream
+            .content_length
+            .is_some_and(|length| length > blob.size)
+        {
+            return Err(larger(blob));
+        }
+        Ok(stream)
+    }
+
+    async fn stream(
+        &self,
+        reference: &Reference,
+        blob: &Blob,
+        cancel: &watch::Receiver<bool>,
+        mut sink: impl FnMut(&[u8]) -> Result<(), RegistryError>,
+    ) -> Result<(), RegistryError> {
+        let mut stream = self.open(reference, blob).await?;
+        let mut hasher = Sha256::new();
+        let mut written = 0u64;
+        loop {
+            let mut cancelled = cancel.clone();
+            let next = tokio::select! {
+                next = stream.next() => next,
+                _ = cancelled.wait_for(|c| *c) => return Err(RegistryError::Cancelled),
+            };
+            let Some(chunk) = next else { break };
+            let chunk = chunk.map_err(|e| {
+                RegistryError::Registry(format!("blob {}: {}", blob.digest, chain(&e)))
+            })?;
+            written += chunk.len() as u64;
+            if written > blob.size {
+                return Err(larger(blob));
+            }
+            hasher.update(&chunk);
+            sink(&chunk)?;
+        }
+        verify(blob, written, &hasher.finalize())
+    }
+}
+
+fn larger(blob: &Blob) -> RegistryError {
+    RegistryError::InvalidArgument(format!(
+        "blob {} is larger than the {} bytes its descriptor says",
+        blob.digest, blob.size
+    ))
+}
+
+/// The whole blob arrived and is what its digest says.
+fn verify(blob: &Blob, written: u64, hash: &[u8]) -> Result<(), RegistryError> {
+    if written != blob.size {
+        return Err(RegistryError::Registry(format!(
+            "blob {}: {written} bytes arrived, its descriptor says {}",
+            blob.digest, blob.size
+        )));
+    }
+    let actual = format!("sha256:{}", hex(hash));
+    if blob.digest.starts_with("sha256:") && actual != blob.digest {
+        return Err(RegistryError::Registry(format!(
+            "blob {}: its content has digest {actual}",
+            blob.digest
+        )));
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn image_manifest(
+    what: &str,
+    document: Document,
+    digest: String,
+    list_digest: Option<String>,
+) -> Result<ImageManifest, RegistryError> {
+    let config = document
+        .config
+        .ok_or_else(|| RegistryError::Registry(format!("{what}: the manifest has no config")))?;
+    Ok(ImageManifest {
+        digest,
+        list_digest,
+        config,
+        layers: document.layers.unwrap_or_default(),
+    })
+}
+
+/// The entry for `platform`: os and architecture must match; a variant too when one is
+/// asked for (else the first entry of that architecture, as containers/image does).
+fn choose<'a>(entries: &'a [IndexEntry], platform: &Platform) -> Option<&'a IndexEntry> {
+    entries.iter().find(|entry| {
+        entry.platform.as_ref().is_some_and(|p| {
+            p.os == platform.os
+                && p.architecture == platform.architecture
+                && platform
+                    .variant
+                    .as_ref()
+                    .is_none_or(|variant| p.variant.as_ref() == Some(variant))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(digest: &str, os: &str, architecture: &str, variant: Option<&str>) -> IndexEntry {
+        IndexEntry {
+            digest: digest.into(),
+            size: 10,
+            platform: Some(EntryPlatform {
+                architecture: architecture.into(),
+                os: os.into(),
+                variant: variant.map(String::from),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_platform_entry_is_chosen_by_os_arch_and_variant() {
+        let entries = [
+            entry("a", "linux", "arm64", Some("v8")),
+            entry("b", "linux", "amd64", None),
+            entry("c", "linux", "arm", Some("v6")),
+            entry("d", "linux", "arm", Some("v7")),
+        ];
+        let pick = |text: &str| {
+            choose(&entries, &Platform::parse(text).unwrap()).map(|e| e.digest.as_str())
+        };
+        assert_eq!(pick("linux/amd64"), Some("b"));
+        assert_eq!(pick("linux/arm64"), Some("a"));
+        assert_eq!(pick("linux/arm/v7"), Some("d"));
+        assert_eq!(pick("linux/arm"), Some("c"));
+        assert_eq!(pick("windows/amd64"), None);
+    }
+
+    #[test]
+    fn a_blob_is_checked_for_size_and_digest() {
+        let content = b"layer";
+        let digest = format!("sha256:{}", hex(&Sha256::digest(content)));
+        let blob = Blob {
+            media_type: String::new(),
+            digest: digest.clone(),
+            size: 5,
+        };
+        assert!(verify(&blob, 5, &Sha256::digest(content)).is_ok());
+        let error = verify(&blob, 5, &Sha256::digest(b"other")).unwrap_err();
+        assert!(error.to_string().contains(&digest), "{error}");
+        assert!(verify(&blob, 4, &Sha256::digest(content)).is_err());
+    }
+}

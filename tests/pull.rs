@@ -1,0 +1,946 @@
+//! Registry pulls end to end: Debian's `docker-registry` on 127.0.0.1 with TLS from a test CA
+//! and an htpasswd user, images pushed into it with `skopeo` from OCI layouts this test
+//! builds, pulled through berthd's `PullImage` and followed through the Job object.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use berth::cli::proxy::{ImageProxy, JobProxy, ManagerProxy};
+use common::{error_name, harness, wait_until, Harness};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use zbus::Variant;
+
+const USER: &str = "tester";
+const PASSWORD: &str = "pull-test-secret";
+
+fn sha(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
+}
+
+fn run(command: &mut Command) {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A registry on 127.0.0.1 serving TLS with a leaf signed by a test CA, behind htpasswd.
+struct Registry {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-registry-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        run(Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=berth test CA"])
+            .arg("-keyout")
+            .arg(d.join("ca.key"))
+            .arg("-out")
+            .arg(d.join("ca.crt")));
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(d.join("leaf.key"))
+            .arg("-out")
+            .arg(d.join("leaf.csr")));
+        std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "1", "-CAcreateserial"])
+            .arg("-in")
+            .arg(d.join("leaf.csr"))
+            .arg("-CA")
+            .arg(d.join("ca.crt"))
+            .arg("-CAkey")
+            .arg(d.join("ca.key"))
+            .arg("-extfile")
+            .arg(d.join("ext"))
+            .arg("-out")
+            .arg(d.join("leaf.crt")));
+        std::fs::create_dir(d.join("certs")).unwrap();
+        std::fs::copy(d.join("ca.crt"), d.join("certs/ca.crt")).unwrap();
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", USER, PASSWORD])
+            .output()
+            .unwrap();
+        assert!(htpasswd.status.success());
+        std::fs::write(d.join("htpasswd"), htpasswd.stdout).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
+             storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {dir}/leaf.crt\n    key: {dir}/leaf.key\n\
+             auth:\n  htpasswd:\n    realm: berth-test\n    path: {dir}/htpasswd\n",
+            root = d.join("storage").display(),
+            dir = d.display(),
+        );
+        std::fs::write(d.join("config.yml"), config).unwrap();
+        let log = std::fs::File::create(d.join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(d.join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Registry { child, dir, port }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn cert_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// Pushes an OCI layout's tagged image (`--all`: an index with every platform); returns
+    /// the digest of what was pushed (the manifest, or the index).
+    fn push(&self, layout: &Path, tag: &str, name: &str) -> String {
+        let digest_file = self.dir.path().join("pushed-digest");
+        run(Command::new("skopeo")
+            .args(["copy", "--quiet", "--all", "--preserve-digests"])
+            .arg("--dest-cert-dir")
+            .arg(self.cert_dir())
+            .args(["--dest-creds", &format!("{USER}:{PASSWORD}")])
+            .arg("--digestfile")
+            .arg(&digest_file)
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{name}", self.host())));
+        std::fs::read_to_string(digest_file)
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// How many times a blob was fetched (GET requests in the access log).
+    fn blob_gets(&self, digest: &str) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("\"GET /v2/") && l.contains(&format!("/blobs/{digest}")))
+            .count()
+    }
+
+    /// The file a blob is stored in.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// A tar of the given files.
+fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(name).unwrap();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder.append(&header, *bytes).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// One image of a layout: its layers (uncompressed tars; stored gzip unless `raw`).
+struct ImageSpec {
+    layers: Vec<Vec<u8>>,
+    architecture: &'static str,
+    raw: bool,
+}
+
+/// Writes blobs; returns the manifest's (digest, size, bytes).
+fn write_image(layout: &Path, image: &ImageSpec) -> (String, usize, Vec<String>) {
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let digest = sha(bytes);
+        std::fs::write(blobs.join(&digest[7..]), bytes).unwrap();
+        digest
+    };
+    let mut layer_descriptors = Vec::new();
+    let mut layer_digests = Vec::new();
+    for layer in &image.layers {
+        let (blob, media_type) = if image.raw {
+            (layer.clone(), "application/vnd.oci.image.layer.v1.tar")
+        } else {
+            (gzip(layer), "application/vnd.oci.image.layer.v1.tar+gzip")
+        };
+        let digest = put(&blob);
+        layer_digests.push(digest.clone());
+        layer_descriptors.push(serde_json::json!({
+            "mediaType": media_type, "digest": digest, "size": blob.len()
+        }));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": image.architecture, "os": "linux",
+        "config": { "Cmd": ["/bin/sh"], "Env": ["PATH=/bin:/usr/bin"] },
+        "rootfs": { "type": "layers", "diff_ids": image.layers.iter().map(|l| sha(l)).collect::<Vec<_>>() },
+    }))
+    .unwrap();
+    let config_digest = put(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len() },
+        "layers": layer_descriptors,
+    }))
+    .unwrap();
+    let digest = put(&manifest);
+    (digest, manifest.len(), layer_digests)
+}
+
+/// An OCI layout with one image tagged `tag`; returns the layer blob digests.
+fn layout_of(dir: &Path, tag: &str, image: &ImageSpec) -> Vec<String> {
+    let (digest, size, layers) = write_image(dir, image);
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::json!({ "schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": size,
+            "annotations": { "org.opencontainers.image.ref.name": tag } }] })
+        .to_string(),
+    )
+    .unwrap();
+    layers
+}
+
+/// The busybox tree of the harness as a layer.
+fn busybox_layer(h: &Harness) -> Vec<u8> {
+    std::fs::read(h.rootfs_tar()).unwrap()
+}
+
+fn pull_options(
+    registry: &Registry,
+    extra: &[(&'static str, Variant<'static>)],
+) -> HashMap<&'static str, Variant<'static>> {
+    let mut options: HashMap<&'static str, Variant<'static>> = HashMap::from([
+        ("Credentials", Variant::from(format!("{USER}:{PASSWORD}"))),
+        (
+            "CertDir",
+            Variant::from(registry.cert_dir().display().to_string()),
+        ),
+    ]);
+    for (key, value) in extra {
+        options.insert(key, value.try_clone().unwrap());
+    }
+    options
+}
+
+async fn job_proxy<'a>(connection: &zbus::Connection, path: zbus::OwnedObjectPath) -> JobProxy<'a> {
+    JobProxy::builder(connection)
+        .path(path)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Starts a pull and returns its job.
+async fn start_pull<'a>(
+    connection: &zbus::Connection,
+    reference: &str,
+    options: HashMap<&'static str, Variant<'static>>,
+) -> zbus::Result<JobProxy<'a>> {
+    let manager = ManagerProxy::new(connection).await.unwrap();
+    let path = manager.pull_image(reference, options).await?;
+    Ok(job_proxy(connection, path).await)
+}
+
+/// What the layer store holds: layer names and leftovers.
+fn layer_store(h: &Harness) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(h.root().join("layers"))
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+async fn image_ids(connection: &zbus::Connection) -> Vec<String> {
+    let manager = ManagerProxy::new(connection).await.unwrap();
+    let mut ids: Vec<String> = manager
+        .list_images()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.0)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Two images sharing the busybox base: `app:1` adds /hello, `other:1` adds /other.
+fn two_images(h: &Harness, registry: &Registry) -> (String, Vec<String>, Vec<String>) {
+    let base = busybox_layer(h);
+    let app = h.dir.path().join("app-layout");
+    let app_layers = layout_of(
+        &app,
+        "1",
+        &ImageSpec {
+            layers: vec![
+                base.clone(),
+                tar_of(&[("hello", b"hello from the registry\n")]),
+            ],
+            architecture: "amd64",
+            raw: false,
+        },
+    );
+    let digest = registry.push(&app, "1", "app:1");
+    let other = h.dir.path().join("other-layout");
+    let other_layers = layout_of(
+        &other,
+        "1",
+        &ImageSpec {
+            layers: vec![base, tar_of(&[("other", b"other\n")])],
+            architecture: "amd64",
+            raw: false,
+        },
+    );
+    registry.push(&other, "1", "other:1");
+    (digest, app_layers, other_layers)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_by_tag_and_digest_runs_and_reports_progress() {
+    let Some(mut h) = harness("pull_by_tag_and_digest") else {
+        return;
+    };
+    let registry = Registry::start();
+    let (digest, _, _) = two_images(&h, &registry);
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    // Every PropertiesChanged of job objects, from before the pull starts.
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .interface("org.freedesktop.DBus.Properties")
+        .member("PropertiesChanged")
+        .path_namespace("/org/berth/Engine1/job")
+        .build()
+        .unwrap();
+    let mut signals =
+        zbus::MessageStream::for_match_rule(rule, &connection, std::num::NonZeroUsize::new(1000))
+            .await
+            .unwrap();
+    let reference = format!("{}/app:1", registry.host());
+    let started = Instant::now();
+    let job = start_pull(&connection, &reference, pull_options(&registry, &[]))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "PullImage waited for the transfer"
+    );
+    assert_eq!(job.target().await.unwrap(), reference);
+    let image_path = job.wait().await.unwrap();
+    assert_eq!(job.state().await.unwrap(), "completed");
+    assert_eq!(job.progress().await.unwrap(), 1.0);
+    assert_eq!(job.result().await.unwrap(), image_path);
+    let image = ImageProxy::builder(&connection)
+        .path(image_path.clone())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        image.repo_digests().await.unwrap(),
+        [format!("{}/app@{digest}", registry.host())]
+    );
+    assert_eq!(image.names().await.unwrap(), vec![reference.clone()]);
+    let inspect = image.inspect().await.unwrap();
+    assert!(inspect.contains(&digest), "{inspect}");
+
+    // Progress: never decreasing, ends at 1, at most ~20 changes a second.
+    let mut progress = Vec::new();
+    let mut times = Vec::new();
+    let deadline = tokio::time::sleep(Duration::from_millis(500));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            message = signals.next() => {
+                let Some(Ok(message)) = message else { break };
+                let (_, changed, _): (String, HashMap<String, zbus::OwnedVariant>, Vec<String>) = message.body().deserialize().unwrap();
+                times.push(Instant::now());
+                if let Some(value) = changed.get("Progress") {
+                    progress.push(f64::try_from(value.try_clone().unwrap()).unwrap());
+                }
+            }
+        }
+    }
+    let known: Vec<f64> = progress.iter().copied().filter(|p| *p >= 0.0).collect();
+    assert!(known.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    assert_eq!(known.last(), Some(&1.0), "{progress:?}");
+    if let (Some(first), Some(last)) = (times.first(), times.last()) {
+        let seconds = last.duration_since(*first).as_secs_f64().max(1.0);
+        assert!(
+            (times.len() as f64) / seconds < 20.0,
+            "{} signals in {seconds}s",
+            times.len()
+        );
+    }
+
+    // The image runs.
+    let output = h.berthctl(&["run", "--rm", &reference, "cat", "/hello"]);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "hello from the registry\n",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // By digest: the same image, with nothing fetched again.
+    let by_digest = format!("{}/app@{digest}", registry.host());
+    let job = start_pull(
+        &connection,
+        &by_digest,
+        pull_options(&registry, &[("Policy", Variant::from("always"))]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(job.wait().await.unwrap(), image_path);
+    assert_eq!(job.bytes_total().await.unwrap(), 0);
+
+    // The pull event names the caller.
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+    let events = manager.get_events(0, 0).await.unwrap();
+    let pull = events.iter().find(|e| e.3 == "pull").expect("a pull event");
+    assert_eq!(pull.4.get("uid").map(String::as_str), Some("0"));
+    // The password is nowhere in the log.
+    let log = std::fs::read_to_string(h.dir.path().join("berthd.log")).unwrap_or_default();
+    assert!(!log.contains(PASSWORD));
+    // `images --digests` shows it.
+    let listing = h.berthctl(&["images", "--digests"]);
+    assert!(String::from_utf8_lossy(&listing.stdout).contains(&digest));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_layers_are_not_fetched_again_and_concurrent_pulls_share_one_download() {
+    let Some(mut h) = harness("pull_shared_layers") else {
+        return;
+    };
+    let registry = Registry::start();
+    let (_, app_layers, other_layers) = two_images(&h, &registry);
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let app = format!("{}/app:1", registry.host());
+    // Two pulls of the same image at once: one download, one image.
+    let first = start_pull(&connection, &app, pull_options(&registry, &[]))
+        .await
+        .unwrap();
+    let second = start_pull(&connection, &app, pull_options(&registry, &[]))
+        .await
+        .unwrap();
+    let (a, b) = (first.wait().await.unwrap(), second.wait().await.unwrap());
+    assert_eq!(a, b);
+    assert_eq!(image_ids(&connection).await.len(), 1);
+    for layer in &app_layers {
+        assert_eq!(
+            registry.blob_gets(layer),
+            1,
+            "{layer} fetched more than once"
+        );
+    }
+    // The second image shares the base: only its own layer travels.
+    let other = start_pull(
+        &connection,
+        &format!("{}/other:1", registry.host()),
+        pull_options(&registry, &[]),
+    )
+    .await
+    .unwrap();
+    other.wait().await.unwrap();
+    assert_eq!(other_layers[0], app_layers[0]);
+    assert_eq!(
+        registry.blob_gets(&other_layers[0]),
+        1,
+        "the shared base was fetched again"
+    );
+    assert_eq!(registry.blob_gets(&other_layers[1]), 1);
+    let own = std::fs::metadata(registry.blob_file(&other_layers[1]))
+        .unwrap()
+        .len();
+    assert_eq!(other.bytes_total().await.unwrap(), own);
+    assert_eq!(image_ids(&connection).await.len(), 2);
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+    assert_eq!(
+        manager.list_jobs().await.unwrap().len(),
+        3,
+        "finished jobs stay a while"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multi_platform_index_lands_the_host_platform() {
+    let Some(mut h) = harness("pull_index") else {
+        return;
+    };
+    let registry = Registry::start();
+    let layout = h.dir.path().join("index-layout");
+    let amd64 = ImageSpec {
+        layers: vec![busybox_layer(&h), tar_of(&[("arch", b"amd64\n")])],
+        architecture: "amd64",
+        raw: false,
+    };
+    let arm64 = ImageSpec {
+        layers: vec![tar_of(&[("arch", b"arm64\n")])],
+        architecture: "arm64",
+        raw: false,
+    };
+    let (amd64_digest, amd64_size, _) = write_image(&layout, &amd64);
+    let (arm64_digest, arm64_size, arm64_layers) = write_image(&layout, &arm64);
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            { "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm64_digest, "size": arm64_size,
+              "platform": { "os": "linux", "architecture": "arm64", "variant": "v8" } },
+            { "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd64_digest, "size": amd64_size,
+              "platform": { "os": "linux", "architecture": "amd64" } },
+        ],
+    })).unwrap();
+    let index_digest = sha(&index);
+    std::fs::write(layout.join("blobs/sha256").join(&index_digest[7..]), &index).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(layout.join("index.json"), serde_json::json!({ "schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest, "size": index.len(),
+        "annotations": { "org.opencontainers.image.ref.name": "multi" } }] }).to_string()).unwrap();
+    let pushed = registry.push(&layout, "multi", "multi:1");
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let job = start_pull(
+        &connection,
+        &format!("{}/multi:1", registry.host()),
+        pull_options(&registry, &[("Platform", Variant::from("linux/amd64"))]),
+    )
+    .await
+    .unwrap();
+    let path = job.wait().await.unwrap();
+    let image = ImageProxy::builder(&connection)
+        .path(path)
+        .build()
+        .await
+        .unwrap();
+    assert!(image
+        .inspect()
+        .await
+        .unwrap()
+        .contains("\"Architecture\": \"amd64\""));
+    assert_eq!(
+        image.repo_digests().await.unwrap(),
+        [format!("{}/multi@{pushed}", registry.host())]
+    );
+    assert_eq!(
+        registry.blob_gets(&arm64_layers[0]),
+        0,
+        "the arm64 layer travelled"
+    );
+    // The other platform on request.
+    let job = start_pull(
+        &connection,
+        &format!("{}/multi:1", registry.host()),
+        pull_options(
+            &registry,
+            &[
+                ("Platform", Variant::from("linux/arm64")),
+                ("Policy", Variant::from("always")),
+            ],
+        ),
+    )
+    .await
+    .unwrap();
+    let path = job.wait().await.unwrap();
+    let image = ImageProxy::builder(&connection)
+        .path(path)
+        .build()
+        .await
+        .unwrap();
+    assert!(image
+        .inspect()
+        .await
+        .unwrap()
+        .contains("\"Architecture\": \"arm64\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_pulls_have_their_error_names_and_leave_nothing() {
+    let Some(mut h) = harness("pull_failures") else {
+        return;
+    };
+    let registry = Registry::start();
+    let (_, app_layers, other_layers) = two_images(&h, &registry);
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let app = format!("{}/app:1", registry.host());
+    let cert_dir = registry.cert_dir().display().to_string();
+    let expect_failure = |reference: String,
+                          options: HashMap<&'static str, Variant<'static>>,
+                          name: &'static str| {
+        let connection = connection.clone();
+        async move {
+            let started = Instant::now();
+            let job = start_pull(&connection, &reference, options).await.unwrap();
+            let error = job.wait().await.unwrap_err();
+            assert_eq!(error_name(&error), name, "{error}");
+            assert!(started.elapsed() < Duration::from_secs(10));
+            assert_eq!(job.state().await.unwrap(), "failed");
+            let text = job.error().await.unwrap();
+            assert!(!text.contains(PASSWORD), "{text}");
+            (error.to_string(), text)
+        }
+    };
+    let wrong = HashMap::from([
+        (
+            "Credentials",
+            Variant::from(format!("{USER}:wrong-{PASSWORD}")),
+        ),
+        ("CertDir", Variant::from(cert_dir.clone())),
+    ]);
+    let (error, _) = expect_failure(
+        app.clone(),
+        wrong,
+        "org.berth.Engine1.Error.AuthenticationFailed",
+    )
+    .await;
+    assert!(!error.contains(PASSWORD));
+    expect_failure(
+        format!("{}/app:nope", registry.host()),
+        pull_options(&registry, &[]),
+        "org.berth.Engine1.Error.NoSuchImage",
+    )
+    .await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    expect_failure(
+        format!("127.0.0.1:{closed}/app:1"),
+        pull_options(&registry, &[]),
+        "org.berth.Engine1.Error.RegistryError",
+    )
+    .await;
+    // A blob corrupted on the registry's disk.
+    let blob = registry.blob_file(&app_layers[1]);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let (_, text) = expect_failure(
+        app.clone(),
+        pull_options(&registry, &[]),
+        "org.berth.Engine1.Error.RegistryError",
+    )
+    .await;
+    assert!(text.contains(&app_layers[1]), "{text}");
+    // A blob larger than its descriptor says (bytes appended on the registry's disk).
+    let blob = registry.blob_file(&other_layers[1]);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(&blob, bytes).unwrap();
+    let (_, text) = expect_failure(
+        format!("{}/other:1", registry.host()),
+        pull_options(&registry, &[]),
+        "org.freedesktop.DBus.Error.InvalidArgs",
+    )
+    .await;
+    assert!(text.contains("larger"), "{text}");
+    assert!(image_ids(&connection).await.is_empty());
+    assert!(layer_store(&h).is_empty(), "{:?}", layer_store(&h));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_invalid_args() {
+    let Some(mut h) = harness("pull_invalid_args") else {
+        return;
+    };
+    let registry = Registry::start();
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+    let invalid = "org.freedesktop.DBus.Error.InvalidArgs";
+    for reference in [
+        "",
+        "Bad/Upper:1",
+        "127.0.0.1:5000/app:bad tag",
+        "x@sha256:zz",
+    ] {
+        let error = manager
+            .pull_image(reference, HashMap::new())
+            .await
+            .unwrap_err();
+        assert_eq!(error_name(&error), invalid, "{reference}: {error}");
+    }
+    let reference = format!("{}/app:1", registry.host());
+    for options in [
+        HashMap::from([("Colour", Variant::from("blue"))]),
+        HashMap::from([("TlsVerify", Variant::from("yes"))]),
+        HashMap::from([("Policy", Variant::from("sometimes"))]),
+        HashMap::from([("Platform", Variant::from("linux"))]),
+        HashMap::from([("Credentials", Variant::from("no-colon"))]),
+    ] {
+        let error = manager
+            .pull_image(&reference, options.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(error_name(&error), invalid, "{options:?}: {error}");
+    }
+}
+
+/// An image with one ~160 MB layer of incompressible bytes.
+fn large_image(h: &Harness, registry: &Registry) -> String {
+    let mut data = vec![0u8; 160 << 20];
+    let mut state = 0x9e3779b97f4a7c15u64;
+    for chunk in data.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    let layout = h.dir.path().join("large-layout");
+    layout_of(
+        &layout,
+        "1",
+        &ImageSpec {
+            layers: vec![tar_of(&[("big", &data)])],
+            architecture: "amd64",
+            raw: true,
+        },
+    );
+    registry.push(&layout, "1", "large:1");
+    format!("{}/large:1", registry.host())
+}
+
+async fn wait_for_bytes(job: &JobProxy<'_>) {
+    let start = Instant::now();
+    while job.bytes_done().await.unwrap() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no byte arrived");
+        assert_eq!(job.state().await.unwrap(), "running");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_during_a_large_pull_ends_cancelled_within_a_second_leaving_nothing() {
+    let Some(mut h) = harness("pull_cancel") else {
+        return;
+    };
+    let registry = Registry::start();
+    let reference = large_image(&h, &registry);
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let job = start_pull(&connection, &reference, pull_options(&registry, &[]))
+        .await
+        .unwrap();
+    wait_for_bytes(&job).await;
+    let started = Instant::now();
+    job.cancel().await.unwrap();
+    let error = job.wait().await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(error_name(&error), "org.berth.Engine1.Error.Cancelled");
+    assert_eq!(job.state().await.unwrap(), "cancelled");
+    assert!(image_ids(&connection).await.is_empty());
+    wait_until(Duration::from_secs(2), || layer_store(&h).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn berthd_killed_mid_pull_leaves_no_partial_layer_and_the_pull_then_succeeds() {
+    let Some(mut h) = harness("pull_killed") else {
+        return;
+    };
+    let registry = Registry::start();
+    let reference = large_image(&h, &registry);
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let job = start_pull(&connection, &reference, pull_options(&registry, &[]))
+        .await
+        .unwrap();
+    wait_for_bytes(&job).await;
+    h.kill_berthd();
+    drop(job);
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    assert!(layer_store(&h).is_empty(), "{:?}", layer_store(&h));
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+    assert!(manager.list_jobs().await.unwrap().is_empty());
+    assert!(image_ids(&connection).await.is_empty());
+    let job = start_pull(&connection, &reference, pull_options(&registry, &[]))
+        .await
+        .unwrap();
+    job.wait().await.unwrap();
+    assert_eq!(image_ids(&connection).await.len(), 1);
+}
+
+/// The `<interface name="…">…</interface>` element of an introspection document, trimmed
+/// (as tests/interface.rs compares the other interfaces).
+fn interface_element(xml: &str, name: &str) -> String {
+    let start = xml
+        .find(&format!("<interface name=\"{name}\">"))
+        .unwrap_or_else(|| panic!("no {name} in {xml}"));
+    let end = start + xml[start..].find("</interface>").unwrap() + "</interface>".len();
+    xml[start..end]
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Re-indents a trimmed element for the shipped file (depth from its tags).
+fn indent(element: &str) -> String {
+    let mut depth = 1usize;
+    let mut out = Vec::new();
+    let mut in_comment = false;
+    for line in element.lines() {
+        let closing = line.starts_with("</");
+        if closing {
+            depth = depth.saturating_sub(1);
+        }
+        out.push(format!(
+            "{}{}",
+            "  ".repeat(depth + usize::from(in_comment && !line.starts_with("-->"))),
+            line
+        ));
+        if line.starts_with("<!--") {
+            in_comment = !line.ends_with("-->");
+        } else if line.starts_with("-->") {
+            in_comment = false;
+        } else if !closing && line.starts_with('<') && !line.ends_with("/>") && !line.contains("</")
+        {
+            depth += 1;
+        }
+    }
+    out.join("\n")
+}
+
+/// `dbus/org.berth.Engine1.Job.xml` equals the live introspection of a job (a failed one
+/// stays listed); `BERTH_UPDATE_XML=1` rewrites it.
+#[tokio::test(flavor = "multi_thread")]
+async fn shipped_job_xml_equals_the_live_interface() {
+    let Some(mut h) = harness("pull_job_xml") else {
+        return;
+    };
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let job = start_pull(
+        &connection,
+        &format!("127.0.0.1:{closed}/x:1"),
+        HashMap::new(),
+    )
+    .await
+    .unwrap();
+    assert!(job.wait().await.is_err());
+    let finished = Instant::now();
+    let path = job.inner().path().to_string();
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+    assert_eq!(manager.list_jobs().await.unwrap().len(), 1);
+    let interface = "org.berth.Engine1.Job";
+    let live = h.busctl(&["introspect", "--xml-interface", "org.berth.Engine1", &path]);
+    let live = interface_element(&String::from_utf8(live.stdout).unwrap(), interface);
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("dbus/{interface}.xml"));
+    if std::env::var_os("BERTH_UPDATE_XML").is_some() {
+        let document = format!(
+            "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n<node>\n{}\n</node>\n",
+            indent(&live)
+        );
+        std::fs::write(&file, document).unwrap();
+    }
+    let shipped =
+        std::fs::read_to_string(&file).unwrap_or_else(|_| panic!("{} is missing", file.display()));
+    assert_eq!(
+        interface_element(&shipped, interface),
+        live,
+        "{} is stale: run with BERTH_UPDATE_XML=1",
+        file.display()
+    );
+    // A finished job goes 60 s after it ended.
+    assert_eq!(manager.list_jobs().await.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_secs(58).saturating_sub(finished.elapsed())).await;
+    assert_eq!(
+        manager.list_jobs().await.unwrap().len(),
+        1,
+        "gone before 60 s"
+    );
+    let start = Instant::now();
+    while !manager.list_jobs().await.unwrap().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still listed after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_until(Duration::from_secs(5), || {
+        let live = h.busctl(&["introspect", "--xml-interface", "org.berth.Engine1", &path]);
+        !String::from_utf8_lossy(&live.stdout).contains(interface)
+    });
+}
