@@ -8,10 +8,12 @@
 //!   waits with a pidfd and writes the exit files.
 //! - `storage`: images and their layer store, safe unpacking, overlay rootfs, paths
 //!   resolved beneath a root, users, artifacts.
+//! - `network`: bridge networks through netavark — namespaces, IP leases, published ports,
+//!   the container's `/etc/hosts` and `/etc/resolv.conf`.
 //! - `bus`: the zbus objects (Manager, Container), authorization and error mapping.
 //! - `cli`: `berthctl`, a D-Bus client only.
 //!
-//! Dependencies point one way: bus → engine → {runtime, storage, db, monitor}.
+//! Dependencies point one way: bus → engine → {runtime, storage, db, monitor, network}.
 #![deny(unsafe_code)]
 
 pub mod bus;
@@ -23,6 +25,7 @@ pub mod fds;
 mod inotify;
 pub mod monitor;
 pub mod names;
+pub mod network;
 pub mod runtime;
 pub mod storage;
 pub mod terminal;

@@ -10,6 +10,7 @@ pub mod error;
 pub mod exec;
 pub mod image;
 pub mod manager;
+pub mod network;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -133,6 +134,9 @@ pub async fn serve(
     for image in engine.images() {
         add_image(&connection, &engine, &shared, &image.id).await?;
     }
+    for network in engine.networks() {
+        add_network(&connection, &engine, &shared, &network.name).await?;
+    }
     let publisher = Publisher {
         connection: connection.clone(),
         engine: engine.clone(),
@@ -227,6 +231,45 @@ async fn add_image(
         .at(image::path(id), object)
         .await?;
     Ok(())
+}
+
+/// Serves a network's object.
+pub(crate) async fn add_network(
+    connection: &Connection,
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    name: &str,
+) -> zbus::Result<()> {
+    let object = network::NetworkObject {
+        engine: engine.clone(),
+        shared: shared.clone(),
+        name: name.to_string(),
+    };
+    connection
+        .object_server()
+        .at(network::path(name), object)
+        .await?;
+    Ok(())
+}
+
+/// `RemoveNetwork` (Manager's and the Network's own): the engine removes it, then its object
+/// goes.
+pub(crate) async fn remove_network(
+    connection: &Connection,
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    caller: crate::engine::Caller,
+    name: &str,
+    force: bool,
+) -> Result<(), error::BusError> {
+    let result = engine.remove_network(caller, name, force).await;
+    if result.is_ok() {
+        connection
+            .object_server()
+            .remove::<network::NetworkObject, _>(network::path(name))
+            .await?;
+    }
+    shared.reply(engine, result).await
 }
 
 /// Turns engine notifications into signals, in order.

@@ -2,6 +2,7 @@
 //! container state transition together with the events it produces.
 
 mod migrations;
+mod networks;
 
 use std::collections::BTreeMap;
 use std::path::Path;

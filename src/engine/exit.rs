@@ -205,6 +205,7 @@ pub(crate) async fn release_runtime(locked: &Locked<'_>, caller: Caller) -> Resu
         status.pid = 0;
         status.monitor_pid = 0;
     }
+    super::networking::detach_into(locked, &mut status).await;
     super::filesystem::release_runtime_mount_into(locked, &mut status).await?;
     let _ = std::fs::remove_file(locked.engine().paths.exit_file(locked.id()));
     status.state = next;

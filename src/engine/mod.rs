@@ -20,6 +20,7 @@ mod inspect;
 mod lifecycle;
 mod logs;
 mod maintenance;
+mod networking;
 mod reconcile;
 pub mod state;
 #[cfg(test)]
@@ -40,6 +41,7 @@ pub use error::EngineError;
 pub use exec::ExecRequest;
 pub use logs::LogOptions;
 pub use maintenance::BatchOp;
+pub use networking::NetworkRequest;
 pub use state::State;
 
 use crate::clock::now_micros;
@@ -113,6 +115,7 @@ pub struct Backends {
     pub runtime: Arc<dyn OciRuntime>,
     pub launcher: Arc<dyn MonitorLauncher>,
     pub mounter: Arc<dyn Mounter>,
+    pub network: Arc<dyn crate::network::NetworkDriver>,
 }
 
 /// Where the engine keeps things.
@@ -180,6 +183,7 @@ pub(crate) struct Inner {
     busy: AtomicUsize,
     /// Bumped whenever `busy` changes, so idling is awaited, not polled.
     activity: watch::Sender<u64>,
+    networks: networking::NetworkState,
 }
 
 /// Cheap to clone handle on the engine.
@@ -246,6 +250,8 @@ impl Engine {
         layers
             .sweep(&referenced)
             .map_err(|e| EngineError::Internal(format!("layer store: {e}")))?;
+        let networks =
+            networking::NetworkState::load(&db, backends.network.clone(), &options.root)?;
         let (sender, notifications) = mpsc::unbounded_channel();
         let notify = Arc::new(Notifier {
             sender,
@@ -263,6 +269,7 @@ impl Engine {
             layers,
             busy: AtomicUsize::new(0),
             activity: watch::Sender::new(0),
+            networks,
         });
         Ok((Engine { inner }, notifications))
     }
@@ -275,6 +282,7 @@ impl Engine {
         let engine = self.clone();
         tokio::spawn(async move { engine.follow_exits(exits).await });
         self.reconcile().await;
+        self.hold_published_ports();
         Ok(())
     }
 

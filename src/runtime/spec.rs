@@ -124,6 +124,8 @@ pub struct SpecInput {
     /// Host path of a tiny init to run as PID 1 (`Init` spec key).
     pub init_binary: Option<PathBuf>,
     pub annotations: std::collections::HashMap<String, String>,
+    /// A network namespace file to join instead of a new namespace (bridge networks).
+    pub network_namespace: Option<PathBuf>,
 }
 
 fn parse_capability(name: &str) -> Result<Capability, SpecError> {
@@ -273,6 +275,21 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
             .unwrap_or_default()
             .into_iter()
             .filter(|ns| ns.typ() != LinuxNamespaceType::Network)
+            .collect();
+        linux.set_namespaces(Some(namespaces));
+    }
+    if let Some(path) = &input.network_namespace {
+        let namespaces: Vec<LinuxNamespace> = linux
+            .namespaces()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut ns| {
+                if ns.typ() == LinuxNamespaceType::Network {
+                    ns.set_path(Some(path.clone()));
+                }
+                ns
+            })
             .collect();
         linux.set_namespaces(Some(namespaces));
     }
