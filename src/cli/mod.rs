@@ -9,6 +9,7 @@ mod images;
 mod lifecycle;
 mod list;
 mod logs;
+pub mod network_proxy;
 pub mod proxy;
 
 use anyhow::Context;
