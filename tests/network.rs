@@ -126,13 +126,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `iptables-save` without counters, comments about time, or anything not ours to compare.
-fn iptables() -> String {
+/// The rules of `iptables-save` that mention any of `needles` (this test's network name,
+/// subnet, bridge or port): other tests may change the rest meanwhile.
+fn iptables(needles: &[&str]) -> Vec<String> {
     let output = Command::new("iptables-save").output().unwrap();
     String::from_utf8_lossy(&output.stdout)
         .lines()
-        .filter(|l| !l.starts_with('#') && !l.starts_with(':'))
-        .map(|l| format!("{l}\n"))
+        .filter(|l| l.starts_with("-A") && needles.iter().any(|n| l.contains(n)))
+        .map(str::to_string)
         .collect()
 }
 
@@ -305,4 +306,316 @@ async fn bad_network_input_is_invalid_args_naming_the_problem() {
         assert!(error.to_string().contains(needle), "{error}");
     }
     manager.remove_network("good", false).await.unwrap();
+}
+
+async fn container<'a>(
+    harness: &Harness,
+    connection: &zbus::Connection,
+    name: &str,
+    command: &[&str],
+    extra: Vec<(&'static str, Variant<'static>)>,
+) -> ContainerProxy<'a> {
+    harness.create_with(connection, name, command, extra).await
+}
+
+fn on(network: &str) -> Vec<(&'static str, Variant<'static>)> {
+    vec![("Network", Variant::from(network.to_string()))]
+}
+
+fn publish(port: u16) -> (&'static str, Variant<'static>) {
+    (
+        "PortMappings",
+        Variant::from(vec![("127.0.0.1".to_string(), port, 80u16, "tcp".to_string())]),
+    )
+}
+
+/// wget from a new container on `network`; whether it got the page.
+fn fetch_from(harness: &Harness, network: &str, url: &str) -> bool {
+    let (status, output) = run_on(harness, network, &["timeout", "3", "wget", "-q", "-O", "-", url]);
+    status == 0 && output == "isolated-page\n"
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_isolated_network_is_unreachable_from_others_and_an_internal_one_has_no_nat() {
+    let Some(harness) = network_harness("isolation") else {
+        return;
+    };
+    let connection = harness.connection().await;
+    let (subnet_a, bridge_a) = (free_subnet(31), bridge_name("ia"));
+    let isolated = create_network(
+        &connection,
+        "isolated",
+        vec![
+            ("Subnet", Variant::from(subnet_a.clone())),
+            ("Interface", Variant::from(bridge_a.clone())),
+            ("Isolate", Variant::from(true)),
+        ],
+    )
+    .await;
+    let (subnet_b, bridge_b) = (free_subnet(41), bridge_name("ib"));
+    let internal = create_network(
+        &connection,
+        "inner",
+        vec![
+            ("Subnet", Variant::from(subnet_b.clone())),
+            ("Interface", Variant::from(bridge_b.clone())),
+            ("Internal", Variant::from(true)),
+        ],
+    )
+    .await;
+    assert!(internal.internal().await.unwrap());
+    let (subnet_c, bridge_c) = (free_subnet(91), bridge_name("ic"));
+    // netavark 1.4 (Debian 12) isolates isolated networks from each other (its `isolate`
+    // before `strict` existed): the outsider's network is isolated too.
+    let plain = create_network(
+        &connection,
+        "other",
+        vec![
+            ("Subnet", Variant::from(subnet_c.clone())),
+            ("Interface", Variant::from(bridge_c.clone())),
+            ("Isolate", Variant::from(true)),
+        ],
+    )
+    .await;
+    let inside =
+        container(&harness, &connection, "inside", &["sleep", "1000"], on("inner")).await;
+    inside.start(false).await.unwrap();
+    let command = web_command("isolated-page");
+    let server = container(&harness, &connection, "server", &strings(&command), on("isolated")).await;
+    server.start(false).await.unwrap();
+    let server_ip = network_of(&connection, &server).await.ip_address().await.unwrap();
+    let url = format!("http://{server_ip}/index.html");
+
+    let mut reached = false;
+    wait_until(Duration::from_secs(10), || {
+        reached = fetch_from(&harness, "isolated", &url);
+        reached
+    });
+    assert!(reached, "a container on the same network reaches the server");
+    assert!(
+        !fetch_from(&harness, "other", &url),
+        "a container on another network does not reach an isolated one"
+    );
+    let prefix_b = &subnet_b[..subnet_b.len() - 5];
+    let prefix_a = &subnet_a[..subnet_a.len() - 5];
+    // netavark's NAT: `-A POSTROUTING -s SUBNET -j NETAVARK-…`, whose chain masquerades.
+    let masquerade = |subnet: &str| {
+        iptables(&[subnet])
+            .iter()
+            .any(|rule| rule.starts_with(&format!("-A POSTROUTING -s {subnet} -j NETAVARK")))
+    };
+    assert!(
+        !masquerade(&subnet_b),
+        "the internal network has a NAT rule: {:?}",
+        iptables(&[prefix_b])
+    );
+    assert!(
+        masquerade(&subnet_a),
+        "the isolated (not internal) network has its NAT rule: {:?}",
+        iptables(&[prefix_a])
+    );
+
+    server.remove(true).await.unwrap();
+    inside.remove(true).await.unwrap();
+    isolated.remove(false).await.unwrap();
+    plain.remove(false).await.unwrap();
+    internal.remove(false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_port_in_use_fails_the_start_naming_it_and_leaks_nothing() {
+    let Some(harness) = network_harness("port_in_use") else {
+        return;
+    };
+    let connection = harness.connection().await;
+    let (subnet, bridge) = (free_subnet(51), bridge_name("p"));
+    let _network = create_network(
+        &connection,
+        "portnet",
+        vec![
+            ("Subnet", Variant::from(subnet.clone())),
+            ("Interface", Variant::from(bridge.clone())),
+        ],
+    )
+    .await;
+    let occupant = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = occupant.local_addr().unwrap().port();
+    let prefix = &subnet[..subnet.len() - 5];
+    let port_text = format!("--dport {port} ");
+    let rules_before = iptables(&[prefix, &bridge, &port_text, "portnet"]);
+    let mut extra = on("portnet");
+    extra.push(publish(port));
+    let web = container(&harness, &connection, "web", &["sleep", "1000"], extra).await;
+    let error = web.start(false).await.unwrap_err();
+    assert!(
+        error.to_string().contains(&format!("127.0.0.1:{port}")),
+        "the error names the port: {error}"
+    );
+    let state = harness.busctl(&[
+        "get-property",
+        "org.berth.Engine1",
+        web.inner().path().as_str(),
+        "org.berth.Engine1.Container",
+        "State",
+    ]);
+    let state = String::from_utf8_lossy(&state.stdout).into_owned();
+    assert!(!state.contains("running"), "{state}");
+    assert_eq!(leases(&harness), 0);
+    assert_eq!(netns_mounts(&harness), Vec::<String>::new());
+    assert!(!links().contains(&bridge), "no bridge was made");
+    assert_eq!(iptables(&[prefix, &bridge, &port_text, "portnet"]), rules_before);
+
+    // Host port 0 picks a free one.
+    drop(occupant);
+    let mut extra = on("portnet");
+    extra.push(publish(0));
+    let picked = container(&harness, &connection, "picked", &["sleep", "1000"], extra).await;
+    picked.start(false).await.unwrap();
+    let ports = network_of(&connection, &picked).await.ports().await.unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_ne!(ports[0].1, 0, "a host port was picked");
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", ports[0].1)).is_err(),
+        "berthd holds the picked port"
+    );
+    picked.remove(true).await.unwrap();
+    web.remove(true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_cycles_with_a_published_port_leave_the_host_as_before() {
+    let Some(harness) = network_harness("hundred_cycles") else {
+        return;
+    };
+    let connection = harness.connection().await;
+    let (subnet, bridge) = (free_subnet(61), bridge_name("c"));
+    let network = create_network(
+        &connection,
+        "cyclenet",
+        vec![
+            ("Subnet", Variant::from(subnet.clone())),
+            ("Interface", Variant::from(bridge.clone())),
+        ],
+    )
+    .await;
+    let port = free_port();
+    let prefix = &subnet[..subnet.len() - 5];
+    let port_text = format!("--dport {port} ");
+    let needles = [prefix, bridge.as_str(), port_text.as_str(), "cyclenet"];
+    let before = (iptables(&needles), links(), leases(&harness), netns_mounts(&harness));
+    for cycle in 0..100 {
+        let mut extra = on("cyclenet");
+        extra.push(publish(port));
+        let proxy = container(&harness, &connection, "cycle", &["sleep", "1000"], extra).await;
+        proxy.start(false).await.unwrap();
+        if cycle == 0 {
+            assert!(links().contains(&bridge), "the bridge is there while it runs");
+            assert_eq!(leases(&harness), 1);
+            assert_eq!(netns_mounts(&harness).len(), 1);
+            assert!(!iptables(&[&port_text]).is_empty(), "the port's DNAT rule is there");
+        }
+        proxy.stop(0).await.unwrap();
+        proxy.remove(false).await.unwrap();
+    }
+    let after = (iptables(&needles), links(), leases(&harness), netns_mounts(&harness));
+    assert_eq!(after, before);
+    network.remove(false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_berthd_is_killed_running_containers_stay_reachable_and_exited_ones_are_torn_down() {
+    let Some(mut harness) = network_harness("kill_berthd") else {
+        return;
+    };
+    let connection = harness.connection().await;
+    let (subnet, bridge) = (free_subnet(71), bridge_name("k"));
+    let _network = create_network(
+        &connection,
+        "killnet",
+        vec![
+            ("Subnet", Variant::from(subnet.clone())),
+            ("Interface", Variant::from(bridge.clone())),
+        ],
+    )
+    .await;
+    let port = free_port();
+    let command = web_command("still-here");
+    let mut extra = on("killnet");
+    extra.push(publish(port));
+    let web = container(&harness, &connection, "web", &strings(&command), extra).await;
+    web.start(false).await.unwrap();
+    let brief = container(&harness, &connection, "brief", &["sleep", "2"], on("killnet")).await;
+    brief.start(false).await.unwrap();
+    let brief_ip = network_of(&connection, &brief).await.ip_address().await.unwrap();
+    assert_eq!(leases(&harness), 2);
+    wait_until(Duration::from_secs(10), || http_get(&format!("127.0.0.1:{port}")).is_some());
+
+    harness.kill_berthd();
+    drop(connection);
+    std::thread::sleep(Duration::from_secs(3));
+    harness.start_berthd(&[]);
+    let connection = harness.connection().await;
+    let web = common::container_proxy(&connection, "web").await;
+    let brief = common::container_proxy(&connection, "brief").await;
+    assert_eq!(web.state().await.unwrap(), "running");
+    assert_eq!(brief.state().await.unwrap(), "exited");
+    assert_eq!(
+        http_get(&format!("127.0.0.1:{port}")).as_deref(),
+        Some("still-here\n"),
+        "the adopted container still answers on its published port"
+    );
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
+        "the new berthd holds the published port again"
+    );
+    assert_eq!(network_of(&connection, &brief).await.ip_address().await.unwrap(), "");
+    assert_eq!(leases(&harness), 1, "the exited container's lease is gone");
+    assert_eq!(netns_mounts(&harness).len(), 1, "only the running one's namespace is left");
+    assert!(
+        iptables(&[&format!("{brief_ip} ")]).is_empty()
+            && iptables(&[&format!("{brief_ip}/")]).is_empty(),
+        "no rule names the exited container's address"
+    );
+    web.remove(true).await.unwrap();
+    brief.remove(true).await.unwrap();
+    assert_eq!(leases(&harness), 0);
+    let manager = NetworkManagerProxy::new(&connection).await.unwrap();
+    manager.remove_network("killnet", false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_network_in_use_cannot_be_removed_until_its_containers_are_gone() {
+    let Some(harness) = network_harness("network_in_use") else {
+        return;
+    };
+    let connection = harness.connection().await;
+    let (subnet, bridge) = (free_subnet(81), bridge_name("u"));
+    let network = create_network(
+        &connection,
+        "busynet",
+        vec![
+            ("Subnet", Variant::from(subnet.clone())),
+            ("Interface", Variant::from(bridge.clone())),
+        ],
+    )
+    .await;
+    let user = container(&harness, &connection, "user", &["sleep", "1000"], on("busynet")).await;
+    user.start(false).await.unwrap();
+    assert_eq!(
+        network.containers().await.unwrap(),
+        vec![user.inner().path().to_owned().into()]
+    );
+    assert!(links().contains(&bridge));
+    let manager = NetworkManagerProxy::new(&connection).await.unwrap();
+    let error = manager.remove_network("busynet", false).await.unwrap_err();
+    assert_eq!(error_name(&error), "org.berth.Engine1.Error.NetworkInUse");
+    assert!(error.to_string().contains("user"), "{error}");
+    assert_eq!(user.state().await.unwrap(), "running");
+
+    user.stop(0).await.unwrap();
+    user.remove(false).await.unwrap();
+    manager.remove_network("busynet", false).await.unwrap();
+    assert!(!links().contains(&bridge), "the bridge is gone");
+    let gone = manager.get_network("busynet").await.unwrap_err();
+    assert_eq!(error_name(&gone), "org.berth.Engine1.Error.NoSuchNetwork");
 }
