@@ -170,6 +170,8 @@ async fn commit_stopped(
         finished_at,
     ));
     all.extend(events);
+    // The network goes with the process, before anyone is told it stopped.
+    super::networking::detach_into(locked, &mut stopped).await;
     stopped.state = State::Stopped;
     stopped.finished_at = finished_at;
     stopped.pid = 0;
