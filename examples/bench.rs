@@ -169,7 +169,12 @@ async fn main() {
                     if network == "bridge" {
                         spec.insert(
                             "PortMappings",
-                            Variant::from(vec![("127.0.0.1".to_string(), 0u16, 80u16, "tcp".to_string())]),
+                            Variant::from(vec![(
+                                "127.0.0.1".to_string(),
+                                0u16,
+                                80u16,
+                                "tcp".to_string(),
+                            )]),
                         );
                     }
                     let started = Instant::now();

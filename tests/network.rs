@@ -19,7 +19,11 @@ const NETAVARK: &str = "/usr/lib/podman/netavark";
 
 /// A harness, or None (printing SKIP) where netavark or iptables is missing.
 fn network_harness(test: &str) -> Option<Harness> {
-    for program in [NETAVARK, "/usr/lib/podman/aardvark-dns", "/usr/sbin/iptables"] {
+    for program in [
+        NETAVARK,
+        "/usr/lib/podman/aardvark-dns",
+        "/usr/sbin/iptables",
+    ] {
         if !std::path::Path::new(program).exists() && common::missing_requirement().is_none() {
             eprintln!("SKIP {test}: {program} is not installed");
             return None;
@@ -69,7 +73,10 @@ async fn create_network<'a>(
         .unwrap()
 }
 
-async fn network_of<'a>(connection: &zbus::Connection, container: &ContainerProxy<'_>) -> ContainerNetworkProxy<'a> {
+async fn network_of<'a>(
+    connection: &zbus::Connection,
+    container: &ContainerProxy<'_>,
+) -> ContainerNetworkProxy<'a> {
     ContainerNetworkProxy::builder(connection)
         .path(container.inner().path().to_owned())
         .build()
@@ -202,7 +209,12 @@ async fn a_published_web_server_answers_on_localhost_and_by_name_and_alias() {
                 ("NetworkAliases", Variant::from(vec!["www".to_string()])),
                 (
                     "PortMappings",
-                    Variant::from(vec![("127.0.0.1".to_string(), port, 80u16, "tcp".to_string())]),
+                    Variant::from(vec![(
+                        "127.0.0.1".to_string(),
+                        port,
+                        80u16,
+                        "tcp".to_string(),
+                    )]),
                 ),
             ],
         )
@@ -210,7 +222,10 @@ async fn a_published_web_server_answers_on_localhost_and_by_name_and_alias() {
     web.start(false).await.unwrap();
     let web_network = network_of(&connection, &web).await;
     let address = web_network.ip_address().await.unwrap();
-    assert!(address.starts_with(&subnet[..subnet.len() - 4]), "{address} in {subnet}");
+    assert!(
+        address.starts_with(&subnet[..subnet.len() - 4]),
+        "{address} in {subnet}"
+    );
     assert_eq!(
         web_network.ports().await.unwrap(),
         vec![("127.0.0.1".to_string(), port, 80, "tcp".to_string())]
@@ -226,9 +241,19 @@ async fn a_published_web_server_answers_on_localhost_and_by_name_and_alias() {
         let (status, output) = run_on(
             &harness,
             "webnet",
-            &["wget", "-q", "-O", "-", &format!("http://{name}/index.html")],
+            &[
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                &format!("http://{name}/index.html"),
+            ],
         );
-        assert_eq!((status, output.as_str()), (0, "hello-from-web\n"), "by {name}");
+        assert_eq!(
+            (status, output.as_str()),
+            (0, "hello-from-web\n"),
+            "by {name}"
+        );
     }
     let inspect: serde_json::Value =
         serde_json::from_str(&web.inspect(false).await.unwrap()).unwrap();
@@ -238,11 +263,17 @@ async fn a_published_web_server_answers_on_localhost_and_by_name_and_alias() {
         settings["Ports"]["80/tcp"][0]["HostPort"],
         port.to_string().as_str()
     );
-    assert_eq!(settings["Networks"]["webnet"]["IPAddress"], address.as_str());
+    assert_eq!(
+        settings["Networks"]["webnet"]["IPAddress"],
+        address.as_str()
+    );
 
     web.remove(true).await.unwrap();
     network.remove(false).await.unwrap();
-    assert!(!links().contains(&bridge), "the bridge went with its network");
+    assert!(
+        !links().contains(&bridge),
+        "the bridge went with its network"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -286,14 +317,22 @@ async fn bad_network_input_is_invalid_args_naming_the_problem() {
     )
     .await;
     let overlapping = attempt("other", vec![("Subnet", Variant::from(subnet.clone()))]).await;
-    assert_eq!(error_name(&overlapping), "org.freedesktop.DBus.Error.InvalidArgs");
-    assert!(overlapping.to_string().contains("overlaps"), "{overlapping}");
+    assert_eq!(
+        error_name(&overlapping),
+        "org.freedesktop.DBus.Error.InvalidArgs"
+    );
+    assert!(
+        overlapping.to_string().contains("overlaps"),
+        "{overlapping}"
+    );
 
     let spec_error = |extra: Vec<(&'static str, Variant<'static>)>| {
         let connection = connection.clone();
         let rootfs = harness.rootfs.display().to_string();
         async move {
-            let manager = berth::cli::proxy::ManagerProxy::new(&connection).await.unwrap();
+            let manager = berth::cli::proxy::ManagerProxy::new(&connection)
+                .await
+                .unwrap();
             let mut spec: HashMap<&str, Variant<'_>> = HashMap::new();
             spec.insert("Rootfs", Variant::from(rootfs));
             spec.insert("Command", Variant::from(vec!["true".to_string()]));
@@ -306,11 +345,26 @@ async fn bad_network_input_is_invalid_args_naming_the_problem() {
     };
     for (extra, needle) in [
         (
-            vec![("Network", Variant::from("good")), ("PortMappings", port(0))],
+            vec![
+                ("Network", Variant::from("good")),
+                ("PortMappings", port(0)),
+            ],
             "container port 0",
         ),
-        (vec![("Network", Variant::from("none")), ("PortMappings", port(80))], "none"),
-        (vec![("Network", Variant::from("host")), ("PortMappings", port(80))], "host"),
+        (
+            vec![
+                ("Network", Variant::from("none")),
+                ("PortMappings", port(80)),
+            ],
+            "none",
+        ),
+        (
+            vec![
+                ("Network", Variant::from("host")),
+                ("PortMappings", port(80)),
+            ],
+            "host",
+        ),
         (vec![("Network", Variant::from("nosuchnet"))], "nosuchnet"),
     ] {
         let error = spec_error(extra).await;
@@ -337,13 +391,22 @@ fn on(network: &str) -> Vec<(&'static str, Variant<'static>)> {
 fn publish(port: u16) -> (&'static str, Variant<'static>) {
     (
         "PortMappings",
-        Variant::from(vec![("127.0.0.1".to_string(), port, 80u16, "tcp".to_string())]),
+        Variant::from(vec![(
+            "127.0.0.1".to_string(),
+            port,
+            80u16,
+            "tcp".to_string(),
+        )]),
     )
 }
 
 /// wget from a new container on `network`; whether it got the page.
 fn fetch_from(harness: &Harness, network: &str, url: &str) -> bool {
-    let (status, output) = run_on(harness, network, &["timeout", "3", "wget", "-q", "-O", "-", url]);
+    let (status, output) = run_on(
+        harness,
+        network,
+        &["timeout", "3", "wget", "-q", "-O", "-", url],
+    );
     status == 0 && output == "isolated-page\n"
 }
 
@@ -389,13 +452,30 @@ async fn an_isolated_network_is_unreachable_from_others_and_an_internal_one_has_
         ],
     )
     .await;
-    let inside =
-        container(&harness, &connection, "inside", &["sleep", "1000"], on("inner")).await;
+    let inside = container(
+        &harness,
+        &connection,
+        "inside",
+        &["sleep", "1000"],
+        on("inner"),
+    )
+    .await;
     inside.start(false).await.unwrap();
     let command = web_command("isolated-page");
-    let server = container(&harness, &connection, "server", &strings(&command), on("isolated")).await;
+    let server = container(
+        &harness,
+        &connection,
+        "server",
+        &strings(&command),
+        on("isolated"),
+    )
+    .await;
     server.start(false).await.unwrap();
-    let server_ip = network_of(&connection, &server).await.ip_address().await.unwrap();
+    let server_ip = network_of(&connection, &server)
+        .await
+        .ip_address()
+        .await
+        .unwrap();
     let url = format!("http://{server_ip}/index.html");
 
     let mut reached = false;
@@ -403,7 +483,10 @@ async fn an_isolated_network_is_unreachable_from_others_and_an_internal_one_has_
         reached = fetch_from(&harness, "isolated", &url);
         reached
     });
-    assert!(reached, "a container on the same network reaches the server");
+    assert!(
+        reached,
+        "a container on the same network reaches the server"
+    );
     assert!(
         !fetch_from(&harness, "other", &url),
         "a container on another network does not reach an isolated one"
@@ -475,7 +558,10 @@ async fn a_host_port_in_use_fails_the_start_naming_it_and_leaks_nothing() {
     assert_eq!(leases(&harness), 0);
     assert_eq!(netns_mounts(&harness), Vec::<String>::new());
     assert!(!links().contains(&bridge), "no bridge was made");
-    assert_eq!(iptables(&[prefix, &bridge, &port_text, "portnet"]), rules_before);
+    assert_eq!(
+        iptables(&[prefix, &bridge, &port_text, "portnet"]),
+        rules_before
+    );
 
     // Host port 0 picks a free one.
     drop(occupant);
@@ -483,7 +569,11 @@ async fn a_host_port_in_use_fails_the_start_naming_it_and_leaks_nothing() {
     extra.push(publish(0));
     let picked = container(&harness, &connection, "picked", &["sleep", "1000"], extra).await;
     picked.start(false).await.unwrap();
-    let ports = network_of(&connection, &picked).await.ports().await.unwrap();
+    let ports = network_of(&connection, &picked)
+        .await
+        .ports()
+        .await
+        .unwrap();
     assert_eq!(ports.len(), 1);
     assert_ne!(ports[0].1, 0, "a host port was picked");
     assert!(
@@ -514,22 +604,39 @@ async fn a_hundred_cycles_with_a_published_port_leave_the_host_as_before() {
     let prefix = &subnet[..subnet.len() - 5];
     let port_text = format!("--dport {port} ");
     let needles = [prefix, bridge.as_str(), port_text.as_str(), "cyclenet"];
-    let before = (iptables(&needles), links_of(&bridge), leases(&harness), netns_mounts(&harness));
+    let before = (
+        iptables(&needles),
+        links_of(&bridge),
+        leases(&harness),
+        netns_mounts(&harness),
+    );
     for cycle in 0..100 {
         let mut extra = on("cyclenet");
         extra.push(publish(port));
         let proxy = container(&harness, &connection, "cycle", &["sleep", "1000"], extra).await;
         proxy.start(false).await.unwrap();
         if cycle == 0 {
-            assert_eq!(links_of(&bridge).len(), 2, "the bridge and a veth while it runs");
+            assert_eq!(
+                links_of(&bridge).len(),
+                2,
+                "the bridge and a veth while it runs"
+            );
             assert_eq!(leases(&harness), 1);
             assert_eq!(netns_mounts(&harness).len(), 1);
-            assert!(!iptables(&[&port_text]).is_empty(), "the port's DNAT rule is there");
+            assert!(
+                !iptables(&[&port_text]).is_empty(),
+                "the port's DNAT rule is there"
+            );
         }
         proxy.stop(0).await.unwrap();
         proxy.remove(false).await.unwrap();
     }
-    let after = (iptables(&needles), links_of(&bridge), leases(&harness), netns_mounts(&harness));
+    let after = (
+        iptables(&needles),
+        links_of(&bridge),
+        leases(&harness),
+        netns_mounts(&harness),
+    );
     assert_eq!(after, before);
     network.remove(false).await.unwrap();
 }
@@ -556,11 +663,24 @@ async fn after_berthd_is_killed_running_containers_stay_reachable_and_exited_one
     extra.push(publish(port));
     let web = container(&harness, &connection, "web", &strings(&command), extra).await;
     web.start(false).await.unwrap();
-    let brief = container(&harness, &connection, "brief", &["sleep", "2"], on("killnet")).await;
+    let brief = container(
+        &harness,
+        &connection,
+        "brief",
+        &["sleep", "2"],
+        on("killnet"),
+    )
+    .await;
     brief.start(false).await.unwrap();
-    let brief_ip = network_of(&connection, &brief).await.ip_address().await.unwrap();
+    let brief_ip = network_of(&connection, &brief)
+        .await
+        .ip_address()
+        .await
+        .unwrap();
     assert_eq!(leases(&harness), 2);
-    wait_until(Duration::from_secs(10), || http_get(&format!("127.0.0.1:{port}")).is_some());
+    wait_until(Duration::from_secs(10), || {
+        http_get(&format!("127.0.0.1:{port}")).is_some()
+    });
 
     harness.kill_berthd();
     drop(connection);
@@ -580,9 +700,20 @@ async fn after_berthd_is_killed_running_containers_stay_reachable_and_exited_one
         std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
         "the new berthd holds the published port again"
     );
-    assert_eq!(network_of(&connection, &brief).await.ip_address().await.unwrap(), "");
+    assert_eq!(
+        network_of(&connection, &brief)
+            .await
+            .ip_address()
+            .await
+            .unwrap(),
+        ""
+    );
     assert_eq!(leases(&harness), 1, "the exited container's lease is gone");
-    assert_eq!(netns_mounts(&harness).len(), 1, "only the running one's namespace is left");
+    assert_eq!(
+        netns_mounts(&harness).len(),
+        1,
+        "only the running one's namespace is left"
+    );
     assert!(
         iptables(&[&format!("{brief_ip} ")]).is_empty()
             && iptables(&[&format!("{brief_ip}/")]).is_empty(),
@@ -611,7 +742,14 @@ async fn a_network_in_use_cannot_be_removed_until_its_containers_are_gone() {
         ],
     )
     .await;
-    let user = container(&harness, &connection, "user", &["sleep", "1000"], on("busynet")).await;
+    let user = container(
+        &harness,
+        &connection,
+        "user",
+        &["sleep", "1000"],
+        on("busynet"),
+    )
+    .await;
     user.start(false).await.unwrap();
     assert_eq!(
         network.containers().await.unwrap(),

@@ -680,7 +680,14 @@ pub fn changed_properties(
             .network
             .ports
             .iter()
-            .map(|p| (p.host_ip.clone(), p.host_port, p.container_port, p.protocol.clone()))
+            .map(|p| {
+                (
+                    p.host_ip.clone(),
+                    p.host_port,
+                    p.container_port,
+                    p.protocol.clone(),
+                )
+            })
             .collect();
         if !ports.is_empty() {
             changed.push(("Ports", Variant::from(ports)));

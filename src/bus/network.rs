@@ -114,7 +114,15 @@ impl NetworkObject {
     ) -> Result<(), BusError> {
         let _busy = self.engine.busy();
         let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
-        super::remove_network(connection, &self.engine, &self.shared, caller, &self.name, force).await
+        super::remove_network(
+            connection,
+            &self.engine,
+            &self.shared,
+            caller,
+            &self.name,
+            force,
+        )
+        .await
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
@@ -178,6 +186,9 @@ mod tests {
         assert_eq!(escape("berth"), "berth");
         assert_eq!(escape("my-net"), "my_2dnet");
         assert_eq!(escape("a_b.c"), "a_5fb_2ec");
-        assert_eq!(path("my-net").as_str(), "/org/berth/Engine1/network/my_2dnet");
+        assert_eq!(
+            path("my-net").as_str(),
+            "/org/berth/Engine1/network/my_2dnet"
+        );
     }
 }

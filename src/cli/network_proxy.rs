@@ -22,7 +22,10 @@ pub trait NetworkManager {
     fn remove_network(&self, name: &str, force: bool) -> zbus::Result<()>;
 }
 
-#[proxy(interface = "org.berth.Engine1.Network", default_service = "org.berth.Engine1")]
+#[proxy(
+    interface = "org.berth.Engine1.Network",
+    default_service = "org.berth.Engine1"
+)]
 pub trait Network {
     fn inspect(&self) -> zbus::Result<String>;
     fn remove(&self, force: bool) -> zbus::Result<()>;
@@ -47,7 +50,10 @@ pub trait Network {
 }
 
 /// The network properties of `org.berth.Engine1.Container`.
-#[proxy(interface = "org.berth.Engine1.Container", default_service = "org.berth.Engine1")]
+#[proxy(
+    interface = "org.berth.Engine1.Container",
+    default_service = "org.berth.Engine1"
+)]
 pub trait ContainerNetwork {
     #[zbus(property, name = "IPAddress")]
     fn ip_address(&self) -> zbus::Result<String>;

@@ -13,8 +13,7 @@ use serde_json::{json, Value};
 
 use super::config::{is_valid_name, ContainerNetworks, Network};
 use super::{
-    blocking, Caller, ContainerConfig, ContainerStatus, Engine, EngineError, Inner,
-    Locked, Result,
+    blocking, Caller, ContainerConfig, ContainerStatus, Engine, EngineError, Inner, Locked, Result,
 };
 use crate::clock::now_micros;
 use crate::db::Db;
@@ -59,8 +58,8 @@ impl NetworkState {
         }
         if !records.contains_key(DEFAULT_NETWORK) {
             let record = default_network(root, &records);
-            let json = serde_json::to_string(&record)
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
+            let json =
+                serde_json::to_string(&record).map_err(|e| EngineError::Internal(e.to_string()))?;
             db.insert_network(&record.name, &json)?;
             records.insert(record.name.clone(), record);
         }
@@ -282,7 +281,14 @@ impl Engine {
         let containers = self.inner().read_containers();
         let mut users: Vec<(u64, String)> = containers
             .values()
-            .filter(|entry| entry.config.network_options.networks.iter().any(|n| n == name))
+            .filter(|entry| {
+                entry
+                    .config
+                    .network_options
+                    .networks
+                    .iter()
+                    .any(|n| n == name)
+            })
             .map(|entry| (entry.config.created_at, entry.config.id.clone()))
             .collect();
         users.sort();
@@ -348,7 +354,11 @@ impl Engine {
             }
         };
         if mode != Network::Bridge {
-            let mode = if mode == Network::Host { "host" } else { "none" };
+            let mode = if mode == Network::Host {
+                "host"
+            } else {
+                "none"
+            };
             if !names.is_empty() {
                 return Err(invalid(format!(
                     "Networks: a container on network {mode} joins no other network"
@@ -413,16 +423,16 @@ impl Engine {
             }
         }
         if let Some(bad) = options.aliases.iter().find(|alias| !is_valid_name(alias)) {
-            return Err(invalid(format!("NetworkAliases: {bad:?} is not a valid name")));
+            return Err(invalid(format!(
+                "NetworkAliases: {bad:?} is not a valid name"
+            )));
         }
         if let Some(bad) = options
             .dns_servers
             .iter()
             .find(|server| server.parse::<IpAddr>().is_err())
         {
-            return Err(invalid(format!(
-                "DnsServers: {bad:?} is not an IP address"
-            )));
+            return Err(invalid(format!("DnsServers: {bad:?} is not an IP address")));
         }
         Ok((
             mode,
@@ -445,7 +455,9 @@ impl Engine {
             }
             match ports::reserve(&status.network.ports) {
                 Ok((_, reservations)) => self.inner().networks.hold_ports(&id, reservations),
-                Err(error) => tracing::warn!(id = %id, %error, "holding a published port again failed"),
+                Err(error) => {
+                    tracing::warn!(id = %id, %error, "holding a published port again failed")
+                }
             }
         }
     }
@@ -497,9 +509,9 @@ fn setup(inner: &Inner, config: &ContainerConfig) -> Result<(Attachment, Prepare
         let gateway: Ipv4Addr = record.gateway.parse().map_err(|_| {
             EngineError::Internal(format!("network {name}: bad gateway {}", record.gateway))
         })?;
-        let leased = inner
-            .db
-            .lease(name, &config.id, |taken| address::allocate(&subnet, gateway, taken));
+        let leased = inner.db.lease(name, &config.id, |taken| {
+            address::allocate(&subnet, gateway, taken)
+        });
         match leased {
             Ok(Some(address)) => {
                 addresses.insert(name.clone(), address);
@@ -609,7 +621,11 @@ fn write_files(
                 &host_resolv_conf,
             ),
         ),
-        ("hostname", "/etc/hostname", files::hostname(&config.hostname)),
+        (
+            "hostname",
+            "/etc/hostname",
+            files::hostname(&config.hostname),
+        ),
     ];
     let mut mounts = Vec::new();
     for (file, destination, text) in contents {

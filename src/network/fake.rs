@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::driver::{NetAddress, NetInterface, NetworkDriver, NetworkError, NetworkOptions, StatusBlock};
+use super::driver::{
+    NetAddress, NetInterface, NetworkDriver, NetworkError, NetworkOptions, StatusBlock,
+};
 
 #[derive(Default)]
 pub struct FakeNetwork {
@@ -21,7 +23,10 @@ impl FakeNetwork {
     }
 
     pub fn namespaces(&self) -> Vec<String> {
-        self.namespaces.lock().map(|n| n.clone()).unwrap_or_default()
+        self.namespaces
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default()
     }
 }
 

@@ -90,7 +90,8 @@ mod tests {
 
     #[test]
     fn resolv_conf_prefers_custom_servers_then_aardvark_then_the_host() {
-        let host = "nameserver 127.0.0.53\nnameserver 192.0.2.53\nsearch example.org\noptions edns0\n";
+        let host =
+            "nameserver 127.0.0.53\nnameserver 192.0.2.53\nsearch example.org\noptions edns0\n";
         assert_eq!(
             resolv_conf(&["192.0.2.9".into()], &[], host),
             "nameserver 192.0.2.9\n"

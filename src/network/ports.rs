@@ -29,10 +29,7 @@ pub fn reserve(mappings: &[PortMapping]) -> Result<(Vec<PortMapping>, Vec<Reserv
         };
         let address = SocketAddr::new(ip, mapping.host_port);
         let in_use = |e: std::io::Error| {
-            format!(
-                "host port {} cannot be published: {e}",
-                mapping.host_side()
-            )
+            format!("host port {} cannot be published: {e}", mapping.host_side())
         };
         let (port, reservation) = match mapping.protocol.as_str() {
             "udp" => {
