@@ -807,3 +807,134 @@ pub(crate) fn network_settings(attachment: &Attachment) -> Value {
         "Networks": networks,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::fake::FakeWorld;
+    use super::super::{CreateRequest, EngineOptions, State};
+    use super::*;
+
+    const ROOT: Caller = Caller { uid: 0 };
+
+    async fn engine() -> (Engine, Arc<FakeWorld>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("rootfs")).unwrap();
+        let world = FakeWorld::new();
+        let options = EngineOptions {
+            root: dir.path().join("root"),
+            runroot: dir.path().join("run"),
+            init_binary: None,
+            storage_driver: "overlay".into(),
+            systemd_cgroups: false,
+        };
+        let (engine, notifications) = Engine::open(options, world.backends()).unwrap();
+        // Nobody publishes in these tests; the receiver only has to stay open.
+        std::mem::forget(notifications);
+        engine.start_up().await.unwrap();
+        (engine, world, dir)
+    }
+
+    fn bridged(dir: &tempfile::TempDir, name: &str) -> CreateRequest {
+        CreateRequest {
+            name: Some(name.to_string()),
+            rootfs: Some(dir.path().join("rootfs").display().to_string()),
+            command: vec!["/bin/true".into()],
+            network: Some("bridge".into()),
+            ..Default::default()
+        }
+    }
+
+    async fn wait_for(engine: &Engine, id: &str, test: impl Fn(&ContainerStatus) -> bool) {
+        let entry = engine.inner().entry(id).unwrap();
+        let mut receiver = entry.status.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), receiver.wait_for(|s| test(s)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_default_network_exists_and_avoids_podmans_subnets() {
+        let (engine, _world, _dir) = engine().await;
+        let default = engine.network(DEFAULT_NETWORK).unwrap();
+        let subnet = Subnet::parse(&default.subnet).unwrap();
+        for podman in ["10.88.0.0/16", "10.89.0.0/16"] {
+            assert!(!subnet.overlaps(&Subnet::parse(podman).unwrap()));
+        }
+        assert!(!default.dns_enabled);
+        let error = engine
+            .remove_network(ROOT, DEFAULT_NETWORK, true)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, EngineError::InvalidArgument(_)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_run_under_a_restart_policy_is_set_up_and_torn_down() {
+        let (engine, world, dir) = engine().await;
+        let mut request = bridged(&dir, "flaky");
+        request.restart_policy = Some("on-failure:1".into());
+        let id = engine.create(ROOT, request).await.unwrap();
+        engine.start(ROOT, &id, false).await.unwrap();
+        let first = engine.status(&id).unwrap();
+        assert!(!first.network.ip_address().is_empty());
+        assert_eq!(world.network.namespaces().len(), 1);
+        world.exit(&id, 1);
+        wait_for(&engine, &id, |s| {
+            s.state == State::Running && s.pid != first.pid
+        })
+        .await;
+        assert_eq!(
+            world.network.calls(),
+            vec![
+                format!("setup {id}"),
+                format!("teardown {id}"),
+                format!("setup {id}")
+            ]
+        );
+        assert_eq!(world.network.namespaces().len(), 1);
+        world.exit(&id, 1);
+        wait_for(&engine, &id, |s| s.state == State::Exited).await;
+        let status = engine.status(&id).unwrap();
+        assert!(status.network.is_empty(), "{:?}", status.network);
+        assert!(world.network.namespaces().is_empty());
+        assert!(engine.inner().db.leases().unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_containers_get_different_addresses_and_a_removed_network_goes_with_force() {
+        let (engine, _world, dir) = engine().await;
+        let request = NetworkRequest {
+            subnet: Some("10.99.250.0/29".into()),
+            interface: Some("berthtest0".into()),
+            ..Default::default()
+        };
+        engine.create_network(ROOT, "small", request).await.unwrap();
+        let mut ids = Vec::new();
+        for name in ["one", "two"] {
+            let mut request = bridged(&dir, name);
+            request.network = Some("small".into());
+            let id = engine.create(ROOT, request).await.unwrap();
+            engine.start(ROOT, &id, false).await.unwrap();
+            ids.push(id);
+        }
+        let addresses: Vec<String> = ids
+            .iter()
+            .map(|id| engine.status(id).unwrap().network.ip_address())
+            .collect();
+        assert_eq!(addresses, vec!["10.99.250.2", "10.99.250.3"]);
+        let error = engine
+            .remove_network(ROOT, "small", false)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, EngineError::NetworkInUse(_)), "{error}");
+        engine.remove_network(ROOT, "small", true).await.unwrap();
+        assert!(engine.container_ids().is_empty());
+        assert!(matches!(
+            engine.network("small"),
+            Err(EngineError::NoSuchNetwork(_))
+        ));
+    }
+}
