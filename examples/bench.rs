@@ -146,6 +146,56 @@ async fn main() {
                 stats("runc", "ms", compared[2..].to_vec());
             }
         }
+        "network" => {
+            // `/bin/true` on the default bridge network with one published port (host port 0:
+            // a free one), next to the same on `none`, and the command after `--` (podman on
+            // its bridge), all three interleaved run by run.
+            let mut bridge = Vec::new();
+            let mut none = Vec::new();
+            let mut compared = Vec::new();
+            for _ in 0..count + 2 {
+                if !command.is_empty() {
+                    let started = Instant::now();
+                    let status = std::process::Command::new(&command[0])
+                        .args(&command[1..])
+                        .status()
+                        .expect("run");
+                    assert!(status.success(), "{command:?} failed");
+                    compared.push(started.elapsed().as_secs_f64() * 1e3);
+                }
+                for (network, samples) in [("bridge", &mut bridge), ("none", &mut none)] {
+                    let mut spec = spec(rootfs, &["/bin/true"]);
+                    spec.insert("Network", Variant::from(network));
+                    if network == "bridge" {
+                        spec.insert(
+                            "PortMappings",
+                            Variant::from(vec![(
+                                "127.0.0.1".to_string(),
+                                0u16,
+                                80u16,
+                                "tcp".to_string(),
+                            )]),
+                        );
+                    }
+                    let started = Instant::now();
+                    let path = manager.create_container(spec).await.expect("create");
+                    let c = ContainerProxy::builder(&connection)
+                        .path(path)
+                        .build()
+                        .await
+                        .expect("proxy");
+                    c.start(false).await.expect("start");
+                    assert_eq!(c.wait().await.expect("wait"), 0);
+                    c.remove(false).await.expect("remove");
+                    samples.push(started.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            stats("berth_bridge", "ms", bridge[2..].to_vec());
+            stats("berth_none", "ms", none[2..].to_vec());
+            if !compared.is_empty() {
+                stats("podman_bridge", "ms", compared[2..].to_vec());
+            }
+        }
         "roundtrip" => {
             let echo = zbus::connection::Builder::address(address.as_str())
                 .serve_at("/echo", Echo)

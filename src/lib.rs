@@ -10,11 +10,13 @@
 //!   resolved beneath a root, users, artifacts, named volumes.
 //! - `registry`: pulls from OCI/Docker registries (references, short names, auth files,
 //!   the transfer); the engine runs them as jobs.
+//! - `network`: bridge networks through netavark — namespaces, IP leases, published ports,
+//!   the container's `/etc/hosts` and `/etc/resolv.conf`.
 //! - `bus`: the zbus objects (Manager, Container), authorization and error mapping.
 //! - `cli`: `berthctl`, a D-Bus client only.
 //! - `units`: Quadlet `.container` files to systemd units (`berth-generator`), no D-Bus.
 //!
-//! Dependencies point one way: bus → engine → {runtime, storage, db, monitor}.
+//! Dependencies point one way: bus → engine → {runtime, storage, db, monitor, network}.
 #![deny(unsafe_code)]
 
 pub mod bus;
@@ -26,6 +28,7 @@ pub mod fds;
 mod inotify;
 pub mod monitor;
 pub mod names;
+pub mod network;
 pub mod registry;
 pub mod runtime;
 pub mod storage;

@@ -51,6 +51,10 @@ async fn shipped_introspection_xml_equals_the_live_interfaces() {
         ("org.berth.Engine1.Container", container_path.as_str()),
         ("org.berth.Engine1.Image", image_path.as_str()),
         ("org.berth.Engine1.ExecSession", session_path.as_str()),
+        (
+            "org.berth.Engine1.Network",
+            "/org/berth/Engine1/network/berth",
+        ),
     ] {
         let live = h.busctl(&["introspect", "--xml-interface", "org.berth.Engine1", path]);
         let live = String::from_utf8(live.stdout).unwrap();

@@ -143,6 +143,9 @@ async fn main() -> anyhow::Result<()> {
         mounter: Arc::new(OverlayMounter {
             copy_only: args.storage_driver == "vfs",
         }),
+        network: Arc::new(berth::network::netavark::Netavark::new(
+            args.runroot.join("networks"),
+        )),
     };
     let options = EngineOptions {
         root: args.root,

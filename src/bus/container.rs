@@ -631,6 +631,43 @@ impl ContainerObject {
     fn health_failing_streak(&self) -> Result<u32, BusError> {
         Ok(self.status()?.health_failing_streak)
     }
+
+    /// The address on the first network, "" when none.
+    #[zbus(property, name = "IPAddress")]
+    fn ip_address(&self) -> Result<String, BusError> {
+        Ok(self.status()?.network.ip_address())
+    }
+
+    /// Published ports (host ip, host port, container port, protocol); the host ports
+    /// actually taken while the container runs, the ones asked for otherwise.
+    #[zbus(property)]
+    fn ports(&self) -> Result<Vec<(String, u16, u16, String)>, BusError> {
+        let config = self.config()?;
+        Ok(ports_property(&config, &self.status()?))
+    }
+}
+
+/// The `Ports` property.
+pub fn ports_property(
+    config: &ContainerConfig,
+    status: &ContainerStatus,
+) -> Vec<(String, u16, u16, String)> {
+    let ports = if status.network.ports.is_empty() {
+        &config.network_options.port_mappings
+    } else {
+        &status.network.ports
+    };
+    ports
+        .iter()
+        .map(|p| {
+            (
+                p.host_ip.clone(),
+                p.host_port,
+                p.container_port,
+                p.protocol.clone(),
+            )
+        })
+        .collect()
 }
 
 /// The caller's ends of an attach, as D-Bus handles.
@@ -690,6 +727,28 @@ pub fn changed_properties(
     let sessions = |s: &ContainerStatus| s.exec_sessions.keys().cloned().collect::<Vec<_>>();
     if before.map(sessions) != Some(sessions(after)) {
         changed.push(("ExecSessions", Variant::from(session_paths(id, after))));
+    }
+    if before.map(|s| s.network.ip_address()) != Some(after.network.ip_address()) {
+        changed.push(("IPAddress", Variant::from(after.network.ip_address())));
+    }
+    if before.map(|s| &s.network.ports) != Some(&after.network.ports) {
+        // The published ports as taken by this run (the configured ones when stopped).
+        let ports: Vec<(String, u16, u16, String)> = after
+            .network
+            .ports
+            .iter()
+            .map(|p| {
+                (
+                    p.host_ip.clone(),
+                    p.host_port,
+                    p.container_port,
+                    p.protocol.clone(),
+                )
+            })
+            .collect();
+        if !ports.is_empty() {
+            changed.push(("Ports", Variant::from(ports)));
+        }
     }
     changed
 }

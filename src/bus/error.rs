@@ -82,6 +82,8 @@ impl From<EngineError> for BusError {
             EngineError::NotSupported(_) => BusError::berth("NotSupported", message),
             EngineError::Removed(_) => BusError::berth("Removed", message),
             EngineError::InvalidArgument(_) => BusError::invalid_args(message),
+            EngineError::NoSuchNetwork(_) => BusError::berth("NoSuchNetwork", message),
+            EngineError::NetworkInUse(_) => BusError::berth("NetworkInUse", message),
             EngineError::LimitsExceeded(_) => BusError::standard("LimitsExceeded", message),
             EngineError::Internal(_) => BusError::failed(message),
             EngineError::EventsTrimmed { .. } => BusError::berth("EventsTrimmed", message),

@@ -11,6 +11,7 @@ use super::auth::Action;
 use super::container;
 use super::error::BusError;
 use super::image;
+use super::network;
 use super::spec;
 use super::volume;
 use super::Shared;
@@ -187,6 +188,54 @@ impl Manager {
                 )
             })
             .collect())
+    }
+
+    /// A bridge network (options `Subnet`, `Gateway`, `Internal`, `Isolate`, `DnsEnabled`,
+    /// `Interface`).
+    async fn create_network(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        name: &str,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
+        let request = spec::network_request(&options)?;
+        let record = self.engine.create_network(caller, name, request).await?;
+        super::add_network(connection, &self.engine, &self.shared, &record.name).await?;
+        Ok(network::path(&record.name))
+    }
+
+    async fn get_network(&self, name: &str) -> Result<OwnedObjectPath, BusError> {
+        let _busy = self.engine.busy();
+        Ok(network::path(&self.engine.network(name)?.name))
+    }
+
+    /// (name, driver, subnet, path) of every network, by name.
+    async fn list_networks(&self) -> Vec<(String, String, String, OwnedObjectPath)> {
+        let _busy = self.engine.busy();
+        self.engine
+            .networks()
+            .into_iter()
+            .map(|n| {
+                let path = network::path(&n.name);
+                (n.name, n.driver, n.subnet, path)
+            })
+            .collect()
+    }
+
+    /// `NetworkInUse` while containers are on it, unless `force` (which removes them).
+    async fn remove_network(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        name: &str,
+        force: bool,
+    ) -> Result<(), BusError> {
+        let _busy = self.engine.busy();
+        let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
+        super::remove_network(connection, &self.engine, &self.shared, caller, name, force).await
     }
 
     /// A named volume (podman's `local` driver); "" generates a name. Options: `Labels` a{ss}.

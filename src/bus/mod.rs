@@ -11,6 +11,7 @@ pub mod exec;
 pub mod image;
 pub mod job;
 pub mod manager;
+pub mod network;
 pub mod spec;
 pub mod volume;
 
@@ -138,6 +139,9 @@ pub async fn serve(
     for volume in engine.volumes() {
         add_volume(&connection, &engine, &shared, &volume.name).await?;
     }
+    for network in engine.networks() {
+        add_network(&connection, &engine, &shared, &network.name).await?;
+    }
     let publisher = Publisher {
         connection: connection.clone(),
         engine: engine.clone(),
@@ -232,6 +236,45 @@ async fn add_image(
         .at(image::path(id), object)
         .await?;
     Ok(())
+}
+
+/// Serves a network's object.
+pub(crate) async fn add_network(
+    connection: &Connection,
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    name: &str,
+) -> zbus::Result<()> {
+    let object = network::NetworkObject {
+        engine: engine.clone(),
+        shared: shared.clone(),
+        name: name.to_string(),
+    };
+    connection
+        .object_server()
+        .at(network::path(name), object)
+        .await?;
+    Ok(())
+}
+
+/// `RemoveNetwork` (Manager's and the Network's own): the engine removes it, then its object
+/// goes.
+pub(crate) async fn remove_network(
+    connection: &Connection,
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    caller: crate::engine::Caller,
+    name: &str,
+    force: bool,
+) -> Result<(), error::BusError> {
+    let result = engine.remove_network(caller, name, force).await;
+    if result.is_ok() {
+        connection
+            .object_server()
+            .remove::<network::NetworkObject, _>(network::path(name))
+            .await?;
+    }
+    shared.reply(engine, result).await
 }
 
 /// Serves a volume's object (a no-op if it is already served).

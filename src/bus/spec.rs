@@ -82,6 +82,10 @@ pub fn create_request(spec: HashMap<String, OwnedVariant>) -> BusResult<CreateRe
             "StopTimeout" => request.stop_timeout = Some(take(key, value, "u")?),
             "Mounts" => request.mounts = mounts(value)?,
             "Network" => request.network = Some(take(key, value, "s")?),
+            "Networks" => request.networks = strings(key, value)?,
+            "PortMappings" => request.port_mappings = port_mappings(value)?,
+            "NetworkAliases" => request.network_aliases = strings(key, value)?,
+            "DnsServers" => request.dns_servers = strings(key, value)?,
             "Dependencies" => request.dependencies = strings(key, value)?,
             "RestartPolicy" => request.restart_policy = Some(take(key, value, "s")?),
             "AutoRemove" => request.auto_remove = take(key, value, "b")?,
@@ -138,6 +142,47 @@ fn mounts(value: &OwnedVariant) -> BusResult<Vec<MountSpec>> {
             Ok(mount)
         })
         .collect()
+}
+
+/// `PortMappings` a(sqqs): (host ip or "", host port, container port, `tcp`|`udp`).
+fn port_mappings(value: &OwnedVariant) -> BusResult<Vec<crate::network::PortMapping>> {
+    let entries: Vec<(String, u16, u16, String)> = take("PortMappings", value, "a(sqqs)")?;
+    Ok(entries
+        .into_iter()
+        .map(
+            |(host_ip, host_port, container_port, protocol)| crate::network::PortMapping {
+                host_ip,
+                host_port,
+                container_port,
+                protocol,
+            },
+        )
+        .collect())
+}
+
+/// `CreateNetwork` options: `Subnet` s, `Gateway` s, `Internal` b, `Isolate` b,
+/// `DnsEnabled` b, `Interface` s.
+pub fn network_request(
+    options: &HashMap<String, OwnedVariant>,
+) -> BusResult<crate::engine::NetworkRequest> {
+    let mut request = crate::engine::NetworkRequest::default();
+    for (key, value) in options {
+        let key = key.as_str();
+        match key {
+            "Subnet" => request.subnet = Some(take(key, value, "s")?),
+            "Gateway" => request.gateway = Some(take(key, value, "s")?),
+            "Internal" => request.internal = take(key, value, "b")?,
+            "Isolate" => request.isolate = take(key, value, "b")?,
+            "DnsEnabled" => request.dns_enabled = Some(take(key, value, "b")?),
+            "Interface" => request.interface = Some(take(key, value, "s")?),
+            other => {
+                return Err(BusError::invalid_args(format!(
+                    "{other}: unknown CreateNetwork option"
+                )))
+            }
+        }
+    }
+    Ok(request)
 }
 
 /// `ImportImage` options: `Reference` names the image; a plain rootfs tar takes its config

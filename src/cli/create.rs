@@ -41,9 +41,19 @@ pub struct CreateArgs {
     /// volume. OPTIONS: ro, rw, nocopy and mount options, comma-separated.
     #[arg(short = 'v', long = "volume")]
     volume: Vec<String>,
-    /// none (default) or host.
+    /// bridge (default: the network `berth`), none, host, or a network's name;
+    /// comma-separated names join several.
     #[arg(long)]
     network: Option<String>,
+    /// Publish a port: [IP:]HOST:CONTAINER[/udp] (HOST empty or 0: a free port).
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// A further name the container answers to on its networks (DNS).
+    #[arg(long = "network-alias")]
+    network_alias: Vec<String>,
+    /// A DNS server for the container's /etc/resolv.conf.
+    #[arg(long = "dns")]
+    dns: Vec<String>,
     /// Containers that must run first.
     #[arg(long = "requires")]
     requires: Vec<String>,
@@ -216,7 +226,6 @@ fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
     put_string("User", &args.user);
     put_string("Hostname", &args.hostname);
     put_string("StopSignal", &args.stop_signal);
-    put_string("Network", &args.network);
     put_string("RestartPolicy", &args.restart);
     put_string("LogDriver", &args.log_driver);
     for option in &args.security_opt {
@@ -243,11 +252,14 @@ fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
         ("Dependencies", &args.requires),
         ("CapAdd", &args.cap_add),
         ("CapDrop", &args.cap_drop),
+        ("NetworkAliases", &args.network_alias),
+        ("DnsServers", &args.dns),
     ] {
         if !list.is_empty() {
             spec.insert(key, Variant::from(list.clone()));
         }
     }
+    super::network::put_network(&mut spec, args.network.as_deref(), &args.publish)?;
     if !args.label.is_empty() {
         spec.insert("Labels", Variant::from(pairs("label", &args.label)?));
     }

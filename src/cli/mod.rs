@@ -9,6 +9,8 @@ mod images;
 mod lifecycle;
 mod list;
 mod logs;
+mod network;
+pub mod network_proxy;
 pub mod proxy;
 mod volume;
 mod systemd;
@@ -106,6 +108,11 @@ pub enum Command {
         /// Name the image.
         #[arg(long)]
         reference: Option<String>,
+    },
+    /// Manage networks.
+    Network {
+        #[command(subcommand)]
+        command: network::NetworkCommand,
     },
     /// List images.
     Images {
@@ -312,6 +319,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             container,
         } => logs::logs(&connection, &container, follow, tail, timestamps).await,
         Command::Import { file, reference } => images::import(&connection, &file, reference).await,
+        Command::Network { command } => network::run(&connection, command).await,
         Command::Images { quiet, digests } => images::images(&connection, quiet, digests).await,
         Command::Pull(args) => pull::pull(&connection, args).await,
         Command::Rmi {

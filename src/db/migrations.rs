@@ -37,6 +37,19 @@ pub const MIGRATIONS: &[&str] = &[
          name   TEXT PRIMARY KEY NOT NULL,
          record TEXT NOT NULL
      );",
+    // 5: bridge networks (their record as JSON) and the IP leases of containers on
+    // them (netavark leaves allocation to its caller).
+    "CREATE TABLE networks (
+         name   TEXT PRIMARY KEY NOT NULL,
+         record TEXT NOT NULL
+     );
+     CREATE TABLE network_leases (
+         network      TEXT NOT NULL,
+         container_id TEXT NOT NULL,
+         address      TEXT NOT NULL,
+         PRIMARY KEY (network, address),
+         UNIQUE (network, container_id)
+     );",
 ];
 
 /// Brings the database up to the latest schema, each step in its own transaction.

@@ -3,6 +3,7 @@
 
 mod migrations;
 mod volumes;
+mod networks;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -18,6 +18,20 @@ pub enum Network {
     None,
     /// The host's network namespace.
     Host,
+    /// A namespace of berth's own, wired into the bridge networks named in
+    /// [`ContainerNetworks::networks`] by netavark.
+    Bridge,
+}
+
+/// The network keys of the spec, validated (`Networks`, `PortMappings`, `NetworkAliases`,
+/// `DnsServers`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContainerNetworks {
+    /// Network names, in interface order (`eth0` on the first).
+    pub networks: Vec<String>,
+    pub port_mappings: Vec<crate::network::PortMapping>,
+    pub aliases: Vec<String>,
+    pub dns_servers: Vec<String>,
 }
 
 /// `RestartPolicy` spec key, as podman spells it.
@@ -99,6 +113,10 @@ pub struct CreateRequest {
     pub stop_timeout: Option<u32>,
     pub mounts: Vec<MountSpec>,
     pub network: Option<String>,
+    pub networks: Vec<String>,
+    pub port_mappings: Vec<crate::network::PortMapping>,
+    pub network_aliases: Vec<String>,
+    pub dns_servers: Vec<String>,
     pub dependencies: Vec<String>,
     pub restart_policy: Option<String>,
     pub auto_remove: bool,
@@ -145,6 +163,8 @@ pub struct ContainerConfig {
     pub stop_timeout: u32,
     pub mounts: Vec<MountSpec>,
     pub network: Network,
+    #[serde(default)]
+    pub network_options: ContainerNetworks,
     /// Ids of the containers that must run first.
     pub dependencies: Vec<String>,
     pub restart_policy: RestartPolicy,
@@ -227,6 +247,9 @@ pub struct ContainerStatus {
     /// Health transitions up to this time (µs) have their `health_status` event.
     #[serde(default)]
     pub health_recorded_at: u64,
+    /// What the current run holds of the network (namespace, addresses, host ports).
+    #[serde(default)]
+    pub network: crate::network::Attachment,
 }
 
 /// One exec session of a container.
@@ -277,6 +300,7 @@ impl ContainerStatus {
             health: String::new(),
             health_failing_streak: 0,
             health_recorded_at: 0,
+            network: crate::network::Attachment::default(),
         }
     }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::config::{
-    is_valid_name, ContainerConfig, ContainerStatus, CreateRequest, Network, RestartPolicy,
+    is_valid_name, ContainerConfig, ContainerStatus, CreateRequest, RestartPolicy,
 };
 use super::{
     blocking, event, Caller, Engine, EngineError, Entry, Locked, Notification, Result, State,
@@ -142,15 +142,16 @@ impl Engine {
             Some(text) => RestartPolicy::parse(&text)
                 .ok_or_else(|| invalid(format!("RestartPolicy: unknown policy {text:?}")))?,
         };
-        let network = match request.network.as_deref() {
-            None | Some("none") => Network::None,
-            Some("host") => Network::Host,
-            Some(other) => {
-                return Err(invalid(format!(
-                    "Network: unknown mode {other:?} (none or host)"
-                )))
-            }
-        };
+        let (network, network_options) = self.network_request(
+            request.network.take(),
+            std::mem::take(&mut request.networks),
+            super::config::ContainerNetworks {
+                networks: Vec::new(),
+                port_mappings: std::mem::take(&mut request.port_mappings),
+                aliases: std::mem::take(&mut request.network_aliases),
+                dns_servers: std::mem::take(&mut request.dns_servers),
+            },
+        )?;
         let log_driver = match request.log_driver.as_deref() {
             None | Some("k8s-file") => "k8s-file".to_string(),
             Some("none") => "none".to_string(),
@@ -287,6 +288,7 @@ impl Engine {
             stop_timeout: request.stop_timeout.unwrap_or(10),
             mounts: request.mounts,
             network,
+            network_options,
             dependencies,
             restart_policy,
             auto_remove: request.auto_remove,
@@ -344,6 +346,7 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
     super::lifecycle::kill_and_reap(locked, caller).await?;
     super::exit::release_runtime(locked, caller).await?;
     let mut status = locked.status();
+    super::networking::detach_into(locked, &mut status).await;
     status.state = State::Removing;
     locked.commit(status, Vec::new()).await?;
     super::filesystem::unmount_all(locked).await?;

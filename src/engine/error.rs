@@ -47,6 +47,10 @@ pub enum EngineError {
     Removed(String),
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("no such network {0:?}")]
+    NoSuchNetwork(String),
+    #[error("{0}")]
+    NetworkInUse(String),
     #[error("{0}")]
     LimitsExceeded(String),
     #[error("{0}")]

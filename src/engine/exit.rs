@@ -170,6 +170,8 @@ async fn commit_stopped(
         finished_at,
     ));
     all.extend(events);
+    // The network goes with the process, before anyone is told it stopped.
+    super::networking::detach_into(locked, &mut stopped).await;
     stopped.state = State::Stopped;
     stopped.finished_at = finished_at;
     stopped.pid = 0;
@@ -205,6 +207,7 @@ pub(crate) async fn release_runtime(locked: &Locked<'_>, caller: Caller) -> Resu
         status.pid = 0;
         status.monitor_pid = 0;
     }
+    super::networking::detach_into(locked, &mut status).await;
     super::filesystem::release_runtime_mount_into(locked, &mut status).await?;
     let _ = std::fs::remove_file(locked.engine().paths.exit_file(locked.id()));
     status.state = next;

@@ -34,6 +34,7 @@ pub struct FakeWorld {
     pub dead_monitors: Mutex<Vec<String>>,
     /// Exec sessions started: session id → (pid, exit file).
     sessions: Mutex<HashMap<String, (u32, PathBuf)>>,
+    pub network: Arc<crate::network::fake::FakeNetwork>,
 }
 
 impl FakeWorld {
@@ -49,6 +50,7 @@ impl FakeWorld {
             runtime: Arc::new(FakeRuntime(self.clone())),
             launcher: Arc::new(FakeLauncher(self.clone())),
             mounter: Arc::new(FakeMounter(self.clone())),
+            network: self.network.clone(),
         }
     }
 

@@ -89,6 +89,7 @@ impl Engine {
                 "LogPath": log_path,
                 "BundlePath": runroot_bundle.display().to_string(),
                 "Dependencies": config.dependencies,
+                "NetworkSettings": super::networking::network_settings(&status.network),
                 "GraphDriver": { "Name": driver, "Data": graph_data },
                 "Mounts": mounts,
                 "Config": {
@@ -108,7 +109,8 @@ impl Engine {
                 "HostConfig": {
                     "RestartPolicy": { "Name": restart_name, "MaximumRetryCount": retries },
                     "AutoRemove": config.auto_remove,
-                    "NetworkMode": match config.network { super::config::Network::Host => "host", super::config::Network::None => "none" },
+                    "NetworkMode": super::networking::network_mode(&config),
+                    "PortBindings": super::networking::port_bindings(&config.network_options.port_mappings),
                     "Memory": config.memory_max.unwrap_or(0),
                     "PidsLimit": config.pids_max.unwrap_or(0),
                     "NanoCpus": config.cpu_quota.map(|c| (c * 1e9) as u64).unwrap_or(0),

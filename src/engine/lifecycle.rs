@@ -152,6 +152,17 @@ pub(crate) async fn create_in_runtime(
     }
     let mut status = locked.status();
     let mountpoint = super::filesystem::acquire_mount_into(locked, &mut status).await?;
+    let network = match super::networking::attach(locked, &mut status).await {
+        Ok(network) => network,
+        Err(error) => {
+            status.error = error.to_string();
+            if let Err(unmount) = super::filesystem::release_mount_into(locked, &mut status).await {
+                tracing::warn!(id = %locked.id(), error = %unmount, "unmount after a failed network setup failed");
+            }
+            locked.commit(status, Vec::new()).await?;
+            return Err(error);
+        }
+    };
     let inner = locked.engine().clone();
     let config = locked.config().clone();
     let id = config.id.clone();
@@ -181,6 +192,10 @@ pub(crate) async fn create_in_runtime(
                 input.cgroups_path = format!("machine.slice:berth:{}", config.id);
             }
             input.console_size = stdio.console_size;
+            if let Some(network) = network {
+                input.network_namespace = Some(network.netns);
+                input.mounts.extend(network.mounts);
+            }
             let mut built = spec::build(&input).map_err(|e| EngineError::Runtime(e.to_string()))?;
             std::fs::create_dir_all(&bundle)
                 .map_err(|e| EngineError::Internal(format!("create {}: {e}", bundle.display())))?;
@@ -211,6 +226,7 @@ pub(crate) async fn create_in_runtime(
         Ok(launched) => launched,
         Err(error) => {
             status.error = error.to_string();
+            super::networking::detach_into(locked, &mut status).await;
             if let Err(unmount) = super::filesystem::release_mount_into(locked, &mut status).await {
                 tracing::warn!(id = %locked.id(), error = %unmount, "unmount after a failed init failed");
             }
@@ -315,6 +331,7 @@ fn spec_input(
             config.seccomp_profile.as_deref(),
             config.privileged,
         ),
+        network_namespace: None,
     }
 }
 

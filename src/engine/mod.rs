@@ -23,6 +23,7 @@ mod lifecycle;
 mod logs;
 mod maintenance;
 mod pull;
+mod networking;
 mod reconcile;
 pub mod state;
 #[cfg(test)]
@@ -48,6 +49,7 @@ pub use health::HealthRequest;
 pub use logs::LogOptions;
 pub use maintenance::BatchOp;
 pub use pull::{PullOptions, PullPolicy};
+pub use networking::NetworkRequest;
 pub use state::State;
 
 use crate::clock::now_micros;
@@ -131,6 +133,7 @@ pub struct Backends {
     pub runtime: Arc<dyn OciRuntime>,
     pub launcher: Arc<dyn MonitorLauncher>,
     pub mounter: Arc<dyn Mounter>,
+    pub network: Arc<dyn crate::network::NetworkDriver>,
 }
 
 /// Where the engine keeps things.
@@ -202,6 +205,7 @@ pub(crate) struct Inner {
     busy: AtomicUsize,
     /// Bumped whenever `busy` changes, so idling is awaited, not polled.
     activity: watch::Sender<u64>,
+    networks: networking::NetworkState,
 }
 
 /// Cheap to clone handle on the engine.
@@ -269,6 +273,8 @@ impl Engine {
             .sweep(&referenced)
             .map_err(|e| EngineError::Internal(format!("layer store: {e}")))?;
         let volumes = volumes::Volumes::open(&options.root, &db, &containers)?;
+        let networks =
+            networking::NetworkState::load(&db, backends.network.clone(), &options.root)?;
         let (sender, notifications) = mpsc::unbounded_channel();
         let notify = Arc::new(Notifier {
             sender,
@@ -288,6 +294,7 @@ impl Engine {
             jobs: jobs::Jobs::default(),
             busy: AtomicUsize::new(0),
             activity: watch::Sender::new(0),
+            networks,
         });
         Ok((Engine { inner }, notifications))
     }
@@ -301,6 +308,7 @@ impl Engine {
         tokio::spawn(async move { engine.follow_exits(exits).await });
         self.reconcile().await;
         self.follow_sidecars().await?;
+        self.hold_published_ports();
         Ok(())
     }
 

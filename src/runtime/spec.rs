@@ -155,6 +155,8 @@ pub struct SpecInput {
     pub annotations: std::collections::HashMap<String, String>,
     /// podman's seccomp profile to apply (`None`: no filter).
     pub seccomp_profile: Option<PathBuf>,
+    /// A network namespace file to join instead of a new namespace (bridge networks).
+    pub network_namespace: Option<PathBuf>,
 }
 
 fn parse_capability(name: &str) -> Result<Capability, SpecError> {
@@ -339,6 +341,21 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
             .unwrap_or_default()
             .into_iter()
             .filter(|ns| ns.typ() != LinuxNamespaceType::Network)
+            .collect();
+        linux.set_namespaces(Some(namespaces));
+    }
+    if let Some(path) = &input.network_namespace {
+        let namespaces: Vec<LinuxNamespace> = linux
+            .namespaces()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut ns| {
+                if ns.typ() == LinuxNamespaceType::Network {
+                    ns.set_path(Some(path.clone()));
+                }
+                ns
+            })
             .collect();
         linux.set_namespaces(Some(namespaces));
     }
