@@ -44,9 +44,37 @@ impl Engine {
         }
     }
 
+    /// Restarts a container. As with `Stop`, the lock is not held while the stop waits for
+    /// the process, so `Kill` and `Remove(force)` get through during a long restart; if one
+    /// of them took the container meanwhile, the restart answers what happened to it.
     pub async fn restart(&self, caller: Caller, id: &str, timeout: u32) -> Result<()> {
-        let locked = self.inner().lock(id).await?;
-        restart_locked(&locked, caller, timeout).await
+        let inner = self.inner().clone();
+        let waited = {
+            let locked = inner.lock(id).await?;
+            let state = locked.status().state;
+            if !state.can_restart() {
+                return Err(locked.invalid("restart"));
+            }
+            if !state.can_stop() {
+                return restart_locked(&locked, caller, timeout).await;
+            }
+            let restarting = Restarting::mark(locked.entry.clone());
+            begin_stop(&locked).await?.map(|pid| (restarting, pid))
+        };
+        if let Some((restarting, pid)) = &waited {
+            await_exit_or_kill(&inner.backends, &restarting.0, *pid, timeout).await?;
+        }
+        let locked = inner.lock(id).await?;
+        // Held until the start is done: the exit it caused is not followed by AutoRemove.
+        let _restarting = waited;
+        finish_stop(&locked, caller, false).await?;
+        if !locked.status().state.can_start() {
+            return Err(locked.invalid("restart"));
+        }
+        start_locked(&locked, caller, false).await?;
+        locked
+            .record(vec![event("restart", locked.config(), caller, &[])])
+            .await
     }
 
     pub async fn kill(&self, caller: Caller, id: &str, signal: &str) -> Result<()> {
@@ -83,6 +111,26 @@ impl Engine {
         );
         self.inner().record_events(id, vec![wait]).await?;
         Ok(exit_code)
+    }
+}
+
+/// Marks a container as being restarted for as long as it lives.
+struct Restarting(std::sync::Arc<super::Entry>);
+
+impl Restarting {
+    fn mark(entry: std::sync::Arc<super::Entry>) -> Restarting {
+        entry
+            .restarting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Restarting(entry)
+    }
+}
+
+impl Drop for Restarting {
+    fn drop(&mut self) {
+        self.0
+            .restarting
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -220,6 +268,10 @@ pub(crate) async fn create_in_runtime(
             return Err(error);
         }
     };
+    Engine {
+        inner: locked.engine().clone(),
+    }
+    .watch_monitor(locked.id(), launched.monitor_pid);
     status.state = State::Created;
     status.pid = launched.pid;
     status.monitor_pid = launched.monitor_pid;

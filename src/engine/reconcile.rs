@@ -20,6 +20,12 @@ impl Engine {
             drop(locked);
             return self.remove(Caller::ENGINE, id, true).await;
         }
+        if status.state == State::Stopped {
+            // The exit was recorded but not cleaned up (berthd died, or a reboot wiped
+            // `--runroot`): release the runtime and the mount now.
+            super::exit::release_runtime(&locked, Caller::ENGINE).await?;
+            return super::exit::after_exit_locked(&locked).await;
+        }
         if !status.state.has_process() {
             return Ok(());
         }
@@ -40,6 +46,7 @@ impl Engine {
             .is_alive(status.monitor_pid, id)
         {
             // Adopted: the monitor still watches it and will write its exit file.
+            self.watch_monitor(id, status.monitor_pid);
             if status.state == State::Stopping {
                 let mut running = status.clone();
                 running.state = State::Running;

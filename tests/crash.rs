@@ -1,0 +1,220 @@
+//! End to end: crash consistency — lost monitors, a wiped runroot, and verbs that must get
+//! through while a `Restart` waits.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use common::harness;
+
+/// The exit code recorded when nobody can know the real one (see the README).
+const UNKNOWN_EXIT_CODE: i32 = -1;
+
+fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_killed_with_sigkill_settles_the_container_within_a_second() {
+    let Some(mut h) = harness("a_monitor_killed_with_sigkill_settles_the_container") else {
+        return;
+    };
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let container = h.create(&connection, "lost", &["sleep", "1000"]).await;
+    container.start(false).await.unwrap();
+    let process = container.pid().await.unwrap();
+    let mut exited = container.receive_exited().await.unwrap();
+    let waiter = {
+        let container = container.clone();
+        tokio::spawn(async move { container.wait().await })
+    };
+    // The Wait call is pending before the monitor goes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "Wait answered while running");
+    let monitors = h.monitors();
+    assert_eq!(monitors.len(), 1, "one monitor: {monitors:?}");
+
+    let killed_at = Instant::now();
+    kill(Pid::from_raw(monitors[0] as i32), Signal::SIGKILL).unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(1), waiter)
+        .await
+        .expect("Wait answered within 1 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(waited, UNKNOWN_EXIT_CODE);
+    let remaining = Duration::from_secs(1).saturating_sub(killed_at.elapsed());
+    let signal = tokio::time::timeout(remaining + Duration::from_millis(50), exited.next())
+        .await
+        .expect("Exited sent within 1 s")
+        .unwrap();
+    assert_eq!(signal.args().unwrap().exit_code, UNKNOWN_EXIT_CODE);
+    // `stopped` at the exit, then `exited` once cleaned up: both within the second.
+    while container.state().await.unwrap() != "exited"
+        && killed_at.elapsed() < Duration::from_secs(1)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        container.state().await.unwrap(),
+        "exited",
+        "error {:?}; berthd log:\n{}",
+        container.error().await,
+        std::fs::read_to_string(h.dir.path().join("berthd.log")).unwrap_or_default()
+    );
+    assert_eq!(container.exit_code().await.unwrap(), UNKNOWN_EXIT_CODE);
+
+    common::wait_until(Duration::from_secs(5), || !process_exists(process));
+    assert!(!process_exists(process), "the container process was left");
+    assert!(h.mounts().is_empty(), "mounts left: {:?}", h.mounts());
+    let manager = berth::cli::proxy::ManagerProxy::new(&connection)
+        .await
+        .unwrap();
+    let id = container.id().await.unwrap();
+    let events = manager.get_events(0, 0).await.unwrap();
+    let died = events
+        .iter()
+        .find(|e| e.2 == id && e.3 == "died")
+        .expect("a died event");
+    assert_eq!(died.4.get("exitCode").map(String::as_str), Some("-1"));
+
+    // Usable again: it starts, and goes.
+    container.start(false).await.unwrap();
+    assert_eq!(container.state().await.unwrap(), "running");
+    container.remove(true).await.unwrap();
+    assert!(h.monitors().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_and_remove_get_through_a_long_restart() {
+    let Some(mut h) = harness("kill_and_remove_get_through_a_long_restart") else {
+        return;
+    };
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    // PID 1 without a TERM handler: the restart's stop waits out its whole timeout.
+    let container = h.create(&connection, "slow", &["sleep", "1000"]).await;
+    container.start(false).await.unwrap();
+    let first_pid = container.pid().await.unwrap();
+
+    let restart = {
+        let container = container.clone();
+        tokio::spawn(async move { container.restart(60).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(container.state().await.unwrap(), "stopping");
+    let asked = Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), container.kill("KILL"))
+        .await
+        .expect("Kill answered during the restart")
+        .unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(3));
+    // The killed process ends the restart's wait: it starts the container again.
+    tokio::time::timeout(Duration::from_secs(10), restart)
+        .await
+        .expect("the restart finished after the kill")
+        .unwrap()
+        .unwrap();
+    assert_eq!(container.state().await.unwrap(), "running");
+    assert_ne!(container.pid().await.unwrap(), first_pid);
+
+    let restart = {
+        let container = container.clone();
+        tokio::spawn(async move { container.restart(60).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(container.state().await.unwrap(), "stopping");
+    tokio::time::timeout(Duration::from_secs(5), container.remove(true))
+        .await
+        .expect("Remove(force) answered during the restart")
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), restart)
+        .await
+        .expect("the restart answered after the remove")
+        .unwrap();
+    let error = outcome.expect_err("a restart of a removed container cannot succeed");
+    let name = common::error_name(&error);
+    assert!(
+        name.ends_with("Removed") || name.ends_with("NoSuchContainer"),
+        "{name}"
+    );
+    assert!(h.mounts().is_empty(), "mounts left: {:?}", h.mounts());
+    common::wait_until(Duration::from_secs(5), || h.monitors().is_empty());
+    assert!(h.monitors().is_empty());
+}
+
+/// A reboot wipes `--runroot` (tmpfs) and every process and mount: simulated here by killing
+/// berthd, the monitors and the containers, unmounting and emptying the runroot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reboot_every_container_is_exited_and_unmounted() {
+    let Some(mut h) = harness("after_a_reboot_every_container_is_exited_and_unmounted") else {
+        return;
+    };
+    h.start_berthd(&[]);
+    let (paths, processes) = {
+        let connection = h.connection().await;
+        let running = h.create(&connection, "running", &["sleep", "1000"]).await;
+        running.start(false).await.unwrap();
+        let created = h.create(&connection, "created", &["sleep", "1000"]).await;
+        created.init().await.unwrap();
+        let mounted = h.create(&connection, "mounted", &["true"]).await;
+        mounted.start(false).await.unwrap();
+        mounted.wait().await.unwrap();
+        let processes = vec![running.pid().await.unwrap(), created.pid().await.unwrap()];
+        let paths: Vec<_> = [&running, &created, &mounted]
+            .iter()
+            .map(|c| c.inner().path().to_owned())
+            .collect();
+        (paths, processes)
+    };
+    h.kill_berthd();
+    simulate_reboot(&h, &processes);
+
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    for path in &paths {
+        let container = common::proxy_at(&connection, path.clone().into()).await;
+        let name = container.name().await.unwrap();
+        assert_eq!(container.state().await.unwrap(), "exited", "{name}");
+        assert_eq!(container.pid().await.unwrap(), 0, "{name}");
+    }
+    assert!(h.mounts().is_empty(), "mounts left: {:?}", h.mounts());
+    for path in &paths {
+        let container = common::proxy_at(&connection, path.clone().into()).await;
+        container.start(false).await.unwrap();
+        container.remove(true).await.unwrap();
+    }
+    assert!(h.mounts().is_empty(), "mounts left: {:?}", h.mounts());
+}
+
+fn simulate_reboot(h: &common::Harness, processes: &[u32]) {
+    for pid in h.monitors().into_iter().chain(processes.iter().copied()) {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    let runtime_root = h.runroot().join("runtime");
+    for entry in std::fs::read_dir(&runtime_root).unwrap() {
+        let id = entry.unwrap().file_name();
+        let status = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(&runtime_root)
+            .arg("delete")
+            .arg("--force")
+            .arg(&id)
+            .status()
+            .unwrap();
+        assert!(status.success(), "runc delete {id:?}");
+    }
+    for line in h.mounts().iter().rev() {
+        let target = line.split_whitespace().nth(1).unwrap();
+        let status = std::process::Command::new("umount")
+            .arg(target)
+            .status()
+            .unwrap();
+        assert!(status.success(), "umount {target}");
+    }
+    std::fs::remove_dir_all(h.runroot()).unwrap();
+}
