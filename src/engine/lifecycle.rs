@@ -68,6 +68,7 @@ impl Engine {
         // Held until the start is done: the exit it caused is not followed by AutoRemove.
         let _restarting = waited;
         finish_stop(&locked, caller, false).await?;
+        crate::failpoint::hit("restart.after-stop");
         if !locked.status().state.can_start() {
             return Err(locked.invalid("restart"));
         }
@@ -268,6 +269,11 @@ pub(crate) async fn create_in_runtime(
             return Err(error);
         }
     };
+    crate::failpoint::hit(if starting {
+        "start.after-launch"
+    } else {
+        "init.after-launch"
+    });
     Engine {
         inner: locked.engine().clone(),
     }
@@ -407,6 +413,7 @@ pub(crate) async fn start_with(
         locked.commit(status, Vec::new()).await?;
         return Err(error);
     }
+    crate::failpoint::hit("start.after-runc-start");
     let mut status = locked.status();
     status.state = State::Running;
     status.started_at = now_micros();
@@ -450,6 +457,7 @@ async fn begin_stop(locked: &Locked<'_>) -> Result<Option<u32>> {
         locked.commit(before, Vec::new()).await?;
         return Err(error);
     }
+    crate::failpoint::hit("stop.after-signal");
     Ok(Some(before.pid))
 }
 
@@ -559,6 +567,7 @@ pub(crate) async fn kill_locked(locked: &Locked<'_>, caller: Caller, signal: &st
         return Err(locked.invalid("kill"));
     }
     send_signal(locked, number).await?;
+    crate::failpoint::hit("kill.after-signal");
     locked
         .record(vec![event(
             "kill",
@@ -576,6 +585,7 @@ pub(crate) async fn pause_locked(locked: &Locked<'_>, caller: Caller) -> Result<
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();
     blocking(move || Ok(runtime.pause(&id)?)).await?;
+    crate::failpoint::hit("pause.after-runc-pause");
     let mut status = locked.status();
     status.state = State::Paused;
     locked
@@ -590,6 +600,7 @@ pub(crate) async fn unpause_locked(locked: &Locked<'_>, caller: Caller) -> Resul
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();
     blocking(move || Ok(runtime.resume(&id)?)).await?;
+    crate::failpoint::hit("unpause.after-runc-resume");
     let mut status = locked.status();
     status.state = State::Running;
     locked

@@ -22,6 +22,7 @@ mod logs;
 mod maintenance;
 mod monitors;
 mod reconcile;
+mod recover;
 pub mod state;
 #[cfg(test)]
 mod tests;

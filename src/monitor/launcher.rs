@@ -65,6 +65,12 @@ pub trait MonitorLauncher: Send + Sync {
     /// Whether `monitor_pid` is still the monitor of container `id` (pids are reused).
     fn is_alive(&self, monitor_pid: u32, id: &str) -> bool;
 
+    /// The pid of a live monitor of container `id`, found without a record of it (a run
+    /// berthd started but died before recording).
+    fn find(&self, _id: &str) -> Option<u32> {
+        None
+    }
+
     /// A pidfd on the monitor of container `id` (readable once it exits), or `None` when it is
     /// already gone or cannot be watched. A monitor is not berthd's child (it forks away), so
     /// a pidfd is how its death is learned at once.
@@ -211,6 +217,19 @@ impl MonitorLauncher for ProcessLauncher {
         // Checked after opening: the pidfd then refers to the process seen here, not to a
         // later one that reused the pid.
         self.is_alive(monitor_pid, id).then_some(pidfd)
+    }
+
+    fn find(&self, id: &str) -> Option<u32> {
+        let wanted = format!("\0--id\0{id}\0");
+        std::fs::read_dir("/proc")
+            .ok()?
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|bytes| {
+                    let text = String::from_utf8_lossy(&bytes);
+                    text.contains("berth-monitor") && text.contains(&wanted)
+                })
+            })
     }
 
     fn export(&self, root: &Path, destination: std::fs::File) -> Result<(), LaunchError> {
