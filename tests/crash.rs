@@ -471,3 +471,140 @@ async fn a_crash_at_every_failpoint_is_reconciled_at_the_next_start() {
         eprintln!("failpoints not reached here (CRIU needed): {skipped:?}");
     }
 }
+
+/// A count from the environment (the long form of a test), else `short`.
+fn rounds(variable: &str, short: usize) -> usize {
+    std::env::var(variable)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(short)
+}
+
+/// One ordinary cycle (create, start, stop, remove) that stops at the first failure: berthd
+/// is killed somewhere in it.
+async fn cycle(h: &common::Harness, connection: &zbus::Connection, round: usize) {
+    use std::collections::HashMap;
+    let Ok(manager) = berth::cli::proxy::ManagerProxy::new(connection).await else {
+        return;
+    };
+    let mut spec: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
+    spec.insert(
+        "Rootfs",
+        zbus::Variant::from(h.rootfs.display().to_string()),
+    );
+    spec.insert("Name", zbus::Variant::from(format!("cycle{round}")));
+    spec.insert(
+        "Command",
+        zbus::Variant::from(vec!["sleep".to_string(), "1000".to_string()]),
+    );
+    let Ok(path) = manager.create_container(spec).await else {
+        return;
+    };
+    let Ok(container) = berth::cli::proxy::ContainerProxy::builder(connection)
+        .path(path)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+    else {
+        return;
+    };
+    if container.start(false).await.is_err() || container.stop(0).await.is_err() {
+        return;
+    }
+    let _ = container.remove(false).await;
+}
+
+/// Kills berthd (the harness's) with SIGKILL after `delay`.
+async fn kill_after(pid: u32, delay: Duration) {
+    tokio::time::sleep(delay).await;
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+/// Issue 14, point 3: berthd killed at random moments of ordinary cycles. The short form
+/// runs in `scripts/test`; `BERTH_CRASH_KILLS=200` is the long one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_kills_during_ordinary_cycles_leave_no_anomaly() {
+    let Some(mut h) = harness("randomized_kills_during_ordinary_cycles") else {
+        return;
+    };
+    let kills = rounds("BERTH_CRASH_KILLS", 10);
+    let mut all = Vec::new();
+    for round in 0..kills {
+        h.start_berthd(&[]);
+        let pid = h.berthd_pid().unwrap();
+        {
+            let connection = h.connection().await;
+            // A whole cycle takes ~300-600 ms here: the kill lands anywhere in it.
+            let delay = Duration::from_millis(rand::random_range(0..600));
+            tokio::join!(cycle(&h, &connection, round), kill_after(pid, delay));
+        }
+        h.kill_berthd();
+        h.start_berthd(&[]);
+        let connection = h.connection().await;
+        for anomaly in anomalies(&h, &connection).await {
+            all.push(format!("kill {round}: {anomaly}"));
+        }
+        // Remove(force) works on whatever the crash left.
+        let manager = berth::cli::proxy::ManagerProxy::new(&connection)
+            .await
+            .unwrap();
+        for (id, name, state, _) in manager.list_containers().await.unwrap() {
+            if let Err(error) = manager.remove_container(&id, true).await {
+                all.push(format!(
+                    "kill {round}: Remove(force) of {name} ({state}): {error}"
+                ));
+            }
+        }
+        h.kill_berthd();
+    }
+    eprintln!(
+        "randomized kill loop: {} anomalies over {kills} kills",
+        all.len()
+    );
+    assert!(all.is_empty(), "{all:#?}");
+}
+
+/// Issue 14, point 3: a fresh `Start` killed in flight, again and again: each container ends
+/// running (adopted) or not started, as runc says, and `Remove(force)` works on each.
+/// `BERTH_CRASH_STARTS=50` is the long form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_start_killed_in_flight_ends_as_reality_says() {
+    let Some(mut h) = harness("a_fresh_start_killed_in_flight") else {
+        return;
+    };
+    let starts = rounds("BERTH_CRASH_STARTS", 10);
+    let mut adopted = 0;
+    for round in 0..starts {
+        h.start_berthd(&[]);
+        let pid = h.berthd_pid().unwrap();
+        let path = {
+            let connection = h.connection().await;
+            let container = h
+                .create(&connection, &format!("fresh{round}"), &["sleep", "1000"])
+                .await;
+            // A fresh start takes ~50-150 ms here.
+            let delay = Duration::from_millis(rand::random_range(0..150));
+            let (started, ()) = tokio::join!(container.start(false), kill_after(pid, delay));
+            let _ = started;
+            container.inner().path().to_owned()
+        };
+        h.kill_berthd();
+        h.start_berthd(&[]);
+        let connection = h.connection().await;
+        let found = anomalies(&h, &connection).await;
+        assert!(found.is_empty(), "start {round}: {found:#?}");
+        let container = common::proxy_at(&connection, path.into()).await;
+        let state = container.state().await.unwrap();
+        assert!(
+            matches!(state.as_str(), "running" | "exited" | "configured"),
+            "start {round}: {state}"
+        );
+        if state == "running" {
+            adopted += 1;
+        }
+        container.remove(true).await.unwrap();
+        h.kill_berthd();
+    }
+    eprintln!("fresh starts killed in flight: {starts}, of which {adopted} found running");
+    assert!(h.mounts().is_empty(), "mounts left: {:?}", h.mounts());
+}
