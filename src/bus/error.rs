@@ -62,6 +62,7 @@ impl BusError {
 
 impl From<EngineError> for BusError {
     fn from(error: EngineError) -> BusError {
+        let error = error.classify();
         let message = error.to_string();
         match error {
             EngineError::NoSuchContainer(_) => BusError::berth("NoSuchContainer", message),
@@ -82,6 +83,7 @@ impl From<EngineError> for BusError {
             EngineError::InvalidArgument(_) => BusError::invalid_args(message),
             EngineError::LimitsExceeded(_) => BusError::standard("LimitsExceeded", message),
             EngineError::Internal(_) => BusError::failed(message),
+            EngineError::NoSpace(_) => BusError::berth("NoSpace", message),
         }
     }
 }

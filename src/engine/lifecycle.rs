@@ -295,16 +295,27 @@ pub(crate) async fn create_in_runtime(
         status.started_at = now;
         status.restored_at = now;
         status.checkpointed = false;
-        return locked
-            .commit(status, vec![event("restore", locked.config(), caller, &[])])
+        let restored = locked
+            .commit(
+                status.clone(),
+                vec![event("restore", locked.config(), caller, &[])],
+            )
             .await;
+        if restored.is_err() {
+            undo_launch(locked, status).await;
+        }
+        return restored;
     }
-    locked
+    let initialised = locked
         .commit(
             status.clone(),
             vec![event("init", locked.config(), caller, &[])],
         )
-        .await?;
+        .await;
+    if let Err(error) = initialised {
+        undo_launch(locked, status).await;
+        return Err(error);
+    }
     if starting {
         status.state = State::Running;
         status.started_at = now_micros();
@@ -313,6 +324,21 @@ pub(crate) async fn create_in_runtime(
             .await?;
     }
     Ok(())
+}
+
+/// A run that could not be recorded (a full disk under `--root`) is taken down again, so the
+/// container stays as recorded: the runtime container deleted (its monitor then exits), the
+/// mount reference taken for it dropped.
+async fn undo_launch(locked: &Locked<'_>, mut status: super::ContainerStatus) {
+    tracing::warn!(id = %locked.id(), "a run that could not be recorded is taken down");
+    let runtime = locked.engine().backends.runtime.clone();
+    let id = locked.id().to_string();
+    if let Err(error) = blocking(move || Ok(runtime.delete(&id, true)?)).await {
+        tracing::warn!(id = %locked.id(), %error, "deleting an unrecorded run failed");
+    }
+    if let Err(error) = super::filesystem::release_mount_into(locked, &mut status).await {
+        tracing::warn!(id = %locked.id(), %error, "unmounting after an unrecorded run failed");
+    }
 }
 
 /// The container's OOM counter (cgroupfs driver): `memory.events` on cgroup v2, the memory

@@ -34,6 +34,22 @@ pub(crate) fn is_mounted(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// How long recovery waits for a monitor's launch that was in flight when berthd died.
+const LAUNCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Kills a monitor that no recorded run owns (found by [`MonitorLauncher::find`], so it is
+/// berth's monitor of that container).
+///
+/// [`MonitorLauncher::find`]: crate::monitor::launcher::MonitorLauncher::find
+fn kill_monitor(monitor: u32) {
+    if let Ok(pid) = i32::try_from(monitor) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 /// The container ids runc knows under berth's runtime root.
 fn runtime_ids(runtime_root: &Path) -> HashSet<String> {
     entries(runtime_root).into_iter().collect()
@@ -53,10 +69,7 @@ impl Engine {
                 }
                 tracing::warn!(id = %id, "deleting a runtime container no container owns");
                 if let Some(monitor) = inner.backends.launcher.find(&id) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(monitor as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    kill_monitor(monitor);
                 }
                 if let Err(error) = inner.backends.runtime.delete(&id, true) {
                     tracing::warn!(id = %id, %error, "deleting an orphan runtime container failed");
@@ -105,18 +118,33 @@ pub(crate) async fn recover_unrecorded_run(locked: &Locked<'_>) -> Result<bool> 
     let inner = locked.engine().clone();
     let id = locked.id().to_string();
     let found = blocking(move || {
+        let launcher = &inner.backends.launcher;
+        let monitor = launcher.find(&id);
+        let read_pid = || {
+            std::fs::read_to_string(inner.paths.pid_file(&id))
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok())
+        };
+        if let Some(monitor) = monitor {
+            // A launch still in flight (berthd died while the monitor ran `runc create`):
+            // it ends with runc's pid file written, or with the monitor gone.
+            let asked = std::time::Instant::now();
+            while launcher.is_alive(monitor, &id)
+                && read_pid().is_none()
+                && asked.elapsed() < LAUNCH_LIMIT
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
         if !runtime_ids(&inner.paths.runtime_root()).contains(&id) {
+            if let Some(monitor) = monitor.filter(|m| launcher.is_alive(*m, &id)) {
+                kill_monitor(monitor);
+            }
             return Ok(None);
         }
         let seen = inner.backends.runtime.state(&id)?;
-        let monitor = inner
-            .backends
-            .launcher
-            .find(&id)
-            .filter(|monitor| inner.backends.launcher.is_alive(*monitor, &id));
-        let pid = std::fs::read_to_string(inner.paths.pid_file(&id))
-            .ok()
-            .and_then(|text| text.trim().parse::<u32>().ok());
+        let monitor = monitor.filter(|monitor| launcher.is_alive(*monitor, &id));
+        let pid = read_pid();
         match (seen, monitor, pid) {
             (
                 Some(
@@ -129,10 +157,7 @@ pub(crate) async fn recover_unrecorded_run(locked: &Locked<'_>) -> Result<bool> 
             (_, monitor, _) => {
                 tracing::warn!(id = %id, "deleting a runtime container no recorded run owns");
                 if let Some(monitor) = monitor {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(monitor as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    kill_monitor(monitor);
                 }
                 inner.backends.runtime.delete(&id, true)?;
                 Ok(None)
