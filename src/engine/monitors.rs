@@ -6,7 +6,8 @@ use std::os::fd::OwnedFd;
 
 use tokio::io::unix::AsyncFd;
 
-use super::{Caller, Engine, EngineError};
+use super::{blocking, Caller, Engine, EngineError};
+use crate::monitor::protocol::read_exit_file;
 
 impl Engine {
     /// Watches the monitor `monitor_pid` of container `id` until it exits, then settles the
@@ -39,12 +40,11 @@ impl Engine {
             // A later run, or the exit was recorded already.
             return Ok(());
         }
-        // A monitor writes the exit file before it exits: an ordinary exit is recorded from
-        // it here if the exit watcher has not done so yet.
-        if super::exit::record_exit_locked(&locked, Caller::ENGINE, Vec::new()).await? {
-            return super::exit::after_exit_locked(&locked).await;
-        }
-        if locked.status().monitor_pid != monitor_pid {
+        // A monitor writes the exit file before it exits: an ordinary exit is left to the
+        // exit watcher, which records it with its own follow-up.
+        let exit_file = self.inner().paths.exit_file(id);
+        let written = blocking(move || Ok(read_exit_file(&exit_file).ok().flatten())).await?;
+        if written.is_some_and(|record| record.pid == status.pid) {
             return Ok(());
         }
         super::maintenance::monitor_lost(&locked, Caller::ENGINE).await?;
