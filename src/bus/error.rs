@@ -160,6 +160,20 @@ mod tests {
                 EngineError::LimitsExceeded("k".into()),
                 "org.freedesktop.DBus.Error.LimitsExceeded",
             ),
+            (
+                EngineError::NoSpace("k".into()),
+                "org.berth.Engine1.Error.NoSpace",
+            ),
+            (
+                EngineError::Internal("write x: No space left on device (os error 28)".into()),
+                "org.berth.Engine1.Error.NoSpace",
+            ),
+            (
+                EngineError::InvalidArgument(
+                    "import: unpacking \"a\": No space left on device".into(),
+                ),
+                "org.berth.Engine1.Error.NoSpace",
+            ),
         ];
         for (error, name) in cases {
             assert_eq!(BusError::from(error).error_name(), name);
