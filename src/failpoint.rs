@@ -1,5 +1,5 @@
-//! Crash points for tests: with `BERTH_FAILPOINT=<step>` in its environment, berthd aborts
-//! (as `kill -9` would stop it) when it reaches that named step. `tests/crash.rs` crashes
+//! Crash points for tests: with `BERTH_FAILPOINT=<step>` in its environment, berthd kills
+//! itself with SIGKILL when it reaches that named step. `tests/crash.rs` crashes
 //! berthd at each step in [`STEPS`] and checks that the next start-up reconciles everything.
 //! Unset, a failpoint costs one comparison.
 
@@ -23,13 +23,15 @@ pub const STEPS: &[&str] = &[
     "checkpoint.after-dump",
 ];
 
-/// Aborts the process if `step` is the failpoint chosen in `BERTH_FAILPOINT`.
+/// Kills the process if `step` is the failpoint chosen in `BERTH_FAILPOINT`.
 pub fn hit(step: &'static str) {
     static CHOSEN: OnceLock<Option<String>> = OnceLock::new();
     let chosen = CHOSEN.get_or_init(|| std::env::var("BERTH_FAILPOINT").ok());
     if chosen.as_deref() == Some(step) {
         debug_assert!(STEPS.contains(&step), "unlisted failpoint {step}");
-        eprintln!("berthd: failpoint {step}: aborting");
+        eprintln!("berthd: failpoint {step}: killing itself");
+        // SIGKILL, as `kill -9` would: no unwinding, no destructor, no core file.
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
         std::process::abort();
     }
 }
