@@ -24,6 +24,7 @@ pub mod cli;
 pub mod clock;
 pub mod db;
 pub mod engine;
+pub mod failpoint;
 pub mod fds;
 mod inotify;
 pub mod monitor;

@@ -480,7 +480,8 @@ impl ContainerObject {
         attributes: HashMap<String, String>,
     ) -> zbus::Result<()>;
 
-    /// The container's main process exited with this code (128+signal when killed).
+    /// The container's main process exited with this code (128+signal when killed), or -1
+    /// when nobody can know it: its monitor died (killed, or a reboot) before recording it.
     #[zbus(signal)]
     pub async fn exited(emitter: &SignalEmitter<'_>, exit_code: i32) -> zbus::Result<()>;
 
@@ -549,6 +550,8 @@ impl ContainerObject {
         Ok(self.status()?.pid)
     }
 
+    /// Exit status of the last run; 128+signal when killed; -1 when it is unknown (the
+    /// monitor was lost).
     #[zbus(property)]
     fn exit_code(&self) -> Result<i32, BusError> {
         Ok(self.status()?.exit_code)

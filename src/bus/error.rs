@@ -62,6 +62,7 @@ impl BusError {
 
 impl From<EngineError> for BusError {
     fn from(error: EngineError) -> BusError {
+        let error = error.classify();
         let message = error.to_string();
         match error {
             EngineError::NoSuchContainer(_) => BusError::berth("NoSuchContainer", message),
@@ -92,6 +93,7 @@ impl From<EngineError> for BusError {
                 BusError::berth("AuthenticationFailed", message)
             }
             EngineError::Cancelled(_) => BusError::berth("Cancelled", message),
+            EngineError::NoSpace(_) => BusError::berth("NoSpace", message),
         }
     }
 }
@@ -167,6 +169,20 @@ mod tests {
             (
                 EngineError::LimitsExceeded("k".into()),
                 "org.freedesktop.DBus.Error.LimitsExceeded",
+            ),
+            (
+                EngineError::NoSpace("k".into()),
+                "org.berth.Engine1.Error.NoSpace",
+            ),
+            (
+                EngineError::Internal("write x: No space left on device (os error 28)".into()),
+                "org.berth.Engine1.Error.NoSpace",
+            ),
+            (
+                EngineError::InvalidArgument(
+                    "import: unpacking \"a\": No space left on device".into(),
+                ),
+                "org.berth.Engine1.Error.NoSpace",
             ),
         ];
         for (error, name) in cases {

@@ -126,6 +126,7 @@ impl Engine {
             })
         })
         .await?;
+        crate::failpoint::hit("checkpoint.after-dump");
         if !request.keep {
             let _ = blocking(move || Ok(std::fs::remove_dir_all(&work))).await;
         }

@@ -60,6 +60,7 @@ impl Engine {
         let created = blocking(move || {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
+            crate::failpoint::hit("create.after-directory");
             let entry = Entry::new(config.clone(), ContainerStatus::new());
             let result = inner.db.commit(
                 &id,
@@ -345,11 +346,13 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
     // `removing` mark lets a berthd that crashes midway finish the job at its next start.
     super::lifecycle::kill_and_reap(locked, caller).await?;
     super::exit::release_runtime(locked, caller).await?;
+    crate::failpoint::hit("remove.after-runtime-release");
     let mut status = locked.status();
     super::networking::detach_into(locked, &mut status).await;
     status.state = State::Removing;
     locked.commit(status, Vec::new()).await?;
     super::filesystem::unmount_all(locked).await?;
+    crate::failpoint::hit("remove.after-unmount");
 
     let inner: Arc<super::Inner> = locked.engine().clone();
     let events = vec![event("remove", locked.config(), caller, &[])];

@@ -65,6 +65,34 @@ pub enum EngineError {
     AuthenticationFailed(String),
     #[error("{0}")]
     Cancelled(String),
+    /// The filesystem under `--root` (or `--runroot`) is full; nothing half-done is left.
+    #[error("no space left: {0}")]
+    NoSpace(String),
+}
+
+/// What the C library says of ENOSPC, as it appears in wrapped I/O errors and in runc's and
+/// SQLite's messages.
+const NO_SPACE_TEXT: [&str; 3] = [
+    "No space left on device",
+    "database or disk is full",
+    "Disk quota exceeded",
+];
+
+impl EngineError {
+    /// A failure whose cause is a full disk becomes [`EngineError::NoSpace`], whatever layer
+    /// wrapped it (an unpacker's archive error, runc's stderr, SQLite's `SQLITE_FULL`).
+    pub fn classify(self) -> EngineError {
+        match &self {
+            EngineError::Internal(text)
+            | EngineError::Runtime(text)
+            | EngineError::InvalidArgument(text)
+                if NO_SPACE_TEXT.iter().any(|needle| text.contains(needle)) =>
+            {
+                EngineError::NoSpace(text.clone())
+            }
+            _ => self,
+        }
+    }
 }
 
 impl From<DbError> for EngineError {
@@ -72,7 +100,7 @@ impl From<DbError> for EngineError {
         match error {
             DbError::NameInUse(name) => EngineError::NameInUse(name),
             DbError::EventsTrimmed { through } => EngineError::EventsTrimmed { through },
-            other => EngineError::Internal(other.to_string()),
+            other => EngineError::Internal(other.to_string()).classify(),
         }
     }
 }

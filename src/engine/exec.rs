@@ -121,6 +121,7 @@ impl Engine {
                 .unwrap_or_default()
         };
         let reply = control(&locked, request, fds).await;
+        crate::failpoint::hit("exec.after-launch");
         let _ = std::fs::remove_file(&process_file);
         let started = now_micros();
         let mut record = ExecSession {

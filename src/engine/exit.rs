@@ -223,7 +223,7 @@ pub(crate) async fn release_runtime(locked: &Locked<'_>, caller: Caller) -> Resu
 /// verb such as `Restart`.
 pub(crate) async fn after_exit_locked(locked: &Locked<'_>) -> Result<()> {
     let status = locked.status();
-    if status.state != State::Exited {
+    if status.state != State::Exited || locked.entry.restarting.load(Ordering::SeqCst) {
         return Ok(());
     }
     let config = locked.config();

@@ -107,9 +107,10 @@ async fn unmount(locked: &Locked<'_>) -> Result<()> {
     .await
 }
 
-/// Drops every reference (Remove).
+/// Drops every reference (Remove); also an overlay left mounted without a recorded reference
+/// (berthd died between mounting and recording it).
 pub(crate) async fn unmount_all(locked: &Locked<'_>) -> Result<()> {
-    if locked.status().mount_count > 0 {
+    if locked.status().mount_count > 0 || super::recover::is_mounted(&layout(locked).merged) {
         unmount(locked).await?;
     }
     Ok(())

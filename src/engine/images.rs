@@ -135,6 +135,7 @@ impl Engine {
             )?)
         })
         .await?;
+        crate::failpoint::hit("import.after-unpack");
         let (mut image, added) = match self.inner().read_images().get(&imported.id) {
             Some(existing) => (existing.clone(), None),
             None => (imported.clone(), Some(imported.id.clone())),

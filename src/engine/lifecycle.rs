@@ -44,9 +44,38 @@ impl Engine {
         }
     }
 
+    /// Restarts a container. As with `Stop`, the lock is not held while the stop waits for
+    /// the process, so `Kill` and `Remove(force)` get through during a long restart; if one
+    /// of them took the container meanwhile, the restart answers what happened to it.
     pub async fn restart(&self, caller: Caller, id: &str, timeout: u32) -> Result<()> {
-        let locked = self.inner().lock(id).await?;
-        restart_locked(&locked, caller, timeout).await
+        let inner = self.inner().clone();
+        let waited = {
+            let locked = inner.lock(id).await?;
+            let state = locked.status().state;
+            if !state.can_restart() {
+                return Err(locked.invalid("restart"));
+            }
+            if !state.can_stop() {
+                return restart_locked(&locked, caller, timeout).await;
+            }
+            let restarting = Restarting::mark(locked.entry.clone());
+            begin_stop(&locked).await?.map(|pid| (restarting, pid))
+        };
+        if let Some((restarting, pid)) = &waited {
+            await_exit_or_kill(&inner.backends, &restarting.0, *pid, timeout).await?;
+        }
+        let locked = inner.lock(id).await?;
+        // Held until the start is done: the exit it caused is not followed by AutoRemove.
+        let _restarting = waited;
+        finish_stop(&locked, caller, false).await?;
+        crate::failpoint::hit("restart.after-stop");
+        if !locked.status().state.can_start() {
+            return Err(locked.invalid("restart"));
+        }
+        start_locked(&locked, caller, false).await?;
+        locked
+            .record(vec![event("restart", locked.config(), caller, &[])])
+            .await
     }
 
     pub async fn kill(&self, caller: Caller, id: &str, signal: &str) -> Result<()> {
@@ -77,6 +106,26 @@ impl Engine {
             .await
             .map(|status| status.exit_code)
             .map_err(|_| EngineError::Removed(id.to_string()))
+    }
+}
+
+/// Marks a container as being restarted for as long as it lives.
+struct Restarting(std::sync::Arc<super::Entry>);
+
+impl Restarting {
+    fn mark(entry: std::sync::Arc<super::Entry>) -> Restarting {
+        entry
+            .restarting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Restarting(entry)
+    }
+}
+
+impl Drop for Restarting {
+    fn drop(&mut self) {
+        self.0
+            .restarting
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -234,6 +283,15 @@ pub(crate) async fn create_in_runtime(
             return Err(error);
         }
     };
+    crate::failpoint::hit(if starting {
+        "start.after-launch"
+    } else {
+        "init.after-launch"
+    });
+    Engine {
+        inner: locked.engine().clone(),
+    }
+    .watch_monitor(locked.id(), launched.monitor_pid);
     status.state = State::Created;
     status.pid = launched.pid;
     status.monitor_pid = launched.monitor_pid;
@@ -251,16 +309,27 @@ pub(crate) async fn create_in_runtime(
         status.started_at = now;
         status.restored_at = now;
         status.checkpointed = false;
-        return locked
-            .commit(status, vec![event("restore", locked.config(), caller, &[])])
+        let restored = locked
+            .commit(
+                status.clone(),
+                vec![event("restore", locked.config(), caller, &[])],
+            )
             .await;
+        if restored.is_err() {
+            undo_launch(locked, status).await;
+        }
+        return restored;
     }
-    locked
+    let initialised = locked
         .commit(
             status.clone(),
             vec![event("init", locked.config(), caller, &[])],
         )
-        .await?;
+        .await;
+    if let Err(error) = initialised {
+        undo_launch(locked, status).await;
+        return Err(error);
+    }
     if starting {
         status.state = State::Running;
         status.started_at = now_micros();
@@ -269,6 +338,21 @@ pub(crate) async fn create_in_runtime(
             .await?;
     }
     Ok(())
+}
+
+/// A run that could not be recorded (a full disk under `--root`) is taken down again, so the
+/// container stays as recorded: the runtime container deleted (its monitor then exits), the
+/// mount reference taken for it dropped.
+async fn undo_launch(locked: &Locked<'_>, mut status: super::ContainerStatus) {
+    tracing::warn!(id = %locked.id(), "a run that could not be recorded is taken down");
+    let runtime = locked.engine().backends.runtime.clone();
+    let id = locked.id().to_string();
+    if let Err(error) = blocking(move || Ok(runtime.delete(&id, true)?)).await {
+        tracing::warn!(id = %locked.id(), %error, "deleting an unrecorded run failed");
+    }
+    if let Err(error) = super::filesystem::release_mount_into(locked, &mut status).await {
+        tracing::warn!(id = %locked.id(), %error, "unmounting after an unrecorded run failed");
+    }
 }
 
 /// The container's OOM counter (cgroupfs driver): `memory.events` on cgroup v2, the memory
@@ -374,6 +458,7 @@ pub(crate) async fn start_with(
         locked.commit(status, Vec::new()).await?;
         return Err(error);
     }
+    crate::failpoint::hit("start.after-runc-start");
     let mut status = locked.status();
     status.state = State::Running;
     status.started_at = now_micros();
@@ -417,6 +502,7 @@ async fn begin_stop(locked: &Locked<'_>) -> Result<Option<u32>> {
         locked.commit(before, Vec::new()).await?;
         return Err(error);
     }
+    crate::failpoint::hit("stop.after-signal");
     Ok(Some(before.pid))
 }
 
@@ -526,6 +612,7 @@ pub(crate) async fn kill_locked(locked: &Locked<'_>, caller: Caller, signal: &st
         return Err(locked.invalid("kill"));
     }
     send_signal(locked, number).await?;
+    crate::failpoint::hit("kill.after-signal");
     locked
         .record(vec![event(
             "kill",
@@ -543,6 +630,7 @@ pub(crate) async fn pause_locked(locked: &Locked<'_>, caller: Caller) -> Result<
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();
     blocking(move || Ok(runtime.pause(&id)?)).await?;
+    crate::failpoint::hit("pause.after-runc-pause");
     let mut status = locked.status();
     status.state = State::Paused;
     locked
@@ -557,6 +645,7 @@ pub(crate) async fn unpause_locked(locked: &Locked<'_>, caller: Caller) -> Resul
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();
     blocking(move || Ok(runtime.resume(&id)?)).await?;
+    crate::failpoint::hit("unpause.after-runc-resume");
     let mut status = locked.status();
     status.state = State::Running;
     locked

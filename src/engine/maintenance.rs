@@ -142,11 +142,14 @@ pub(crate) async fn sync_locked(locked: &Locked<'_>, caller: Caller) -> Result<(
 /// The monitor is gone (killed, or a reboot wiped `--runroot`) without an exit file: nobody
 /// can learn this process's exit any more, so it is stopped and the exit recorded as
 /// unknown (-1) rather than left to hang every `Wait`.
-async fn monitor_lost(locked: &Locked<'_>, caller: Caller) -> Result<()> {
+pub(crate) async fn monitor_lost(locked: &Locked<'_>, caller: Caller) -> Result<()> {
+    tracing::warn!(id = %locked.id(), "monitor lost: stopping the container, its exit code is unknown");
+    // Killed here so that the `runc delete` of the cleanup finds it gone and need not wait
+    // for it (`runc delete --force` of a live container polls for its end).
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();
-    tracing::warn!(id = %id, "monitor lost: stopping the container, its exit code is unknown");
-    blocking(move || Ok(runtime.delete(&id, true)?)).await?;
+    let _ =
+        blocking(move || Ok(runtime.kill(&id, nix::sys::signal::Signal::SIGKILL as i32)?)).await;
     let died = event(
         "died",
         locked.config(),

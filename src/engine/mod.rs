@@ -22,9 +22,11 @@ pub mod jobs;
 mod lifecycle;
 mod logs;
 mod maintenance;
+mod monitors;
 mod pull;
 mod networking;
 mod reconcile;
+mod recover;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -160,6 +162,9 @@ pub(crate) struct Entry {
     exited_pid: watch::Sender<u32>,
     /// The restart policy has a start scheduled; a user's verb cancels it.
     restart_pending: std::sync::atomic::AtomicBool,
+    /// A `Restart` waits for the stop without the lock: the exit it causes is not followed
+    /// by AutoRemove or the restart policy.
+    restarting: std::sync::atomic::AtomicBool,
 }
 
 impl Entry {
@@ -170,6 +175,7 @@ impl Entry {
             status: watch::Sender::new(status),
             exited_pid: watch::Sender::new(0),
             restart_pending: std::sync::atomic::AtomicBool::new(false),
+            restarting: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

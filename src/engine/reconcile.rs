@@ -6,6 +6,7 @@ use super::{Caller, Engine, State};
 
 impl Engine {
     pub(crate) async fn reconcile(&self) {
+        self.sweep_orphans().await;
         for id in self.container_ids() {
             if let Err(error) = self.reconcile_one(&id).await {
                 tracing::warn!(id = %id, %error, "reconciling a container failed");
@@ -20,9 +21,16 @@ impl Engine {
             drop(locked);
             return self.remove(Caller::ENGINE, id, true).await;
         }
-        if !status.state.has_process() {
+        if status.state == State::Stopped {
+            // The exit was recorded but not cleaned up (berthd died, or a reboot wiped
+            // `--runroot`): release the runtime and the mount now.
+            super::exit::release_runtime(&locked, Caller::ENGINE).await?;
+            return super::exit::after_exit_locked(&locked).await;
+        }
+        if !status.state.has_process() && !super::recover::recover_unrecorded_run(&locked).await? {
             return Ok(());
         }
+        let status = locked.status();
         // Sessions that ended while berthd was away.
         let mut with_sessions = status.clone();
         let events = super::exec::apply_exec_exits(&locked, &mut with_sessions, None).await?;
@@ -40,12 +48,13 @@ impl Engine {
             .is_alive(status.monitor_pid, id)
         {
             // Adopted: the monitor still watches it and will write its exit file.
+            self.watch_monitor(id, status.monitor_pid);
             if status.state == State::Stopping {
                 let mut running = status.clone();
                 running.state = State::Running;
                 locked.commit(running, Vec::new()).await?;
             }
-            return Ok(());
+            return super::recover::adopt_runtime_state(&locked).await;
         }
         // The monitor is gone: the runtime tells whether the process went too.
         super::maintenance::sync_locked(&locked, Caller::ENGINE).await?;

@@ -65,6 +65,19 @@ pub trait MonitorLauncher: Send + Sync {
     /// Whether `monitor_pid` is still the monitor of container `id` (pids are reused).
     fn is_alive(&self, monitor_pid: u32, id: &str) -> bool;
 
+    /// The pid of a live monitor of container `id`, found without a record of it (a run
+    /// berthd started but died before recording).
+    fn find(&self, _id: &str) -> Option<u32> {
+        None
+    }
+
+    /// A pidfd on the monitor of container `id` (readable once it exits), or `None` when it is
+    /// already gone or cannot be watched. A monitor is not berthd's child (it forks away), so
+    /// a pidfd is how its death is learned at once.
+    fn watch(&self, _monitor_pid: u32, _id: &str) -> Option<OwnedFd> {
+        None
+    }
+
     /// Writes the tree at `root` as a tar into `destination`, from a process chrooted into
     /// `root`, so no symlink in it can lead the walk out.
     fn export(&self, root: &Path, destination: std::fs::File) -> Result<(), LaunchError>;
@@ -199,6 +212,26 @@ impl MonitorLauncher for ProcessLauncher {
         process_mentions(monitor_pid, "berth-monitor") && process_mentions(monitor_pid, id)
     }
 
+    fn watch(&self, monitor_pid: u32, id: &str) -> Option<OwnedFd> {
+        let pidfd = pidfd_open(monitor_pid)?;
+        // Checked after opening: the pidfd then refers to the process seen here, not to a
+        // later one that reused the pid.
+        self.is_alive(monitor_pid, id).then_some(pidfd)
+    }
+
+    fn find(&self, id: &str) -> Option<u32> {
+        let wanted = format!("\0--id\0{id}\0");
+        std::fs::read_dir("/proc")
+            .ok()?
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|bytes| {
+                    let text = String::from_utf8_lossy(&bytes);
+                    text.contains("berth-monitor") && text.contains(&wanted)
+                })
+            })
+    }
+
     fn export(&self, root: &Path, destination: std::fs::File) -> Result<(), LaunchError> {
         let program = self.monitor_binary.display().to_string();
         let output = Command::new(&self.monitor_binary)
@@ -257,6 +290,21 @@ fn pass_fds(command: &mut Command, sources: [i32; 3]) {
             Ok(())
         });
     }
+}
+
+/// `pidfd_open(2)`: a descriptor that becomes readable when process `pid` exits.
+#[allow(unsafe_code)]
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let pid = libc::pid_t::try_from(pid).ok().filter(|pid| *pid > 0)?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; nothing
+    // is borrowed. A non-negative result is a descriptor nobody else owns.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::O_NONBLOCK) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: see above: `fd` is new and ours.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Whether `/proc/<pid>/cmdline` contains `needle`.

@@ -233,15 +233,22 @@ pub fn unpack_layer(
                     .create_new(true)
                     .open(&target)
                     .map_err(io)?;
-                std::io::copy(&mut entry, &mut file).map_err(|e| match e.into_inner() {
-                    Some(inner) => match inner.downcast::<UnpackError>() {
-                        Ok(unpack) => *unpack,
-                        Err(other) => UnpackError::Io {
-                            entry: label.clone(),
-                            source: std::io::Error::other(other),
-                        },
+                std::io::copy(&mut entry, &mut file).map_err(|e| match e.raw_os_error() {
+                    // Writing failed (a full disk): the archive is not to blame.
+                    Some(_) => UnpackError::Io {
+                        entry: label.clone(),
+                        source: e,
                     },
-                    None => UnpackError::Corrupt(format!("{label}: truncated")),
+                    None => match e.into_inner() {
+                        Some(inner) => match inner.downcast::<UnpackError>() {
+                            Ok(unpack) => *unpack,
+                            Err(other) => UnpackError::Io {
+                                entry: label.clone(),
+                                source: std::io::Error::other(other),
+                            },
+                        },
+                        None => UnpackError::Corrupt(format!("{label}: truncated")),
+                    },
                 })?;
                 file.flush().map_err(io)?;
             }
