@@ -395,7 +395,7 @@ impl Publisher {
                 let before = self.last.remove(&id);
                 let changed = container::changed_properties(&id, before.as_ref(), &status);
                 let sessions = self.publish_sessions(&id, before.as_ref(), &status).await;
-                self.last.insert(id.clone(), status);
+                self.last.insert(id.clone(), *status);
                 sessions?;
                 if !changed.is_empty() {
                     let emitter = SignalEmitter::new(&self.connection, container::path(&id))?;

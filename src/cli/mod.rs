@@ -12,9 +12,9 @@ mod logs;
 mod network;
 pub mod network_proxy;
 pub mod proxy;
-mod volume;
-mod systemd;
 mod pull;
+mod systemd;
+mod volume;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

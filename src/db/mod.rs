@@ -2,8 +2,8 @@
 //! container state transition together with the events it produces.
 
 mod migrations;
-mod volumes;
 mod networks;
+mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::Path;

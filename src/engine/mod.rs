@@ -23,8 +23,8 @@ mod lifecycle;
 mod logs;
 mod maintenance;
 mod monitors;
-mod pull;
 mod networking;
+mod pull;
 mod reconcile;
 mod recover;
 pub mod state;
@@ -50,8 +50,8 @@ pub use exec::ExecRequest;
 pub use health::HealthRequest;
 pub use logs::LogOptions;
 pub use maintenance::BatchOp;
-pub use pull::{PullOptions, PullPolicy};
 pub use networking::NetworkRequest;
+pub use pull::{PullOptions, PullPolicy};
 pub use state::State;
 
 use crate::clock::now_micros;
@@ -83,7 +83,7 @@ pub enum Notification {
     },
     Status {
         id: String,
-        status: ContainerStatus,
+        status: Box<ContainerStatus>,
     },
     Event(EventRecord),
     Exited {
@@ -592,7 +592,7 @@ impl Locked<'_> {
                     entry.status.send_replace(status.clone());
                     notify.send(Notification::Status {
                         id: id.clone(),
-                        status,
+                        status: Box::new(status),
                     });
                     for record in records {
                         notify.send(Notification::Event(record));
