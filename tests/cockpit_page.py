@@ -352,7 +352,7 @@ def run_checks(bus, page, address, image, work):
         check("org.berth.Engine1" in page.error_text() or "DBus" in page.error_text()
               or "PullImage" in page.error_text(),
               "the refused pull shows the D-Bus error: " + page.error_text().replace("\n", " / "))
-    page.driver.find_element(By.ID, "error-close").click()
+        page.driver.find_element(By.ID, "error-close").click()
 
     # Point 7's states: paused, exited, configured, beside the running ones.
     paused = bus.create("paused-one", ["/bin/sh", "-c", "while true; do sleep 1; done"])
