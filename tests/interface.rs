@@ -6,19 +6,6 @@ use std::time::Duration;
 
 use common::harness;
 
-/// The `<interface name="…">…</interface>` element of an introspection document.
-fn interface_element(xml: &str, name: &str) -> String {
-    let start = xml
-        .find(&format!("<interface name=\"{name}\">"))
-        .unwrap_or_else(|| panic!("no {name} in {xml}"));
-    let end = start + xml[start..].find("</interface>").unwrap() + "</interface>".len();
-    xml[start..end]
-        .lines()
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// `dbus/<interface>.xml` equals the live introspection; `BERTH_UPDATE_XML=1` rewrites it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_introspection_xml_equals_the_live_interfaces() {
@@ -56,54 +43,8 @@ async fn shipped_introspection_xml_equals_the_live_interfaces() {
             "/org/berth/Engine1/network/berth",
         ),
     ] {
-        let live = h.busctl(&["introspect", "--xml-interface", "org.berth.Engine1", path]);
-        let live = String::from_utf8(live.stdout).unwrap();
-        let live = interface_element(&live, interface);
-        let file =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("dbus/{interface}.xml"));
-        if std::env::var_os("BERTH_UPDATE_XML").is_some() {
-            let document = format!(
-                "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n<node>\n{}\n</node>\n",
-                indent(&live)
-            );
-            std::fs::write(&file, document).unwrap();
-        }
-        let shipped = std::fs::read_to_string(&file)
-            .unwrap_or_else(|_| panic!("{} is missing", file.display()));
-        assert_eq!(
-            interface_element(&shipped, interface),
-            live,
-            "{} is stale: run with BERTH_UPDATE_XML=1",
-            file.display()
-        );
+        common::assert_shipped_introspection(&h, path, interface);
     }
-}
-
-/// Re-indents a trimmed element for the shipped file (depth from its tags).
-fn indent(element: &str) -> String {
-    let mut depth = 1usize;
-    let mut out = Vec::new();
-    let mut in_comment = false;
-    for line in element.lines() {
-        let closing = line.starts_with("</");
-        if closing {
-            depth = depth.saturating_sub(1);
-        }
-        out.push(format!(
-            "{}{}",
-            "  ".repeat(depth + usize::from(in_comment && !line.starts_with("-->"))),
-            line
-        ));
-        if line.starts_with("<!--") {
-            in_comment = !line.ends_with("-->");
-        } else if line.starts_with("-->") {
-            in_comment = false;
-        } else if !closing && line.starts_with('<') && !line.ends_with("/>") && !line.contains("</")
-        {
-            depth += 1;
-        }
-    }
-    out.join("\n")
 }
 
 /// The shipped activation file, its `Exec=` pointed at the build, starts berthd on the first

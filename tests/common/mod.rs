@@ -408,3 +408,67 @@ pub fn error_name(error: &zbus::Error) -> String {
         other => format!("{other:?}"),
     }
 }
+
+/// Asserts that `dbus/<interface>.xml` equals the live introspection of the object at
+/// `path`; with `BERTH_UPDATE_XML=1` the file is rewritten from the live interface first.
+pub fn assert_shipped_introspection(h: &Harness, path: &str, interface: &str) {
+    let live = h.busctl(&["introspect", "--xml-interface", "org.berth.Engine1", path]);
+    let live = interface_element(&String::from_utf8(live.stdout).unwrap(), interface);
+    let file = repo().join(format!("dbus/{interface}.xml"));
+    if std::env::var_os("BERTH_UPDATE_XML").is_some() {
+        let document = format!(
+            "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n<node>\n{}\n</node>\n",
+            indent_element(&live)
+        );
+        std::fs::write(&file, document).unwrap();
+    }
+    let shipped =
+        std::fs::read_to_string(&file).unwrap_or_else(|_| panic!("{} is missing", file.display()));
+    assert_eq!(
+        interface_element(&shipped, interface),
+        live,
+        "{} is stale: run with BERTH_UPDATE_XML=1",
+        file.display()
+    );
+}
+
+/// The `<interface name="…">…</interface>` element of an introspection document, each line
+/// trimmed.
+fn interface_element(xml: &str, name: &str) -> String {
+    let start = xml
+        .find(&format!("<interface name=\"{name}\">"))
+        .unwrap_or_else(|| panic!("no {name} in {xml}"));
+    let end = start + xml[start..].find("</interface>").unwrap() + "</interface>".len();
+    xml[start..end]
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Re-indents a trimmed element for the shipped file (depth from its tags).
+fn indent_element(element: &str) -> String {
+    let mut depth = 1usize;
+    let mut out = Vec::new();
+    let mut in_comment = false;
+    for line in element.lines() {
+        let closing = line.starts_with("</");
+        if closing {
+            depth = depth.saturating_sub(1);
+        }
+        out.push(format!(
+            "{}{}",
+            "  ".repeat(depth + usize::from(in_comment && !line.starts_with("-->"))),
+            line
+        ));
+        if line.starts_with("<!--") {
+            in_comment = !line.ends_with("-->");
+        } else if line.starts_with("-->") {
+            in_comment = false;
+        } else if !closing && line.starts_with('<') && !line.ends_with("/>") && !line.contains("</")
+        {
+            depth += 1;
+        }
+    }
+    out.join("\n")
+}
