@@ -6,112 +6,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Sandbox {
-    state: tempfile::TempDir,
-}
-
-impl Sandbox {
-    /// Boots one, or says why it cannot.
-    fn boot() -> Result<Sandbox, String> {
-        if !nix::unistd::geteuid().is_root() {
-            return Err("not root".into());
-        }
-        for (path, what) in [
-            ("/lib/systemd/systemd", "systemd"),
-            ("/usr/bin/unshare", "unshare"),
-            ("/usr/bin/nsenter", "nsenter"),
-            ("/usr/lib/polkit-1/polkitd", "polkitd"),
-            ("/usr/bin/dbus-send", "dbus-send"),
-        ] {
-            if !Path::new(path).exists() {
-                return Err(format!("{what} is not installed"));
-            }
-        }
-        let state = tempfile::Builder::new()
-            .prefix("berth-systemd-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        let sandbox = Sandbox { state };
-        let output = sandbox.script("start", &[]);
-        if !output.status.success() {
-            return Err(format!(
-                "systemd cannot boot in namespaces here: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        Ok(sandbox)
-    }
-
-    fn script(&self, verb: &str, args: &[&str]) -> Output {
-        Command::new(repo().join("tests/systemd-sandbox"))
-            .arg(verb)
-            .arg(self.state.path())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Runs a shell command inside; returns (success, stdout, stderr).
-    fn sh(&self, command: &str) -> (bool, String, String) {
-        let output = self.script("exec", &["sh", "-c", command]);
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).trim().to_string(),
-            String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        )
-    }
-
-    /// Runs a shell command inside that must succeed; returns its stdout.
-    fn ok(&self, command: &str) -> String {
-        let (success, stdout, stderr) = self.sh(command);
-        assert!(success, "{command}: {stdout} {stderr}");
-        stdout
-    }
-
-    /// As `sh`, as the unprivileged user alice.
-    fn as_alice(&self, command: &str) -> (bool, String, String) {
-        self.sh(&format!(
-            "setpriv --reuid=alice --regid=alice --init-groups {command}"
-        ))
-    }
-
-    fn wait_for(&self, what: &str, limit: Duration, command: &str, expected: &str) {
-        let start = Instant::now();
-        loop {
-            let (_, stdout, _) = self.sh(command);
-            if stdout == expected {
-                return;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "{what}: `{command}` said {stdout:?}, not {expected:?}, for {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        self.script("stop", &[]);
-    }
-}
+use common::sandbox::Sandbox;
 
 const MANAGER: &str = "org.berth.Engine1 /org/berth/Engine1 org.berth.Engine1.Manager";
-
-/// The object path of a container, by name.
-fn container_path(sandbox: &Sandbox, name: &str) -> String {
-    let reply = sandbox.ok(&format!("busctl call {MANAGER} GetContainer s {name}"));
-    reply.split('"').nth(1).unwrap().to_string()
-}
 
 fn property(sandbox: &Sandbox, path: &str, name: &str) -> String {
     sandbox.ok(&format!(
@@ -121,7 +21,10 @@ fn property(sandbox: &Sandbox, path: &str, name: &str) -> String {
 
 #[test]
 fn berth_is_a_system_service_under_a_real_systemd() {
-    let sandbox = match Sandbox::boot() {
+    let sandbox = match Sandbox::boot(&[
+        ("/usr/lib/polkit-1/polkitd", "polkitd"),
+        ("/usr/bin/dbus-send", "dbus-send"),
+    ]) {
         Ok(sandbox) => sandbox,
         Err(reason) => {
             eprintln!("SKIP berth_is_a_system_service_under_a_real_systemd: {reason}");
@@ -133,7 +36,7 @@ fn berth_is_a_system_service_under_a_real_systemd() {
         .unwrap()
         .display()
         .to_string();
-    let repo = repo().display().to_string();
+    let repo = common::repo().display().to_string();
     sandbox.ok(&format!(
         "cd {repo} && BERTH_BUILD={build} scripts/install >/dev/null && systemctl daemon-reload"
     ));
@@ -158,7 +61,7 @@ fn berth_is_a_system_service_under_a_real_systemd() {
     sandbox.ok(&format!(
         "berthctl run -d --name sleeper --rootfs {rootfs} sleep 1000"
     ));
-    let path = container_path(&sandbox, "sleeper");
+    let path = sandbox.container_path("sleeper");
     let pid = property(&sandbox, &path, "Pid");
     assert_ne!(pid, "u 0");
     let pid_number = pid.trim_start_matches("u ").to_string();
@@ -202,7 +105,7 @@ fn berth_is_a_system_service_under_a_real_systemd() {
     sandbox.ok(&format!(
         "berthctl run -d --name nine --rootfs {rootfs} sh -c 'sleep 9; exit 9'"
     ));
-    let nine = container_path(&sandbox, "nine");
+    let nine = sandbox.container_path("nine");
     sandbox.wait_for(
         "berthd idles out",
         Duration::from_secs(10),

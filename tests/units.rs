@@ -349,116 +349,19 @@ fn the_generator_binary_writes_units_and_logs_failures() {
 // ---------------------------------------------------------------------------------------
 // End to end, inside a real booted systemd (tests/systemd-sandbox, as tests/systemd.rs).
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Sandbox {
-    state: tempfile::TempDir,
-}
-
-impl Sandbox {
-    /// Boots one, or says why it cannot.
-    fn boot() -> Result<Sandbox, String> {
-        if !nix::unistd::geteuid().is_root() {
-            return Err("not root".into());
-        }
-        for (path, what) in [
-            ("/lib/systemd/systemd", "systemd"),
-            ("/usr/bin/unshare", "unshare"),
-            ("/usr/bin/nsenter", "nsenter"),
-            ("/usr/bin/systemd-notify", "systemd-notify"),
-            ("/usr/bin/dbus-monitor", "dbus-monitor"),
-        ] {
-            if !Path::new(path).exists() {
-                return Err(format!("{what} is not installed"));
-            }
-        }
-        let state = tempfile::Builder::new()
-            .prefix("berth-units-systemd-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        let sandbox = Sandbox { state };
-        let output = sandbox.script("start", &[]);
-        if !output.status.success() {
-            return Err(format!(
-                "systemd cannot boot in namespaces here: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        Ok(sandbox)
-    }
-
-    fn script(&self, verb: &str, args: &[&str]) -> Output {
-        Command::new(repo().join("tests/systemd-sandbox"))
-            .arg(verb)
-            .arg(self.state.path())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Runs a shell command inside; returns (success, stdout, stderr).
-    fn sh(&self, command: &str) -> (bool, String, String) {
-        let output = self.script("exec", &["sh", "-c", command]);
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).trim().to_string(),
-            String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        )
-    }
-
-    /// Runs a shell command inside that must succeed; returns its stdout.
-    fn ok(&self, command: &str) -> String {
-        let (success, stdout, stderr) = self.sh(command);
-        assert!(success, "{command}: {stdout} {stderr}");
-        stdout
-    }
-
-    fn wait_for(&self, what: &str, limit: Duration, command: &str, expected: &str) {
-        let start = Instant::now();
-        loop {
-            let (_, stdout, _) = self.sh(command);
-            if stdout == expected {
-                return;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "{what}: `{command}` said {stdout:?}, not {expected:?}, for {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// A property of the container of that name.
-    fn property(&self, container: &str, name: &str) -> String {
-        let reply = self.ok(&format!("busctl call {MANAGER} GetContainer s {container}"));
-        let path = reply.split('"').nth(1).unwrap().to_string();
-        self.ok(&format!(
-            "busctl get-property org.berth.Engine1 {path} org.berth.Engine1.Container {name}"
-        ))
-    }
-
-    fn unit_property(&self, unit: &str, name: &str) -> String {
-        self.ok(&format!("systemctl show -P {name} {unit}"))
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        self.script("stop", &[]);
-    }
-}
+use common::sandbox::Sandbox;
 
 const MANAGER: &str = "org.berth.Engine1 /org/berth/Engine1 org.berth.Engine1.Manager";
 const ROOTFS: &str = "/var/lib/berth-test/rootfs";
 
 #[test]
 fn container_files_become_units_that_systemd_runs() {
-    let sandbox = match Sandbox::boot() {
+    let sandbox = match Sandbox::boot(&[
+        ("/usr/bin/systemd-notify", "systemd-notify"),
+        ("/usr/bin/dbus-monitor", "dbus-monitor"),
+    ]) {
         Ok(sandbox) => sandbox,
         Err(reason) => {
             eprintln!("SKIP container_files_become_units_that_systemd_runs: {reason}");
@@ -470,7 +373,7 @@ fn container_files_become_units_that_systemd_runs() {
         .unwrap()
         .display()
         .to_string();
-    let repo = repo().display().to_string();
+    let repo = common::repo().display().to_string();
     sandbox.ok(&format!(
         "cd {repo} && BERTH_BUILD={build} scripts/install >/dev/null"
     ));
@@ -538,10 +441,10 @@ fn container_files_become_units_that_systemd_runs() {
     );
     for (name, text) in &files {
         let path = format!("/etc/berth/systemd/{name}.container");
-        std::fs::write(sandbox.state.path().join("file"), text).unwrap();
+        std::fs::write(sandbox.dir().join("file"), text).unwrap();
         sandbox.ok(&format!(
             "cp {} {path}",
-            sandbox.state.path().join("file").display()
+            sandbox.dir().join("file").display()
         ));
     }
     sandbox.ok("systemctl daemon-reload");

@@ -3,6 +3,8 @@
 //! (containers removed, processes killed by pid, mounts checked) when the harness drops.
 #![allow(dead_code)]
 
+pub mod sandbox;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +15,8 @@ pub const BERTHD: &str = env!("CARGO_BIN_EXE_berthd");
 pub const BERTHCTL: &str = env!("CARGO_BIN_EXE_berthctl");
 pub const MONITOR: &str = env!("CARGO_BIN_EXE_berth-monitor");
 
-fn repo() -> PathBuf {
+/// The repository's top directory.
+pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
