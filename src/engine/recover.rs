@@ -119,7 +119,14 @@ pub(crate) async fn recover_unrecorded_run(locked: &Locked<'_>) -> Result<bool> 
     let id = locked.id().to_string();
     let found = blocking(move || {
         let launcher = &inner.backends.launcher;
-        let monitor = launcher.find(&id);
+        // A monitor runs in its bundle, made before it is launched: without a bundle there is
+        // no monitor to find, and the scan of /proc (about a millisecond a container, at
+        // every start-up) is skipped.
+        let monitor = if inner.paths.bundle(&id).exists() {
+            launcher.find(&id)
+        } else {
+            None
+        };
         let read_pid = || {
             std::fs::read_to_string(inner.paths.pid_file(&id))
                 .ok()
