@@ -380,7 +380,7 @@ async fn the_copy_based_storage_runs_images_without_mounts() {
     );
     assert!(h.mounts().is_empty(), "{:?}", h.mounts());
     let again = h.berthctl(&["start", "c"]);
-    assert!(again.status.success());
+    assert!(again.status.success(), "{again:?}");
     let wait = h.berthctl(&["wait", "c"]);
     assert_eq!(wait.status.code(), Some(0));
     let export = Command::new(common::BERTHCTL)

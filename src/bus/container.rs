@@ -314,9 +314,7 @@ impl ContainerObject {
             .auth
             .authorize(&header, Action::Filesystem)
             .await?;
-        let destination = std::os::fd::AsFd::as_fd(&destination)
-            .try_clone_to_owned()
-            .map_err(|e| BusError::invalid_args(format!("destination: {e}")))?;
+        let destination = super::spec::owned_fd("destination", &destination)?;
         let result = self
             .engine
             .export(caller, &self.id, std::fs::File::from(destination))

@@ -90,9 +90,7 @@ impl Manager {
         let _busy = self.engine.busy();
         let caller = self.shared.auth.authorize(&header, Action::Images).await?;
         let options = spec::import_options(&options)?;
-        let source = std::os::fd::AsFd::as_fd(&source)
-            .try_clone_to_owned()
-            .map_err(|e| BusError::invalid_args(format!("source: {e}")))?;
+        let source = super::spec::owned_fd("source", &source)?;
         let id = self
             .engine
             .import_image(caller, std::fs::File::from(source), options)

@@ -297,12 +297,18 @@ pub fn batch_op(verb: &str, options: &HashMap<String, OwnedVariant>) -> BusResul
     })
 }
 
+/// A descriptor passed as a method argument, duplicated close-on-exec so it outlives the
+/// message; `name` names the argument in the error.
+pub fn owned_fd(name: &str, fd: &zbus::Fd<'_>) -> BusResult<std::os::fd::OwnedFd> {
+    std::os::fd::AsFd::as_fd(fd)
+        .try_clone_to_owned()
+        .map_err(|e| BusError::invalid_args(format!("{name}: {e}")))
+}
+
 /// A descriptor passed in an options dictionary (`h`), duplicated close-on-exec.
 fn fd(key: &str, value: &OwnedVariant) -> BusResult<std::os::fd::OwnedFd> {
     match &**value {
-        zbus::Variant::Fd(fd) => std::os::fd::AsFd::as_fd(fd)
-            .try_clone_to_owned()
-            .map_err(|e| BusError::invalid_args(format!("{key}: {e}"))),
+        zbus::Variant::Fd(fd) => owned_fd(key, fd),
         other => Err(BusError::invalid_args(format!(
             "{key}: expected type h, got {}",
             other.value_signature()

@@ -72,9 +72,7 @@ impl VolumeObject {
             .auth
             .authorize(&header, Action::Filesystem)
             .await?;
-        let destination = std::os::fd::AsFd::as_fd(&destination)
-            .try_clone_to_owned()
-            .map_err(|e| BusError::invalid_args(format!("destination: {e}")))?;
+        let destination = super::spec::owned_fd("destination", &destination)?;
         Ok(self
             .engine
             .export_volume(&self.name, std::fs::File::from(destination))
@@ -93,9 +91,7 @@ impl VolumeObject {
             .auth
             .authorize(&header, Action::Filesystem)
             .await?;
-        let source = std::os::fd::AsFd::as_fd(&source)
-            .try_clone_to_owned()
-            .map_err(|e| BusError::invalid_args(format!("source: {e}")))?;
+        let source = super::spec::owned_fd("source", &source)?;
         Ok(self
             .engine
             .import_volume(&self.name, std::fs::File::from(source))
