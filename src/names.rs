@@ -1,6 +1,7 @@
-//! Names users give: containers and artifacts (DESIGN §2.1).
+//! Names users give: containers and artifacts.
 
-/// Names of containers and artifacts: `[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}` (DESIGN §2.1).
+/// Names of containers and artifacts: `[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}`,
+/// as podman accepts them.
 pub fn is_valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
@@ -16,7 +17,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_follow_the_design_pattern() {
+    fn names_follow_the_documented_pattern() {
         for good in ["a", "web-1", "A.b_c", &"x".repeat(128)] {
             assert!(is_valid_name(good), "{good}");
         }

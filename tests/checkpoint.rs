@@ -1,4 +1,4 @@
-//! Issue 6 end to end: checkpoint and restore with a real CRIU through runc. Where CRIU
+//! Checkpoint and restore with a real CRIU through runc. Where CRIU
 //! cannot work (`criu check` fails or there is none), the tests that need it say SKIP and
 //! why, and the NotSupported path is checked instead.
 
@@ -91,7 +91,7 @@ fn event_kinds(events: &Events, id: &str) -> Vec<String> {
         .collect()
 }
 
-/// Issue 6, points 1 and 5: the counter continues after checkpoint and restore, the pid
+/// The counter continues after checkpoint and restore, the pid
 /// inside is the same, and the checkpoint exit is no death: no `died`, no `Exited`, no
 /// restart even with `RestartPolicy always`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,7 +170,7 @@ fn counter_file(h: &Harness, id: &str) -> u64 {
         .unwrap()
 }
 
-/// Issue 6, point 2: `KeepRunning` leaves it running and the checkpoint still restores.
+/// `KeepRunning` leaves it running and the checkpoint still restores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_running_leaves_it_running_with_a_restorable_checkpoint() {
     let Some(h) = criu_harness("keep_running_leaves_it_running") else {
@@ -201,7 +201,7 @@ async fn keep_running_leaves_it_running_with_a_restorable_checkpoint() {
     container.remove(true).await.unwrap();
 }
 
-/// Issue 6, point 3: export into a pipe, remove the container, restore the tar into a new
+/// Export into a pipe, remove the container, restore the tar into a new
 /// one from the same rootfs: the counter continues.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exported_checkpoint_restores_into_a_new_container() {
@@ -253,7 +253,7 @@ async fn an_exported_checkpoint_restores_into_a_new_container() {
     fresh.remove(true).await.unwrap();
 }
 
-/// Issue 6, point 4: with no CRIU, or a broken one, `Checkpoint` answers NotSupported
+/// With no CRIU, or a broken one, `Checkpoint` answers NotSupported
 /// naming the cause and the container keeps running untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_working_criu_checkpoint_is_not_supported_and_harmless() {

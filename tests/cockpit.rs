@@ -110,7 +110,7 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// Issue 13's seven points: live rows from another client's create and start, Stop and
+/// The page end to end: live rows from another client's create and start, Stop and
 /// Remove from the page, following logs, create-and-run, a refused action's D-Bus error, no
 /// method calls while idle, and a screenshot (written to `target/cockpit-screenshot.png`, or
 /// to `$BERTH_SCREENSHOT`: the README's picture is `BERTH_SCREENSHOT=cockpit/screenshot.png`).

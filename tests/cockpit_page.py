@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Issue 13: berth's Cockpit page in headless Chromium, served by a real cockpit-ws whose
+"""berth's Cockpit page in headless Chromium, served by a real cockpit-ws whose
 bridge talks to a private system-type bus with berthd on it (tests/cockpit.rs sets that up).
 
 Every check is made two ways where it matters: what the page shows (through the data-*

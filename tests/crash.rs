@@ -430,7 +430,7 @@ async fn run_into(h: &common::Harness, connection: &zbus::Connection, step: &str
     true
 }
 
-/// Issue 14, point 3: berthd aborted at every named step, then started again.
+/// berthd aborted at every named step, then started again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_at_every_failpoint_is_reconciled_at_the_next_start() {
     let Some(mut h) = harness("a_crash_at_every_failpoint_is_reconciled") else {
@@ -520,7 +520,7 @@ async fn kill_after(pid: u32, delay: Duration) {
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
 }
 
-/// Issue 14, point 3: berthd killed at random moments of ordinary cycles. The short form
+/// berthd killed at random moments of ordinary cycles. The short form
 /// runs in `scripts/test`; `BERTH_CRASH_KILLS=200` is the long one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomized_kills_during_ordinary_cycles_leave_no_anomaly() {
@@ -564,7 +564,7 @@ async fn randomized_kills_during_ordinary_cycles_leave_no_anomaly() {
     assert!(all.is_empty(), "{all:#?}");
 }
 
-/// Issue 14, point 3: a fresh `Start` killed in flight, again and again: each container ends
+/// A fresh `Start` killed in flight, again and again: each container ends
 /// running (adopted) or not started, as runc says, and `Remove(force)` works on each.
 /// `BERTH_CRASH_STARTS=50` is the long form.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

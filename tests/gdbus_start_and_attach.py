@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Issue 4, point 1, as a desktop application does it: GDBus (PyGObject) calls
+"""The first output, as a desktop application reads it: GDBus (PyGObject) calls
 StartAndAttach, reads the stdout and stderr fds it returns, then Wait.
 
 Usage: gdbus_start_and_attach.py BUS-ADDRESS ROOTFS RUNS

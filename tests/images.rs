@@ -94,7 +94,7 @@ fn read_all(fd: std::os::fd::OwnedFd) -> Vec<u8> {
     bytes
 }
 
-/// Issue 3, points 1, 2, 3 and 5.
+/// Archives podman wrote are imported with shared layers, run, exported, and removed when unused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_archives_import_share_layers_run_export_and_are_removed_when_unused() {
     let Some(mut h) = harness("podman_archives") else {
@@ -221,7 +221,7 @@ async fn podman_archives_import_share_layers_run_export_and_are_removed_when_unu
     assert!(h.mounts().is_empty());
 }
 
-/// Issue 3, point 4, through the bus: a hostile archive is refused with InvalidArgs naming
+/// Through the bus, a hostile archive is refused with InvalidArgs naming
 /// the problem, and neither the host nor the store changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_archives_are_refused_and_change_nothing() {

@@ -10,7 +10,7 @@ use common::{error_name, harness};
 use futures_util::StreamExt;
 use zbus::{MatchRule, MessageStream, Variant};
 
-/// Issue 2, point 2: busctl drives a container that prints `hello` and exits 3; the state
+/// busctl drives a container that prints `hello` and exits 3; the state
 /// walks configured → created → running → stopped → exited with a PropertiesChanged for
 /// each, Exited(3) arrives, and the log holds `hello`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +110,7 @@ async fn busctl_runs_a_container_to_its_exit_code_with_every_signal() {
     assert!(log.lines().any(|l| l.ends_with(" stdout F hello")), "{log}");
 }
 
-/// Issue 2, point 3.
+/// Stop, Kill, Pause and Restart act on real processes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_kill_pause_and_restart_act_on_real_processes() {
     let Some(mut h) = harness("stop_kill_pause_and_restart") else {
@@ -179,7 +179,7 @@ async fn stop_kill_pause_and_restart_act_on_real_processes() {
     paused.stop(0).await.unwrap();
 }
 
-/// Issue 2, point 4: each wrong call answers its DESIGN error and nothing changes.
+/// Each wrong call answers its documented error (dbus/*.xml) and nothing changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_calls_answer_their_design_errors_and_change_nothing() {
     let Some(mut h) = harness("wrong_calls") else {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use berth::cli::proxy::{ContainerProxy, ManagerProxy};
 use common::harness;
 
-/// Issue 2, point 5: `kill -9` of berthd while three containers run.
+/// `kill -9` of berthd while three containers run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_outlive_a_killed_berthd_and_missed_exits_are_recorded() {
     let Some(mut h) = harness("containers_outlive_a_killed_berthd") else {
@@ -112,7 +112,7 @@ async fn containers_outlive_a_killed_berthd_and_missed_exits_are_recorded() {
     );
 }
 
-/// Issue 2, point 6: 32 clients at once, each create/start/wait/remove.
+/// 32 clients at once, each create/start/wait/remove.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_concurrent_clients_all_get_their_exit_codes() {
     let Some(mut h) = harness("thirty_two_concurrent_clients") else {
@@ -154,7 +154,7 @@ async fn thirty_two_concurrent_clients_all_get_their_exit_codes() {
     assert!(h.mounts().is_empty());
 }
 
-/// Issue 2, point 7.
+/// polkit: anyone may read; only the privileged may act.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_root_caller_reads_but_may_not_start() {
     let Some(mut h) = harness("a_non_root_caller") else {

@@ -1,4 +1,4 @@
-//! Issue 4 end to end: attach, start-and-attach, exec sessions and terminals over file
+//! Stdio end to end: attach, start-and-attach, exec sessions and terminals over file
 //! descriptors, with real runc, a real dbus-daemon running the shipped policy and berthd.
 
 mod common;
@@ -38,7 +38,7 @@ async fn running(
     container
 }
 
-/// Issue 4, point 1 (Rust client): the first output of a container is on the attached
+/// From a Rust client: the first output of a container is on the attached
 /// stdout and stderr every time, and `Wait` gives the exit code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_and_attach_never_loses_the_first_output() {
@@ -78,7 +78,7 @@ async fn start_and_attach_never_loses_the_first_output() {
     assert_eq!(log.lines().count(), 2, "{log}");
 }
 
-/// Issue 4, point 1 as a desktop app does it: GDBus from Python, 200 runs in a row.
+/// The same as a desktop app does it: GDBus from Python, 200 runs in a row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gdbus_client_reads_first_output_200_times() {
     let Some(mut h) = harness("a_gdbus_client_reads_first_output_200_times") else {
@@ -120,7 +120,7 @@ async fn a_gdbus_client_reads_first_output_200_times() {
     );
 }
 
-/// Issue 4, point 2: two clients see every line; one detaching leaves the other alone;
+/// Two clients see every line; one detaching leaves the other alone;
 /// stdin reaches `cat` and EOF ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_attached_clients_share_output_and_stdin_reaches_cat() {
@@ -177,7 +177,7 @@ async fn two_attached_clients_share_output_and_stdin_reaches_cat() {
     assert_eq!(rest, "");
 }
 
-/// Issue 4, point 3: Exec with Env and User writes into the caller's pipe and its session
+/// Exec with Env and User writes into the caller's pipe and its session
 /// reports exit code 5; not found is 127.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_writes_into_the_callers_pipe_and_keeps_its_exit_code() {
@@ -236,7 +236,7 @@ async fn exec_writes_into_the_callers_pipe_and_keeps_its_exit_code() {
     assert_eq!(died, vec!["5", "127"]);
 }
 
-/// Issue 4, point 3, the race that lost Podman's exec exit codes: 500 sessions that exit at
+/// The race that lost Podman's exec exit codes: 500 sessions that exit at
 /// once, back to back, each with its own code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_instant_exec_sessions_keep_their_exit_codes() {
@@ -455,7 +455,7 @@ impl Drop for Tmux {
     }
 }
 
-/// Issue 4, point 4: `berthctl exec -it` and `berthctl run -it` in a real terminal.
+/// `berthctl exec -it` and `berthctl run -it` in a real terminal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn berthctl_exec_and_run_give_real_interactive_terminals() {
     let Some(mut h) = harness("berthctl_exec_and_run_give_real_interactive_terminals") else {
@@ -516,7 +516,7 @@ fn descriptors(pid: u32) -> (usize, Vec<String>) {
     (count, inheritable)
 }
 
-/// Issue 4, point 6: 1,000 attach and exec cycles leave berthd's and the monitor's
+/// 1,000 attach and exec cycles leave berthd's and the monitor's
 /// descriptor counts where they were, and every descriptor they hold is close-on-exec.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_attach_and_exec_cycles_leak_no_descriptors() {

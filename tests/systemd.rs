@@ -1,4 +1,4 @@
-//! Issue 5 end to end, inside a real booted systemd: systemd runs as PID 1 of private
+//! The systemd integration end to end, inside a real booted systemd: systemd runs as PID 1 of private
 //! namespaces on an overlay of `/` (tests/systemd-sandbox), berth is installed there with
 //! scripts/install, and everything is checked through the system bus, systemctl, polkitd
 //! and the journal. Where the namespaces or systemd are not available, the test says SKIP

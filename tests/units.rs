@@ -1,4 +1,4 @@
-//! Quadlet `.container` files to systemd units (issue 12): the parser and the unit writer
+//! Quadlet `.container` files to systemd units: the parser and the unit writer
 //! without root, then the generator, berthctl's `--sdnotify` mode and health checks inside a
 //! real booted systemd (tests/systemd-sandbox).
 
