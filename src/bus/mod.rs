@@ -113,7 +113,7 @@ pub async fn serve(
     idle_timeout: Option<Duration>,
 ) -> Result<(), ServeError> {
     let connection = address.builder().build().await?;
-    // On a session or private bus, the bus's owner is trusted like root (DESIGN §2.5).
+    // On a session or private bus, the bus's owner is trusted like root (see auth.rs).
     let trusted_uid = (*address != BusAddress::System).then(|| nix::unistd::geteuid().as_raw());
     let shared = Arc::new(Shared {
         auth: Authorizer::new(connection.clone(), trusted_uid),

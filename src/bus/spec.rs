@@ -59,7 +59,7 @@ pub fn no_arguments(header: &zbus::message::Header<'_>) -> BusResult<()> {
     }
 }
 
-/// The `CreateContainer` spec (DESIGN §2.1).
+/// The `CreateContainer` spec (its keys are listed in the README).
 pub fn create_request(spec: HashMap<String, OwnedVariant>) -> BusResult<CreateRequest> {
     let mut request = CreateRequest::default();
     for (key, value) in &spec {
@@ -344,7 +344,8 @@ pub fn attach_options(options: &HashMap<String, OwnedVariant>) -> BusResult<Atta
     Ok(parsed)
 }
 
-/// `Exec` options (DESIGN §2.2) and the command.
+/// `Exec` options (`Env`, `User`, `WorkingDir`, `Terminal`, `Privileged`, stdio fds) and the
+/// command.
 pub fn exec_request(
     command: Vec<String>,
     options: &HashMap<String, OwnedVariant>,

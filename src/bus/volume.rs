@@ -10,8 +10,7 @@ use zbus::{interface, OwnedObjectPath};
 use super::auth::Action;
 use super::error::BusError;
 use super::Shared;
-use crate::engine::Engine;
-use crate::storage::volumes::VolumeRecord;
+use crate::engine::{Engine, VolumeRecord};
 
 pub const INTERFACE: &str = "org.berth.Engine1.Volume";
 
