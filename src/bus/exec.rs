@@ -9,6 +9,7 @@ use zbus::OwnedObjectPath;
 
 use super::auth::Action;
 use super::error::BusError;
+use super::property::{Property, Table};
 use super::Shared;
 use crate::engine::{Engine, ExecSession};
 
@@ -31,6 +32,14 @@ impl ExecSessionObject {
         Ok(self.engine.exec_session(&self.id, &self.session)?)
     }
 }
+
+const STATE: Property<ExecSession, String> = Property::new("State", |s| s.state().into());
+const PID: Property<ExecSession, u32> = Property::new("Pid", |s| s.pid);
+const EXIT_CODE: Property<ExecSession, i32> = Property::new("ExitCode", |s| s.exit_code);
+
+/// Every property of the ExecSession interface announced with `PropertiesChanged`: the
+/// getters read the same entries.
+pub const ANNOUNCED: &Table<ExecSession> = &[&STATE, &PID, &EXIT_CODE];
 
 #[interface(name = "org.berth.Engine1.ExecSession")]
 impl ExecSessionObject {
@@ -112,16 +121,35 @@ impl ExecSessionObject {
 
     #[zbus(property)]
     fn state(&self) -> Result<String, BusError> {
-        Ok(self.record()?.state().to_string())
+        Ok(STATE.read(&self.record()?))
     }
 
     #[zbus(property)]
     fn pid(&self) -> Result<u32, BusError> {
-        Ok(self.record()?.pid)
+        Ok(PID.read(&self.record()?))
     }
 
     #[zbus(property)]
     fn exit_code(&self) -> Result<i32, BusError> {
-        Ok(self.record()?.exit_code)
+        Ok(EXIT_CODE.read(&self.record()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_announced_property_of_the_xml_is_in_the_change_table() {
+        let sample = ExecSession {
+            command: vec!["true".into()],
+            terminal: false,
+            running: true,
+            pid: 1,
+            exit_code: 0,
+            started_at: 0,
+            finished_at: 0,
+        };
+        super::super::property::tests::assert_table_matches_xml(INTERFACE, ANNOUNCED, &sample);
     }
 }

@@ -8,6 +8,7 @@ use zbus::{interface, OwnedObjectPath, OwnedVariant, Variant};
 
 use super::auth::Action;
 use super::error::BusError;
+use super::property::{Property, Table};
 use super::Shared;
 use crate::engine::Engine;
 use crate::engine::ImageRecord;
@@ -58,6 +59,14 @@ pub fn config_property(image: &ImageRecord) -> HashMap<String, OwnedVariant> {
     .filter_map(|(key, value)| Some((key.to_string(), value?)))
     .collect()
 }
+
+const NAMES: Property<ImageRecord, Vec<String>> = Property::new("Names", |i| i.names.clone());
+const REPO_DIGESTS: Property<ImageRecord, Vec<String>> =
+    Property::new("RepoDigests", |i| i.repo_digests.clone());
+
+/// Every property of the Image interface announced with `PropertiesChanged`: the getters
+/// read the same entries.
+pub const ANNOUNCED: &Table<ImageRecord> = &[&NAMES, &REPO_DIGESTS];
 
 #[interface(name = "org.berth.Engine1.Image")]
 impl ImageObject {
@@ -112,7 +121,7 @@ impl ImageObject {
 
     #[zbus(property)]
     fn names(&self) -> Result<Vec<String>, BusError> {
-        Ok(self.image()?.names)
+        Ok(NAMES.read(&self.image()?))
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
@@ -138,11 +147,33 @@ impl ImageObject {
     /// `repository@sha256:…` of the manifests it was pulled by.
     #[zbus(property)]
     fn repo_digests(&self) -> Result<Vec<String>, BusError> {
-        Ok(self.image()?.repo_digests)
+        Ok(REPO_DIGESTS.read(&self.image()?))
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
     fn config(&self) -> Result<HashMap<String, OwnedVariant>, BusError> {
         Ok(config_property(&self.image()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_announced_property_of_the_xml_is_in_the_change_table() {
+        let sample = ImageRecord {
+            id: "0".repeat(64),
+            names: Vec::new(),
+            layers: Vec::new(),
+            config: Default::default(),
+            architecture: String::new(),
+            os: String::new(),
+            created_at: 0,
+            size: 0,
+            repo_digests: Vec::new(),
+            blob_digests: Vec::new(),
+        };
+        super::super::property::tests::assert_table_matches_xml(INTERFACE, ANNOUNCED, &sample);
     }
 }
