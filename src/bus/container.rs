@@ -10,6 +10,7 @@ use zbus::OwnedObjectPath;
 use zbus::{interface, OwnedVariant};
 
 use super::auth::Action;
+use super::call::Served;
 use super::error::{BusError, BusResult};
 use super::property::{Property, Table};
 use super::spec;
@@ -39,9 +40,15 @@ impl ContainerObject {
     fn config(&self) -> Result<ContainerConfig, BusError> {
         Ok(self.engine.config(&self.id)?)
     }
+}
 
-    async fn manage(&self, header: &Header<'_>) -> Result<crate::engine::Caller, BusError> {
-        self.shared.auth.authorize(header, Action::Manage).await
+impl Served for ContainerObject {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.shared
     }
 }
 
@@ -142,12 +149,9 @@ fn ports(view: &ContainerView) -> Vec<(String, u16, u16, String)> {
 impl ContainerObject {
     /// Creates the container in the runtime (monitor + runtime create) → `created`.
     async fn init(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        spec::no_arguments(&header)?;
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(&self.engine, self.engine.init(caller, &self.id).await)
-            .await
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.init(caller, &self.id).await).await
     }
 
     /// Starts the container; `recursive` starts its dependencies first.
@@ -156,13 +160,9 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         recursive: bool,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.start(caller, &self.id, recursive).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.start(caller, &self.id, recursive).await)
             .await
     }
 
@@ -172,13 +172,9 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         timeout_sec: u32,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.stop(caller, &self.id, timeout_sec).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.stop(caller, &self.id, timeout_sec).await)
             .await
     }
 
@@ -187,67 +183,44 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         timeout_sec: u32,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.restart(caller, &self.id, timeout_sec).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.restart(caller, &self.id, timeout_sec).await)
             .await
     }
 
     /// Sends a signal, by name (`TERM`, `SIGTERM`) or number.
     async fn kill(&self, #[zbus(header)] header: Header<'_>, signal: &str) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.kill(caller, &self.id, signal).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.kill(caller, &self.id, signal).await)
             .await
     }
 
     async fn pause(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        spec::no_arguments(&header)?;
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(&self.engine, self.engine.pause(caller, &self.id).await)
-            .await
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.pause(caller, &self.id).await).await
     }
 
     async fn unpause(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        spec::no_arguments(&header)?;
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(&self.engine, self.engine.unpause(caller, &self.id).await)
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.unpause(caller, &self.id).await)
             .await
     }
 
     /// Replies with the exit code once the container is not running.
     async fn wait(&self, #[zbus(header)] header: Header<'_>) -> Result<i32, BusError> {
-        let _busy = self.engine.busy();
-        spec::no_arguments(&header)?;
-        self.shared
-            .reply(&self.engine, self.engine.wait(&self.id).await)
-            .await
+        let call = self.call(&header);
+        call.reply(self.engine.wait(&self.id).await).await
     }
 
     /// Mounts the rootfs on the host and returns the mountpoint.
     async fn mount(&self, #[zbus(header)] header: Header<'_>) -> Result<String, BusError> {
-        let _busy = self.engine.busy();
-        spec::no_arguments(&header)?;
-        let caller = self
-            .shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
-        self.shared
-            .reply(&self.engine, self.engine.mount(caller, &self.id).await)
-            .await
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Filesystem).await?;
+        call.reply(self.engine.mount(caller, &self.id).await).await
     }
 
     async fn unmount(
@@ -255,17 +228,9 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         force: bool,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self
-            .shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.unmount(caller, &self.id, force).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Filesystem).await?;
+        call.reply(self.engine.unmount(caller, &self.id, force).await)
             .await
     }
 
@@ -276,10 +241,10 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         size: bool,
     ) -> Result<String, BusError> {
-        let _busy = self.engine.busy();
-        let environment = self.shared.auth.permits(&header, Action::Exec).await;
-        let result = self.engine.inspect(&self.id, size, environment).await;
-        self.shared.reply(&self.engine, result).await
+        let call = self.call(&header);
+        let environment = call.permits(Action::Exec).await;
+        call.reply(self.engine.inspect(&self.id, size, environment).await)
+            .await
     }
 
     /// The container's stdin, stdout and stderr as fds leading to its monitor (never through
@@ -289,11 +254,11 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(zbus::OwnedFd, zbus::OwnedFd, zbus::OwnedFd), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Exec).await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Exec).await?;
         let options = spec::attach_options(&options)?;
         let result = self.engine.attach(caller, &self.id, options).await;
-        Ok(handles(self.shared.reply(&self.engine, result).await?))
+        Ok(handles(call.reply(result).await?))
     }
 
     /// Attaches before the process runs (no output lost), then starts it.
@@ -303,15 +268,15 @@ impl ContainerObject {
         recursive: bool,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(zbus::OwnedFd, zbus::OwnedFd, zbus::OwnedFd), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.manage(&header).await?;
-        self.shared.auth.authorize(&header, Action::Exec).await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.authorize(Action::Exec).await?;
         let options = spec::attach_options(&options)?;
         let result = self
             .engine
             .start_and_attach(caller, &self.id, recursive, options)
             .await;
-        Ok(handles(self.shared.reply(&self.engine, result).await?))
+        Ok(handles(call.reply(result).await?))
     }
 
     /// Sets the terminal's window size; the process gets SIGWINCH.
@@ -321,10 +286,9 @@ impl ContainerObject {
         rows: u16,
         cols: u16,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        self.shared.auth.authorize(&header, Action::Exec).await?;
-        self.shared
-            .reply(&self.engine, self.engine.resize(&self.id, rows, cols).await)
+        let call = self.call(&header);
+        call.authorize(Action::Exec).await?;
+        call.reply(self.engine.resize(&self.id, rows, cols).await)
             .await
     }
 
@@ -335,16 +299,12 @@ impl ContainerObject {
         command: Vec<String>,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<OwnedObjectPath, BusError> {
-        let _busy = self.engine.busy();
+        let call = self.call(&header);
         let command_line = ("command_line", command.join(" "));
-        let caller = self
-            .shared
-            .auth
-            .authorize_with(&header, Action::Exec, &[command_line])
-            .await?;
+        let caller = call.authorize_with(Action::Exec, &[command_line]).await?;
         let request = spec::exec_request(command, &options)?;
         let result = self.engine.exec(caller, &self.id, request).await;
-        let session = self.shared.reply(&self.engine, result).await?;
+        let session = call.reply(result).await?;
         Ok(super::exec::path(&self.id, &session))
     }
 
@@ -355,15 +315,11 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self
-            .shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Filesystem).await?;
         let request = spec::checkpoint_request(&options)?;
-        let result = self.engine.checkpoint(caller, &self.id, request).await;
-        self.shared.reply(&self.engine, result).await
+        call.reply(self.engine.checkpoint(caller, &self.id, request).await)
+            .await
     }
 
     /// Restores the container from its last checkpoint, or `Import` h (a checkpoint tar).
@@ -372,15 +328,11 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self
-            .shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Filesystem).await?;
         let request = spec::restore_request(&options)?;
-        let result = self.engine.restore(caller, &self.id, request).await;
-        self.shared.reply(&self.engine, result).await
+        call.reply(self.engine.restore(caller, &self.id, request).await)
+            .await
     }
 
     /// The log as a stream into a pipe: `Follow` b, `Tail` u, `Since` t, `Until` t,
@@ -390,8 +342,8 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<zbus::OwnedFd, BusError> {
-        let _busy = self.engine.busy();
-        self.shared.auth.authorize(&header, Action::Exec).await?;
+        let call = self.call(&header);
+        call.authorize(Action::Exec).await?;
         let options = spec::log_options(&options)?;
         Ok(zbus::OwnedFd::from(
             self.engine.logs(&self.id, options).await?,
@@ -404,56 +356,39 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         destination: zbus::Fd<'_>,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self
-            .shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
-        let destination = super::spec::owned_fd("destination", &destination)?;
-        let result = self
-            .engine
-            .export(caller, &self.id, std::fs::File::from(destination))
-            .await;
-        self.shared.reply(&self.engine, result).await
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Filesystem).await?;
+        let destination = spec::owned_fd("destination", &destination)?;
+        let destination = std::fs::File::from(destination);
+        call.reply(self.engine.export(caller, &self.id, destination).await)
+            .await
     }
 
     async fn cleanup(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        spec::no_arguments(&header)?;
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(&self.engine, self.engine.cleanup(caller, &self.id).await)
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.cleanup(caller, &self.id).await)
             .await
     }
 
     /// Runs the health check now; `healthy` if it passed, else `unhealthy`.
     async fn healthcheck(&self, #[zbus(header)] header: Header<'_>) -> Result<String, BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.healthcheck(caller, &self.id).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.healthcheck(caller, &self.id).await)
             .await
     }
 
     async fn sync(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        spec::no_arguments(&header)?;
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(&self.engine, self.engine.sync(caller, &self.id).await)
-            .await
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.sync(caller, &self.id).await).await
     }
 
     async fn refresh(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        spec::no_arguments(&header)?;
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(&self.engine, self.engine.refresh(caller, &self.id).await)
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.refresh(caller, &self.id).await)
             .await
     }
 
@@ -464,8 +399,8 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         ops: Vec<(String, HashMap<String, OwnedVariant>)>,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.manage(&header).await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
         let parsed = ops
             .iter()
             .enumerate()
@@ -481,7 +416,7 @@ impl ContainerObject {
                     BusError::from(error).context(&format!("operation {index} ({})", ops[index].0))
                 });
         // Signals of the operations that ran go out before the reply, failure or not.
-        self.shared.reply(&self.engine, Ok(())).await?;
+        call.reply(Ok(())).await?;
         outcome
     }
 
@@ -491,13 +426,9 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         force: bool,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.remove(caller, &self.id, force).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.remove(caller, &self.id, force).await)
             .await
     }
 
@@ -507,16 +438,9 @@ impl ContainerObject {
         name: String,
         data: Vec<u8>,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        self.shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.add_artifact(&self.id, name, data).await,
-            )
+        let call = self.call(&header);
+        call.authorize(Action::Filesystem).await?;
+        call.reply(self.engine.add_artifact(&self.id, name, data).await)
             .await
     }
 
@@ -525,13 +449,9 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         name: String,
     ) -> Result<Vec<u8>, BusError> {
-        let _busy = self.engine.busy();
-        self.shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
-        self.shared
-            .reply(&self.engine, self.engine.get_artifact(&self.id, name).await)
+        let call = self.call(&header);
+        call.authorize(Action::Filesystem).await?;
+        call.reply(self.engine.get_artifact(&self.id, name).await)
             .await
     }
 
@@ -540,16 +460,9 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         name: String,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        self.shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.remove_artifact(&self.id, name).await,
-            )
+        let call = self.call(&header);
+        call.authorize(Action::Filesystem).await?;
+        call.reply(self.engine.remove_artifact(&self.id, name).await)
             .await
     }
 
@@ -557,11 +470,8 @@ impl ContainerObject {
         &self,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<String>, BusError> {
-        spec::no_arguments(&header)?;
-        let _busy = self.engine.busy();
-        self.shared
-            .reply(&self.engine, self.engine.list_artifacts(&self.id).await)
-            .await
+        let call = self.call(&header);
+        call.reply(self.engine.list_artifacts(&self.id).await).await
     }
 
     /// Every event of this container, with the sequence number of the durable log.

@@ -8,6 +8,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::OwnedObjectPath;
 
 use super::auth::Action;
+use super::call::Served;
 use super::error::BusError;
 use super::property::{Property, Table};
 use super::Shared;
@@ -33,6 +34,16 @@ impl ExecSessionObject {
     }
 }
 
+impl Served for ExecSessionObject {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
 const STATE: Property<ExecSession, String> = Property::new("State", |s| s.state().into());
 const PID: Property<ExecSession, u32> = Property::new("Pid", |s| s.pid);
 const EXIT_CODE: Property<ExecSession, i32> = Property::new("ExitCode", |s| s.exit_code);
@@ -49,9 +60,8 @@ impl ExecSessionObject {
         &self,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<zbus::OwnedFd, BusError> {
-        let _busy = self.engine.busy();
-        super::spec::no_arguments(&header)?;
-        self.shared.auth.authorize(&header, Action::Exec).await?;
+        let call = self.call(&header);
+        call.authorize(Action::Exec).await?;
         let master = self.engine.exec_open_pty(&self.id, &self.session).await?;
         Ok(zbus::OwnedFd::from(master))
     }
@@ -63,41 +73,39 @@ impl ExecSessionObject {
         rows: u16,
         cols: u16,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        self.shared.auth.authorize(&header, Action::Exec).await?;
+        let call = self.call(&header);
+        call.authorize(Action::Exec).await?;
         let result = self
             .engine
             .exec_resize(&self.id, &self.session, rows, cols)
             .await;
-        self.shared.reply(&self.engine, result).await
+        call.reply(result).await
     }
 
     /// Sends a signal to the session's process.
     async fn kill(&self, #[zbus(header)] header: Header<'_>, signal: &str) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Exec).await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Exec).await?;
         let result = self
             .engine
             .exec_kill(caller, &self.id, &self.session, signal)
             .await;
-        self.shared.reply(&self.engine, result).await
+        call.reply(result).await
     }
 
     /// Replies with the exit code once the session has exited.
     async fn wait(&self, #[zbus(header)] header: Header<'_>) -> Result<i32, BusError> {
-        let _busy = self.engine.busy();
-        super::spec::no_arguments(&header)?;
-        let result = self.engine.exec_wait(&self.id, &self.session).await;
-        self.shared.reply(&self.engine, result).await
+        let call = self.call(&header);
+        call.reply(self.engine.exec_wait(&self.id, &self.session).await)
+            .await
     }
 
     /// Forgets an exited session.
     async fn remove(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        super::spec::no_arguments(&header)?;
-        self.shared.auth.authorize(&header, Action::Exec).await?;
-        let result = self.engine.exec_remove(&self.id, &self.session).await;
-        self.shared.reply(&self.engine, result).await
+        let call = self.call(&header);
+        call.authorize(Action::Exec).await?;
+        call.reply(self.engine.exec_remove(&self.id, &self.session).await)
+            .await
     }
 
     /// The session's process exited with this code (128+signal when killed).

@@ -7,6 +7,7 @@ use zbus::message::Header;
 use zbus::{interface, OwnedObjectPath, OwnedVariant, Variant};
 
 use super::auth::Action;
+use super::call::Served;
 use super::error::BusError;
 use super::property::{Property, Table};
 use super::Shared;
@@ -29,6 +30,16 @@ pub struct ImageObject {
 impl ImageObject {
     fn image(&self) -> Result<ImageRecord, BusError> {
         Ok(self.engine.image(&self.id)?)
+    }
+}
+
+impl Served for ImageObject {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.shared
     }
 }
 
@@ -72,24 +83,16 @@ pub const ANNOUNCED: &Table<ImageRecord> = &[&NAMES, &REPO_DIGESTS];
 impl ImageObject {
     /// Adds a name (`localhost/app:2`; short names are qualified as podman does).
     async fn tag(&self, #[zbus(header)] header: Header<'_>, name: &str) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Images).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.tag_image(caller, &self.id, name).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Images).await?;
+        call.reply(self.engine.tag_image(caller, &self.id, name).await)
             .await
     }
 
     async fn untag(&self, #[zbus(header)] header: Header<'_>, name: &str) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Images).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.untag_image(caller, &self.id, name).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Images).await?;
+        call.reply(self.engine.untag_image(caller, &self.id, name).await)
             .await
     }
 
@@ -99,18 +102,15 @@ impl ImageObject {
         #[zbus(header)] header: Header<'_>,
         force: bool,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Images).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.remove_image(caller, &self.id, force).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Images).await?;
+        call.reply(self.engine.remove_image(caller, &self.id, force).await)
             .await
     }
 
     /// The image as JSON, shaped like `podman image inspect`.
-    fn inspect(&self) -> Result<String, BusError> {
+    fn inspect(&self, #[zbus(header)] header: Header<'_>) -> Result<String, BusError> {
+        let _call = self.call(&header);
         Ok(self.engine.inspect_image(&self.id)?)
     }
 

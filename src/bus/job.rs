@@ -10,6 +10,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection, ObjectPath, OwnedObjectPath};
 
 use super::auth::Action;
+use super::call::Served;
 use super::error::BusError;
 use super::image;
 use super::property::{announce, changes, Property, Table};
@@ -30,6 +31,16 @@ pub struct JobObject {
     pub engine: Engine,
     pub shared: Arc<Shared>,
     pub job: Arc<Job>,
+}
+
+impl Served for JobObject {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 fn result_path(status: &JobStatus) -> OwnedObjectPath {
@@ -79,17 +90,16 @@ pub const ANNOUNCED: &Table<JobStatus> = &[
 impl JobObject {
     /// Stops a running job: it ends `cancelled`, leaving nothing behind.
     async fn cancel(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        self.shared.auth.authorize(&header, Action::Images).await?;
+        let call = self.call(&header);
+        call.authorize(Action::Images).await?;
         Ok(self.engine.cancel_job(self.job.id)?)
     }
 
     /// The Image once the job completed, or its failure as the D-Bus error.
-    async fn wait(&self) -> Result<OwnedObjectPath, BusError> {
+    async fn wait(&self, #[zbus(header)] header: Header<'_>) -> Result<OwnedObjectPath, BusError> {
+        let call = self.call(&header);
         let outcome = self.job.wait().await;
-        self.shared
-            .reply(&self.engine, outcome.map(|id| image::path(&id)))
-            .await
+        call.reply(outcome.map(|id| image::path(&id))).await
     }
 
     #[zbus(signal)]

@@ -5,6 +5,7 @@
 //! ObjectManager signals by one publisher task, in commit order.
 
 pub mod auth;
+pub mod call;
 pub mod container;
 pub mod error;
 pub mod exec;
@@ -261,20 +262,19 @@ pub(crate) async fn add_network(
 /// goes.
 pub(crate) async fn remove_network(
     connection: &Connection,
-    engine: &Engine,
-    shared: &Arc<Shared>,
+    call: call::Call<'_>,
     caller: crate::engine::Caller,
     name: &str,
     force: bool,
 ) -> Result<(), error::BusError> {
-    let result = engine.remove_network(caller, name, force).await;
+    let result = call.engine().remove_network(caller, name, force).await;
     if result.is_ok() {
         connection
             .object_server()
             .remove::<network::NetworkObject, _>(network::path(name))
             .await?;
     }
-    shared.reply(engine, result).await
+    call.reply(result).await
 }
 
 /// Serves a volume's object (a no-op if it is already served).

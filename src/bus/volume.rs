@@ -8,6 +8,7 @@ use zbus::message::Header;
 use zbus::{interface, OwnedObjectPath};
 
 use super::auth::Action;
+use super::call::Served;
 use super::error::BusError;
 use super::Shared;
 use crate::engine::{Engine, VolumeRecord};
@@ -49,6 +50,16 @@ impl VolumeObject {
     }
 }
 
+impl Served for VolumeObject {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
 /// The `Containers` property of a volume.
 pub fn containers_property(engine: &Engine, name: &str) -> Vec<OwnedObjectPath> {
     engine
@@ -66,16 +77,11 @@ impl VolumeObject {
         #[zbus(header)] header: Header<'_>,
         destination: zbus::Fd<'_>,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        self.shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
+        let call = self.call(&header);
+        call.authorize(Action::Filesystem).await?;
         let destination = super::spec::owned_fd("destination", &destination)?;
-        Ok(self
-            .engine
-            .export_volume(&self.name, std::fs::File::from(destination))
-            .await?)
+        let destination = std::fs::File::from(destination);
+        Ok(self.engine.export_volume(&self.name, destination).await?)
     }
 
     /// Replaces the volume's content from a tar stream read from the fd (hostile-safe:
@@ -85,20 +91,16 @@ impl VolumeObject {
         #[zbus(header)] header: Header<'_>,
         source: zbus::Fd<'_>,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        self.shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
+        let call = self.call(&header);
+        call.authorize(Action::Filesystem).await?;
         let source = super::spec::owned_fd("source", &source)?;
-        Ok(self
-            .engine
-            .import_volume(&self.name, std::fs::File::from(source))
-            .await?)
+        let source = std::fs::File::from(source);
+        Ok(self.engine.import_volume(&self.name, source).await?)
     }
 
     /// The volume as JSON, shaped like `podman volume inspect`.
-    fn inspect(&self) -> Result<String, BusError> {
+    fn inspect(&self, #[zbus(header)] header: Header<'_>) -> Result<String, BusError> {
+        let _call = self.call(&header);
         Ok(self.engine.inspect_volume(&self.name)?)
     }
 
