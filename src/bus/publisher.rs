@@ -189,8 +189,8 @@ impl Publisher {
             return Ok(());
         }
         let emitter = SignalEmitter::new(&self.connection, volume::path(name))?;
-        let containers = volume::containers_property(&self.engine, name);
-        let changed = HashMap::from([("Containers", zbus::Variant::from(containers))]);
+        let users = self.engine.volume_containers(name);
+        let changed = changes(volume::ANNOUNCED, None, &users);
         announce(&emitter, volume::INTERFACE, changed).await
     }
 }

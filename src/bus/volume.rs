@@ -10,6 +10,7 @@ use zbus::{interface, OwnedObjectPath};
 use super::auth::Action;
 use super::call::Served;
 use super::error::BusError;
+use super::property::{Property, Table};
 use super::Shared;
 use crate::engine::{Engine, VolumeRecord};
 
@@ -60,14 +61,16 @@ impl Served for VolumeObject {
     }
 }
 
-/// The `Containers` property of a volume.
-pub fn containers_property(engine: &Engine, name: &str) -> Vec<OwnedObjectPath> {
-    engine
-        .volume_containers(name)
-        .iter()
-        .map(|id| super::container::path(id))
-        .collect()
-}
+/// The ids of the containers that use a volume: what its announced property is read from.
+pub type Users = Vec<String>;
+
+const CONTAINERS: Property<Users, Vec<OwnedObjectPath>> = Property::new("Containers", |ids| {
+    ids.iter().map(|id| super::container::path(id)).collect()
+});
+
+/// Every property of the Volume interface announced with `PropertiesChanged`: the getter
+/// reads the same entry.
+pub const ANNOUNCED: &Table<Users> = &[&CONTAINERS];
 
 #[interface(name = "org.berth.Engine1.Volume")]
 impl VolumeObject {
@@ -139,7 +142,7 @@ impl VolumeObject {
 
     #[zbus(property)]
     fn containers(&self) -> Vec<OwnedObjectPath> {
-        containers_property(&self.engine, &self.name)
+        CONTAINERS.read(&self.engine.volume_containers(&self.name))
     }
 }
 
@@ -157,5 +160,11 @@ mod tests {
             path("pg-data").as_str(),
             "/org/berth/Engine1/volume/pg_2ddata"
         );
+    }
+
+    #[test]
+    fn every_announced_property_of_the_xml_is_in_the_change_table() {
+        let sample = vec!["0".repeat(64)];
+        super::super::property::tests::assert_table_matches_xml(INTERFACE, ANNOUNCED, &sample);
     }
 }
