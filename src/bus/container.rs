@@ -100,7 +100,7 @@ const IP_ADDRESS: Announced<String> = Property::new("IPAddress", |v| v.status.ne
 const PORTS: Announced<Vec<(String, u16, u16, String)>> = Property::new("Ports", ports);
 
 /// Every property of the Container interface announced with `PropertiesChanged` (all but
-/// the `const` ones and `Labels`): the getters above read the same entries.
+/// the `const` ones and `Labels`): the getters of the interface below read the same entries.
 pub const ANNOUNCED: &Table<ContainerView> = &[
     &STATE,
     &PID,
