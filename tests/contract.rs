@@ -439,3 +439,207 @@ async fn inspect_tells_the_truth_about_storage_and_state() {
     assert_eq!(inspect["State"]["Running"], true);
     container.kill("KILL").await.unwrap();
 }
+
+/// (method, signature of its arguments) of every method in the shipped introspection XML
+/// of `interface` (equal to the live one: tests/interface.rs holds it so).
+fn declared_methods(interface: &str) -> Vec<(String, String)> {
+    let file = common::repo().join(format!("dbus/{interface}.xml"));
+    let xml = std::fs::read_to_string(&file).unwrap();
+    let attribute = |line: &str, name: &str| {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(line[start..start + line[start..].find('"')?].to_string())
+    };
+    let mut methods: Vec<(String, String)> = Vec::new();
+    for line in xml.lines().map(str::trim) {
+        if line.starts_with("<method ") {
+            methods.push((attribute(line, "name").unwrap(), String::new()));
+        } else if line.starts_with("<arg ") && line.contains("direction=\"in\"") {
+            let (_, signature) = methods.last_mut().expect("an argument outside a method");
+            signature.push_str(&attribute(line, "type").unwrap());
+        }
+    }
+    assert!(!methods.is_empty(), "no method in {}", file.display());
+    methods
+}
+
+/// Some value of the D-Bus type `signature` (empty arrays, zeros, "x", the fd for `h`).
+fn some_value<'a>(signature: &zbus::Signature, fd: std::os::fd::BorrowedFd<'a>) -> Variant<'a> {
+    use zbus::Signature as S;
+    match signature {
+        S::U8 => Variant::U8(0),
+        S::Bool => Variant::Bool(false),
+        S::I16 => Variant::I16(0),
+        S::U16 => Variant::U16(0),
+        S::I32 => Variant::I32(0),
+        S::U32 => Variant::U32(0),
+        S::I64 => Variant::I64(0),
+        S::U64 => Variant::U64(0),
+        S::F64 => Variant::F64(0.0),
+        S::Str => Variant::from("x"),
+        S::ObjectPath => Variant::ObjectPath(zbus::ObjectPath::from_static_str_unchecked("/")),
+        S::Signature => Variant::Signature(S::Str),
+        S::Variant => Variant::Variant(Box::new(Variant::from("x"))),
+        S::Fd => Variant::Fd(zbus::Fd::from(fd)),
+        S::Array(element) => Variant::Array(zbus::Array::new(element)),
+        S::Dict { key, value } => Variant::Dict(zbus::Dict::new(key, value)),
+        S::Structure(fields) => Variant::Structure(
+            fields
+                .iter()
+                .fold(zbus::wire::StructureBuilder::new(), |builder, field| {
+                    builder.append_field(some_value(field, fd))
+                })
+                .build()
+                .unwrap(),
+        ),
+        other => panic!("no value for {other}"),
+    }
+}
+
+/// A body of `signature` (one or more complete types), from [`some_value`].
+fn arguments<'a>(signature: &str, fd: std::os::fd::BorrowedFd<'a>) -> zbus::Structure<'a> {
+    let signature = zbus::Signature::try_from(format!("({signature})").as_str()).unwrap();
+    let zbus::Signature::Structure(fields) = &signature else {
+        unreachable!("a structure signature")
+    };
+    fields
+        .iter()
+        .fold(zbus::wire::StructureBuilder::new(), |builder, field| {
+            builder.append_field(some_value(field, fd))
+        })
+        .build()
+        .unwrap()
+}
+
+/// What `GetEvents` returns of one event.
+type EventRow = (u64, u64, String, String, HashMap<String, String>);
+
+/// Every object, interface and property berthd serves, and how many events it logged.
+async fn everything(connection: &zbus::Connection) -> (zbus::fdo::ManagedObjects, usize) {
+    let objects = zbus::fdo::ObjectManagerProxy::builder(connection)
+        .destination("org.berth.Engine1")
+        .path("/org/berth/Engine1")
+        .build()
+        .await
+        .unwrap()
+        .get_managed_objects()
+        .await
+        .unwrap();
+    let manager = ManagerProxy::new(connection).await.unwrap();
+    (objects, manager.get_events(0, 0).await.unwrap().len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_method_called_with_an_extra_argument_is_refused_and_not_run() {
+    let Some(mut h) = harness("every_method_refuses_an_extra_argument") else {
+        return;
+    };
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let manager = ManagerProxy::new(&connection).await.unwrap();
+    // One object of each interface: a running container with a running exec session, an
+    // image, a volume, the default network and a job.
+    let container = h.create(&connection, "target", &["sleep", "60"]).await;
+    container.start(false).await.unwrap();
+    let session = container
+        .exec(&["sleep", "60"], HashMap::new())
+        .await
+        .unwrap();
+    let tar: OwnedFd = std::fs::File::open(h.rootfs_tar()).unwrap().into();
+    let image = manager
+        .import_image(zbus::Fd::from(tar), HashMap::new())
+        .await
+        .unwrap();
+    let volume = manager.create_volume("data", HashMap::new()).await.unwrap();
+    // A pull from a local port nothing listens on: the job fails at once and stays 60 s.
+    let job = manager
+        .pull_image("127.0.0.1:1/nothing:1", HashMap::new())
+        .await
+        .unwrap();
+    let job_proxy = berth::cli::proxy::JobProxy::builder(&connection)
+        .path(job.clone())
+        .build()
+        .await
+        .unwrap();
+    assert!(job_proxy.wait().await.is_err());
+    let objects = [
+        (
+            "org.berth.Engine1.Manager",
+            "/org/berth/Engine1".to_string(),
+        ),
+        (
+            "org.berth.Engine1.Container",
+            container.inner().path().to_string(),
+        ),
+        ("org.berth.Engine1.ExecSession", session.to_string()),
+        ("org.berth.Engine1.Image", image.to_string()),
+        ("org.berth.Engine1.Volume", volume.to_string()),
+        (
+            "org.berth.Engine1.Network",
+            "/org/berth/Engine1/network/berth".to_string(),
+        ),
+        ("org.berth.Engine1.Job", job.to_string()),
+    ];
+
+    // Every interface berth ships is among them.
+    let mut shipped: Vec<String> = std::fs::read_dir(common::repo().join("dbus"))
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let interface = name.strip_suffix(".xml")?;
+            interface
+                .starts_with("org.berth.")
+                .then(|| interface.to_string())
+        })
+        .collect();
+    shipped.sort();
+    let mut covered: Vec<String> = objects.iter().map(|(i, _)| i.to_string()).collect();
+    covered.sort();
+    assert_eq!(covered, shipped);
+
+    // The bodies built here are what the methods declare: without the extra argument, a
+    // call that changes nothing is answered.
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let reply = connection
+        .call_method(
+            Some("org.berth.Engine1"),
+            "/org/berth/Engine1",
+            Some("org.berth.Engine1.Manager"),
+            "GetEvents",
+            &arguments("tu", null.as_fd()),
+        )
+        .await
+        .unwrap();
+    let events: Vec<EventRow> = reply.body().deserialize().unwrap();
+    assert_eq!(events, manager.get_events(0, 0).await.unwrap());
+
+    let before = everything(&connection).await;
+    for (interface, path) in &objects {
+        for (method, declared) in declared_methods(interface) {
+            let body = arguments(&format!("{declared}s"), null.as_fd());
+            let call = connection.call_method(
+                Some("org.berth.Engine1"),
+                path.as_str(),
+                Some(*interface),
+                method.as_str(),
+                &body,
+            );
+            let reply = tokio::time::timeout(Duration::from_secs(5), call)
+                .await
+                .unwrap_or_else(|_| panic!("{interface}.{method}({declared}s) ran"));
+            let error = reply.expect_err(&format!("{interface}.{method}({declared}s) ran"));
+            assert_eq!(
+                error_name(&error),
+                INVALID_ARGS,
+                "{interface}.{method}({declared}s): {error}"
+            );
+        }
+    }
+    let after = everything(&connection).await;
+    assert!(
+        before.0 == after.0,
+        "an object changed: {before:?}\n{after:?}"
+    );
+    assert_eq!(before.1, after.1, "events were logged");
+    assert_eq!(container.state().await.unwrap(), "running");
+    container.kill("KILL").await.unwrap();
+}

@@ -1,5 +1,6 @@
-//! Who may call what (DESIGN §2.5). Reading needs nothing; everything else passes for root
-//! and, on a session bus, for the bus's owner; any other caller is checked with polkit
+//! Who may call what (the actions are in dbus/org.berth.Engine1.policy, the rules in the
+//! README's "Installing"). Reading needs nothing; everything else passes for root and, on a
+//! session bus, for the bus's owner; any other caller is checked with polkit
 //! (`CheckAuthorization`, subject `system-bus-name`), failing closed on any error.
 
 use std::collections::HashMap;

@@ -10,10 +10,13 @@ use zbus::OwnedObjectPath;
 use zbus::{interface, OwnedVariant};
 
 use super::auth::Action;
+use super::call::Served;
 use super::error::{BusError, BusResult};
+use super::property::{Property, Table};
 use super::spec;
 use super::Shared;
-use crate::engine::{ContainerConfig, ContainerStatus, Engine};
+use crate::engine::{ContainerConfig, ContainerStatus, Engine, EngineError};
+use crate::network::PortMapping;
 
 pub const INTERFACE: &str = "org.berth.Engine1.Container";
 
@@ -29,29 +32,126 @@ pub struct ContainerObject {
 }
 
 impl ContainerObject {
-    fn status(&self) -> Result<ContainerStatus, BusError> {
-        Ok(self.engine.status(&self.id)?)
+    /// The current value of an announced property.
+    fn read<T>(&self, property: &Property<ContainerView, T>) -> BusResult<T> {
+        Ok(property.read(&ContainerView::of(&self.engine, &self.id)?))
     }
 
     fn config(&self) -> Result<ContainerConfig, BusError> {
         Ok(self.engine.config(&self.id)?)
     }
+}
 
-    async fn manage(&self, header: &Header<'_>) -> Result<crate::engine::Caller, BusError> {
-        self.shared.auth.authorize(header, Action::Manage).await
+impl Served for ContainerObject {
+    fn engine(&self) -> &Engine {
+        &self.engine
     }
+
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// What a container's announced properties are read from.
+#[derive(Debug, Clone)]
+pub struct ContainerView {
+    pub id: String,
+    pub status: ContainerStatus,
+    /// The published ports asked for at create, shown while no run holds any.
+    pub configured_ports: Vec<PortMapping>,
+}
+
+impl ContainerView {
+    pub fn of(engine: &Engine, id: &str) -> Result<ContainerView, EngineError> {
+        Ok(ContainerView {
+            id: id.to_string(),
+            status: engine.status(id)?,
+            configured_ports: engine.config(id)?.network_options.port_mappings,
+        })
+    }
+}
+
+/// A property of the Container interface announced with `PropertiesChanged`.
+type Announced<T> = Property<ContainerView, T>;
+
+const STATE: Announced<String> = Property::new("State", |v| v.status.state.as_str().into());
+const PID: Announced<u32> = Property::new("Pid", |v| v.status.pid);
+const EXIT_CODE: Announced<i32> = Property::new("ExitCode", |v| v.status.exit_code);
+const OOM_KILLED: Announced<bool> = Property::new("OOMKilled", |v| v.status.oom_killed);
+const STARTED_AT: Announced<u64> = Property::new("StartedAt", |v| v.status.started_at);
+const FINISHED_AT: Announced<u64> = Property::new("FinishedAt", |v| v.status.finished_at);
+const RESTART_COUNT: Announced<u32> = Property::new("RestartCount", |v| v.status.restart_count);
+const MOUNTED: Announced<bool> = Property::new("Mounted", |v| v.status.mounted());
+const MOUNTPOINT: Announced<String> = Property::new("Mountpoint", |v| v.status.mountpoint.clone());
+const EXEC_SESSIONS: Announced<Vec<OwnedObjectPath>> =
+    Property::new("ExecSessions", |v| session_paths(&v.id, &v.status));
+const CHECKPOINTED: Announced<bool> = Property::new("Checkpointed", |v| v.status.checkpointed);
+const CHECKPOINTED_AT: Announced<u64> =
+    Property::new("CheckpointedAt", |v| v.status.checkpointed_at);
+const RESTORED_AT: Announced<u64> = Property::new("RestoredAt", |v| v.status.restored_at);
+const ERROR: Announced<String> = Property::new("Error", |v| v.status.error.clone());
+const READY: Announced<bool> = Property::new("Ready", |v| v.status.ready);
+const STATUS_TEXT: Announced<String> =
+    Property::new("StatusText", |v| v.status.status_text.clone());
+const HEALTH: Announced<String> = Property::new("Health", |v| v.status.health.clone());
+const HEALTH_FAILING_STREAK: Announced<u32> =
+    Property::new("HealthFailingStreak", |v| v.status.health_failing_streak);
+const IP_ADDRESS: Announced<String> = Property::new("IPAddress", |v| v.status.network.ip_address());
+const PORTS: Announced<Vec<(String, u16, u16, String)>> = Property::new("Ports", ports);
+
+/// Every property of the Container interface announced with `PropertiesChanged` (all but
+/// the `const` ones and `Labels`): the getters of the interface below read the same entries.
+pub const ANNOUNCED: &Table<ContainerView> = &[
+    &STATE,
+    &PID,
+    &EXIT_CODE,
+    &OOM_KILLED,
+    &STARTED_AT,
+    &FINISHED_AT,
+    &RESTART_COUNT,
+    &MOUNTED,
+    &MOUNTPOINT,
+    &EXEC_SESSIONS,
+    &CHECKPOINTED,
+    &CHECKPOINTED_AT,
+    &RESTORED_AT,
+    &ERROR,
+    &READY,
+    &STATUS_TEXT,
+    &HEALTH,
+    &HEALTH_FAILING_STREAK,
+    &IP_ADDRESS,
+    &PORTS,
+];
+
+/// Published ports (host ip, host port, container port, protocol): the host ports the run
+/// took, the ones asked for while no run holds any.
+fn ports(view: &ContainerView) -> Vec<(String, u16, u16, String)> {
+    let ports = if view.status.network.ports.is_empty() {
+        &view.configured_ports
+    } else {
+        &view.status.network.ports
+    };
+    ports
+        .iter()
+        .map(|p| {
+            (
+                p.host_ip.clone(),
+                p.host_port,
+                p.container_port,
+                p.protocol.clone(),
+            )
+        })
+        .collect()
 }
 
 #[interface(name = "org.berth.Engine1.Container")]
 impl ContainerObject {
     /// Creates the container in the runtime (monitor + runtime create) → `created`.
     async fn init(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        spec::no_arguments(&header)?;
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(&self.engine, self.engine.init(caller, &self.id).await)
-            .await
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.init(caller, &self.id).await).await
     }
 
     /// Starts the container; `recursive` starts its dependencies first.
@@ -60,13 +160,9 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         recursive: bool,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.start(caller, &self.id, recursive).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.start(caller, &self.id, recursive).await)
             .await
     }
 
@@ -76,13 +172,9 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         timeout_sec: u32,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.stop(caller, &self.id, timeout_sec).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.stop(caller, &self.id, timeout_sec).await)
             .await
     }
 
@@ -91,67 +183,44 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         timeout_sec: u32,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.restart(caller, &self.id, timeout_sec).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.restart(caller, &self.id, timeout_sec).await)
             .await
     }
 
     /// Sends a signal, by name (`TERM`, `SIGTERM`) or number.
     async fn kill(&self, #[zbus(header)] header: Header<'_>, signal: &str) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.kill(caller, &self.id, signal).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.kill(caller, &self.id, signal).await)
             .await
     }
 
     async fn pause(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        spec::no_arguments(&header)?;
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(&self.engine, self.engine.pause(caller, &self.id).await)
-            .await
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.pause(caller, &self.id).await).await
     }
 
     async fn unpause(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        spec::no_arguments(&header)?;
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(&self.engine, self.engine.unpause(caller, &self.id).await)
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.unpause(caller, &self.id).await)
             .await
     }
 
     /// Replies with the exit code once the container is not running.
     async fn wait(&self, #[zbus(header)] header: Header<'_>) -> Result<i32, BusError> {
-        let _busy = self.engine.busy();
-        spec::no_arguments(&header)?;
-        self.shared
-            .reply(&self.engine, self.engine.wait(&self.id).await)
-            .await
+        let call = self.call(&header);
+        call.reply(self.engine.wait(&self.id).await).await
     }
 
     /// Mounts the rootfs on the host and returns the mountpoint.
     async fn mount(&self, #[zbus(header)] header: Header<'_>) -> Result<String, BusError> {
-        let _busy = self.engine.busy();
-        spec::no_arguments(&header)?;
-        let caller = self
-            .shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
-        self.shared
-            .reply(&self.engine, self.engine.mount(caller, &self.id).await)
-            .await
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Filesystem).await?;
+        call.reply(self.engine.mount(caller, &self.id).await).await
     }
 
     async fn unmount(
@@ -159,17 +228,9 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         force: bool,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self
-            .shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.unmount(caller, &self.id, force).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Filesystem).await?;
+        call.reply(self.engine.unmount(caller, &self.id, force).await)
             .await
     }
 
@@ -180,10 +241,10 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         size: bool,
     ) -> Result<String, BusError> {
-        let _busy = self.engine.busy();
-        let environment = self.shared.auth.permits(&header, Action::Exec).await;
-        let result = self.engine.inspect(&self.id, size, environment).await;
-        self.shared.reply(&self.engine, result).await
+        let call = self.call(&header);
+        let environment = call.permits(Action::Exec).await;
+        call.reply(self.engine.inspect(&self.id, size, environment).await)
+            .await
     }
 
     /// The container's stdin, stdout and stderr as fds leading to its monitor (never through
@@ -193,11 +254,11 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(zbus::OwnedFd, zbus::OwnedFd, zbus::OwnedFd), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Exec).await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Exec).await?;
         let options = spec::attach_options(&options)?;
         let result = self.engine.attach(caller, &self.id, options).await;
-        Ok(handles(self.shared.reply(&self.engine, result).await?))
+        Ok(handles(call.reply(result).await?))
     }
 
     /// Attaches before the process runs (no output lost), then starts it.
@@ -207,15 +268,15 @@ impl ContainerObject {
         recursive: bool,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(zbus::OwnedFd, zbus::OwnedFd, zbus::OwnedFd), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.manage(&header).await?;
-        self.shared.auth.authorize(&header, Action::Exec).await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.authorize(Action::Exec).await?;
         let options = spec::attach_options(&options)?;
         let result = self
             .engine
             .start_and_attach(caller, &self.id, recursive, options)
             .await;
-        Ok(handles(self.shared.reply(&self.engine, result).await?))
+        Ok(handles(call.reply(result).await?))
     }
 
     /// Sets the terminal's window size; the process gets SIGWINCH.
@@ -225,10 +286,9 @@ impl ContainerObject {
         rows: u16,
         cols: u16,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        self.shared.auth.authorize(&header, Action::Exec).await?;
-        self.shared
-            .reply(&self.engine, self.engine.resize(&self.id, rows, cols).await)
+        let call = self.call(&header);
+        call.authorize(Action::Exec).await?;
+        call.reply(self.engine.resize(&self.id, rows, cols).await)
             .await
     }
 
@@ -239,16 +299,12 @@ impl ContainerObject {
         command: Vec<String>,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<OwnedObjectPath, BusError> {
-        let _busy = self.engine.busy();
+        let call = self.call(&header);
         let command_line = ("command_line", command.join(" "));
-        let caller = self
-            .shared
-            .auth
-            .authorize_with(&header, Action::Exec, &[command_line])
-            .await?;
+        let caller = call.authorize_with(Action::Exec, &[command_line]).await?;
         let request = spec::exec_request(command, &options)?;
         let result = self.engine.exec(caller, &self.id, request).await;
-        let session = self.shared.reply(&self.engine, result).await?;
+        let session = call.reply(result).await?;
         Ok(super::exec::path(&self.id, &session))
     }
 
@@ -259,15 +315,11 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self
-            .shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Filesystem).await?;
         let request = spec::checkpoint_request(&options)?;
-        let result = self.engine.checkpoint(caller, &self.id, request).await;
-        self.shared.reply(&self.engine, result).await
+        call.reply(self.engine.checkpoint(caller, &self.id, request).await)
+            .await
     }
 
     /// Restores the container from its last checkpoint, or `Import` h (a checkpoint tar).
@@ -276,15 +328,11 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self
-            .shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Filesystem).await?;
         let request = spec::restore_request(&options)?;
-        let result = self.engine.restore(caller, &self.id, request).await;
-        self.shared.reply(&self.engine, result).await
+        call.reply(self.engine.restore(caller, &self.id, request).await)
+            .await
     }
 
     /// The log as a stream into a pipe: `Follow` b, `Tail` u, `Since` t, `Until` t,
@@ -294,8 +342,8 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<zbus::OwnedFd, BusError> {
-        let _busy = self.engine.busy();
-        self.shared.auth.authorize(&header, Action::Exec).await?;
+        let call = self.call(&header);
+        call.authorize(Action::Exec).await?;
         let options = spec::log_options(&options)?;
         Ok(zbus::OwnedFd::from(
             self.engine.logs(&self.id, options).await?,
@@ -308,56 +356,39 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         destination: zbus::Fd<'_>,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self
-            .shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
-        let destination = super::spec::owned_fd("destination", &destination)?;
-        let result = self
-            .engine
-            .export(caller, &self.id, std::fs::File::from(destination))
-            .await;
-        self.shared.reply(&self.engine, result).await
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Filesystem).await?;
+        let destination = spec::owned_fd("destination", &destination)?;
+        let destination = std::fs::File::from(destination);
+        call.reply(self.engine.export(caller, &self.id, destination).await)
+            .await
     }
 
     async fn cleanup(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        spec::no_arguments(&header)?;
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(&self.engine, self.engine.cleanup(caller, &self.id).await)
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.cleanup(caller, &self.id).await)
             .await
     }
 
     /// Runs the health check now; `healthy` if it passed, else `unhealthy`.
     async fn healthcheck(&self, #[zbus(header)] header: Header<'_>) -> Result<String, BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.healthcheck(caller, &self.id).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.healthcheck(caller, &self.id).await)
             .await
     }
 
     async fn sync(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        spec::no_arguments(&header)?;
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(&self.engine, self.engine.sync(caller, &self.id).await)
-            .await
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.sync(caller, &self.id).await).await
     }
 
     async fn refresh(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        spec::no_arguments(&header)?;
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(&self.engine, self.engine.refresh(caller, &self.id).await)
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.refresh(caller, &self.id).await)
             .await
     }
 
@@ -368,8 +399,8 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         ops: Vec<(String, HashMap<String, OwnedVariant>)>,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.manage(&header).await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
         let parsed = ops
             .iter()
             .enumerate()
@@ -385,7 +416,7 @@ impl ContainerObject {
                     BusError::from(error).context(&format!("operation {index} ({})", ops[index].0))
                 });
         // Signals of the operations that ran go out before the reply, failure or not.
-        self.shared.reply(&self.engine, Ok(())).await?;
+        call.reply(Ok(())).await?;
         outcome
     }
 
@@ -395,13 +426,9 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         force: bool,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.manage(&header).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.remove(caller, &self.id, force).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.remove(caller, &self.id, force).await)
             .await
     }
 
@@ -411,16 +438,9 @@ impl ContainerObject {
         name: String,
         data: Vec<u8>,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        self.shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.add_artifact(&self.id, name, data).await,
-            )
+        let call = self.call(&header);
+        call.authorize(Action::Filesystem).await?;
+        call.reply(self.engine.add_artifact(&self.id, name, data).await)
             .await
     }
 
@@ -429,13 +449,9 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         name: String,
     ) -> Result<Vec<u8>, BusError> {
-        let _busy = self.engine.busy();
-        self.shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
-        self.shared
-            .reply(&self.engine, self.engine.get_artifact(&self.id, name).await)
+        let call = self.call(&header);
+        call.authorize(Action::Filesystem).await?;
+        call.reply(self.engine.get_artifact(&self.id, name).await)
             .await
     }
 
@@ -444,16 +460,9 @@ impl ContainerObject {
         #[zbus(header)] header: Header<'_>,
         name: String,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        self.shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.remove_artifact(&self.id, name).await,
-            )
+        let call = self.call(&header);
+        call.authorize(Action::Filesystem).await?;
+        call.reply(self.engine.remove_artifact(&self.id, name).await)
             .await
     }
 
@@ -461,11 +470,8 @@ impl ContainerObject {
         &self,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<String>, BusError> {
-        spec::no_arguments(&header)?;
-        let _busy = self.engine.busy();
-        self.shared
-            .reply(&self.engine, self.engine.list_artifacts(&self.id).await)
-            .await
+        let call = self.call(&header);
+        call.reply(self.engine.list_artifacts(&self.id).await).await
     }
 
     /// Every event of this container, with the sequence number of the durable log.
@@ -540,135 +546,111 @@ impl ContainerObject {
 
     #[zbus(property)]
     fn state(&self) -> Result<String, BusError> {
-        Ok(self.status()?.state.as_str().to_string())
+        self.read(&STATE)
     }
 
     #[zbus(property)]
     fn pid(&self) -> Result<u32, BusError> {
-        Ok(self.status()?.pid)
+        self.read(&PID)
     }
 
     /// Exit status of the last run; 128+signal when killed; -1 when it is unknown (the
     /// monitor was lost).
     #[zbus(property)]
     fn exit_code(&self) -> Result<i32, BusError> {
-        Ok(self.status()?.exit_code)
+        self.read(&EXIT_CODE)
     }
 
     #[zbus(property, name = "OOMKilled")]
     fn oom_killed(&self) -> Result<bool, BusError> {
-        Ok(self.status()?.oom_killed)
+        self.read(&OOM_KILLED)
     }
 
     #[zbus(property)]
     fn started_at(&self) -> Result<u64, BusError> {
-        Ok(self.status()?.started_at)
+        self.read(&STARTED_AT)
     }
 
     #[zbus(property)]
     fn finished_at(&self) -> Result<u64, BusError> {
-        Ok(self.status()?.finished_at)
+        self.read(&FINISHED_AT)
     }
 
     #[zbus(property)]
     fn restart_count(&self) -> Result<u32, BusError> {
-        Ok(self.status()?.restart_count)
+        self.read(&RESTART_COUNT)
     }
 
     #[zbus(property)]
     fn mounted(&self) -> Result<bool, BusError> {
-        Ok(self.status()?.mounted())
+        self.read(&MOUNTED)
     }
 
     #[zbus(property)]
     fn mountpoint(&self) -> Result<String, BusError> {
-        Ok(self.status()?.mountpoint)
+        self.read(&MOUNTPOINT)
     }
 
     #[zbus(property)]
     fn exec_sessions(&self) -> Result<Vec<OwnedObjectPath>, BusError> {
-        Ok(session_paths(&self.id, &self.status()?))
+        self.read(&EXEC_SESSIONS)
     }
 
     #[zbus(property)]
     fn checkpointed(&self) -> Result<bool, BusError> {
-        Ok(self.status()?.checkpointed)
+        self.read(&CHECKPOINTED)
     }
 
     #[zbus(property)]
     fn checkpointed_at(&self) -> Result<u64, BusError> {
-        Ok(self.status()?.checkpointed_at)
+        self.read(&CHECKPOINTED_AT)
     }
 
     #[zbus(property)]
     fn restored_at(&self) -> Result<u64, BusError> {
-        Ok(self.status()?.restored_at)
+        self.read(&RESTORED_AT)
     }
 
     #[zbus(property)]
     fn error(&self) -> Result<String, BusError> {
-        Ok(self.status()?.error)
+        self.read(&ERROR)
     }
 
     /// The container sent `READY=1` on its `NOTIFY_SOCKET` (spec key `Notify`).
     #[zbus(property)]
     fn ready(&self) -> Result<bool, BusError> {
-        Ok(self.status()?.ready)
+        self.read(&READY)
     }
 
     /// The last `STATUS=` it sent.
     #[zbus(property)]
     fn status_text(&self) -> Result<String, BusError> {
-        Ok(self.status()?.status_text)
+        self.read(&STATUS_TEXT)
     }
 
     /// `""` (no health check), `starting`, `healthy` or `unhealthy`.
     #[zbus(property)]
     fn health(&self) -> Result<String, BusError> {
-        Ok(self.status()?.health)
+        self.read(&HEALTH)
     }
 
     #[zbus(property)]
     fn health_failing_streak(&self) -> Result<u32, BusError> {
-        Ok(self.status()?.health_failing_streak)
+        self.read(&HEALTH_FAILING_STREAK)
     }
 
     /// The address on the first network, "" when none.
     #[zbus(property, name = "IPAddress")]
     fn ip_address(&self) -> Result<String, BusError> {
-        Ok(self.status()?.network.ip_address())
+        self.read(&IP_ADDRESS)
     }
 
     /// Published ports (host ip, host port, container port, protocol); the host ports
     /// actually taken while the container runs, the ones asked for otherwise.
     #[zbus(property)]
     fn ports(&self) -> Result<Vec<(String, u16, u16, String)>, BusError> {
-        let config = self.config()?;
-        Ok(ports_property(&config, &self.status()?))
+        self.read(&PORTS)
     }
-}
-
-/// The `Ports` property.
-pub fn ports_property(
-    config: &ContainerConfig,
-    status: &ContainerStatus,
-) -> Vec<(String, u16, u16, String)> {
-    let ports = if status.network.ports.is_empty() {
-        &config.network_options.port_mappings
-    } else {
-        &status.network.ports
-    };
-    ports
-        .iter()
-        .map(|p| {
-            (
-                p.host_ip.clone(),
-                p.host_port,
-                p.container_port,
-                p.protocol.clone(),
-            )
-        })
-        .collect()
 }
 
 /// The caller's ends of an attach, as D-Bus handles.
@@ -689,67 +671,17 @@ pub fn session_paths(id: &str, status: &ContainerStatus) -> Vec<OwnedObjectPath>
         .collect()
 }
 
-/// The `PropertiesChanged` payload between two statuses: every property whose value differs.
-pub fn changed_properties(
-    id: &str,
-    before: Option<&ContainerStatus>,
-    after: &ContainerStatus,
-) -> Vec<(&'static str, zbus::Variant<'static>)> {
-    use zbus::Variant;
-    let mut changed: Vec<(&'static str, Variant<'static>)> = Vec::new();
-    let differs = |f: fn(&ContainerStatus) -> Variant<'static>| before.map(f) != Some(f(after));
-    type Field = fn(&ContainerStatus) -> Variant<'static>;
-    let fields: [(&'static str, Field); 17] = [
-        ("State", |s| Variant::from(s.state.as_str().to_string())),
-        ("Pid", |s| Variant::from(s.pid)),
-        ("ExitCode", |s| Variant::from(s.exit_code)),
-        ("OOMKilled", |s| Variant::from(s.oom_killed)),
-        ("StartedAt", |s| Variant::from(s.started_at)),
-        ("FinishedAt", |s| Variant::from(s.finished_at)),
-        ("RestartCount", |s| Variant::from(s.restart_count)),
-        ("Mounted", |s| Variant::from(s.mounted())),
-        ("Mountpoint", |s| Variant::from(s.mountpoint.clone())),
-        ("Error", |s| Variant::from(s.error.clone())),
-        ("Checkpointed", |s| Variant::from(s.checkpointed)),
-        ("CheckpointedAt", |s| Variant::from(s.checkpointed_at)),
-        ("RestoredAt", |s| Variant::from(s.restored_at)),
-        ("Ready", |s| Variant::from(s.ready)),
-        ("StatusText", |s| Variant::from(s.status_text.clone())),
-        ("Health", |s| Variant::from(s.health.clone())),
-        ("HealthFailingStreak", |s| {
-            Variant::from(s.health_failing_streak)
-        }),
-    ];
-    for (name, field) in fields {
-        if differs(field) {
-            changed.push((name, field(after)));
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_announced_property_of_the_xml_is_in_the_change_table() {
+        let sample = ContainerView {
+            id: "0".repeat(64),
+            status: ContainerStatus::default(),
+            configured_ports: Vec::new(),
+        };
+        super::super::property::tests::assert_table_matches_xml(INTERFACE, ANNOUNCED, &sample);
     }
-    let sessions = |s: &ContainerStatus| s.exec_sessions.keys().cloned().collect::<Vec<_>>();
-    if before.map(sessions) != Some(sessions(after)) {
-        changed.push(("ExecSessions", Variant::from(session_paths(id, after))));
-    }
-    if before.map(|s| s.network.ip_address()) != Some(after.network.ip_address()) {
-        changed.push(("IPAddress", Variant::from(after.network.ip_address())));
-    }
-    if before.map(|s| &s.network.ports) != Some(&after.network.ports) {
-        // The published ports as taken by this run (the configured ones when stopped).
-        let ports: Vec<(String, u16, u16, String)> = after
-            .network
-            .ports
-            .iter()
-            .map(|p| {
-                (
-                    p.host_ip.clone(),
-                    p.host_port,
-                    p.container_port,
-                    p.protocol.clone(),
-                )
-            })
-            .collect();
-        if !ports.is_empty() {
-            changed.push(("Ports", Variant::from(ports)));
-        }
-    }
-    changed
 }

@@ -1,4 +1,5 @@
-//! The one place engine errors become D-Bus errors (DESIGN §2.4).
+//! The one place engine errors become D-Bus errors (`org.berth.Engine1.Error.*`, or the
+//! standard `org.freedesktop.DBus.Error.*` names).
 
 use zbus::message::{Header, Message};
 use zbus::names::ErrorName;

@@ -8,7 +8,9 @@ use zbus::object_server::SignalEmitter;
 use zbus::OwnedObjectPath;
 
 use super::auth::Action;
+use super::call::Served;
 use super::error::BusError;
+use super::property::{Property, Table};
 use super::Shared;
 use crate::engine::{Engine, ExecSession};
 
@@ -32,6 +34,24 @@ impl ExecSessionObject {
     }
 }
 
+impl Served for ExecSessionObject {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+const STATE: Property<ExecSession, String> = Property::new("State", |s| s.state().into());
+const PID: Property<ExecSession, u32> = Property::new("Pid", |s| s.pid);
+const EXIT_CODE: Property<ExecSession, i32> = Property::new("ExitCode", |s| s.exit_code);
+
+/// Every property of the ExecSession interface announced with `PropertiesChanged`: the
+/// getters read the same entries.
+pub const ANNOUNCED: &Table<ExecSession> = &[&STATE, &PID, &EXIT_CODE];
+
 #[interface(name = "org.berth.Engine1.ExecSession")]
 impl ExecSessionObject {
     /// The pty master of a terminal session: read its output, write its input.
@@ -40,9 +60,8 @@ impl ExecSessionObject {
         &self,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<zbus::OwnedFd, BusError> {
-        let _busy = self.engine.busy();
-        super::spec::no_arguments(&header)?;
-        self.shared.auth.authorize(&header, Action::Exec).await?;
+        let call = self.call(&header);
+        call.authorize(Action::Exec).await?;
         let master = self.engine.exec_open_pty(&self.id, &self.session).await?;
         Ok(zbus::OwnedFd::from(master))
     }
@@ -54,41 +73,39 @@ impl ExecSessionObject {
         rows: u16,
         cols: u16,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        self.shared.auth.authorize(&header, Action::Exec).await?;
+        let call = self.call(&header);
+        call.authorize(Action::Exec).await?;
         let result = self
             .engine
             .exec_resize(&self.id, &self.session, rows, cols)
             .await;
-        self.shared.reply(&self.engine, result).await
+        call.reply(result).await
     }
 
     /// Sends a signal to the session's process.
     async fn kill(&self, #[zbus(header)] header: Header<'_>, signal: &str) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Exec).await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Exec).await?;
         let result = self
             .engine
             .exec_kill(caller, &self.id, &self.session, signal)
             .await;
-        self.shared.reply(&self.engine, result).await
+        call.reply(result).await
     }
 
     /// Replies with the exit code once the session has exited.
     async fn wait(&self, #[zbus(header)] header: Header<'_>) -> Result<i32, BusError> {
-        let _busy = self.engine.busy();
-        super::spec::no_arguments(&header)?;
-        let result = self.engine.exec_wait(&self.id, &self.session).await;
-        self.shared.reply(&self.engine, result).await
+        let call = self.call(&header);
+        call.reply(self.engine.exec_wait(&self.id, &self.session).await)
+            .await
     }
 
     /// Forgets an exited session.
     async fn remove(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        super::spec::no_arguments(&header)?;
-        self.shared.auth.authorize(&header, Action::Exec).await?;
-        let result = self.engine.exec_remove(&self.id, &self.session).await;
-        self.shared.reply(&self.engine, result).await
+        let call = self.call(&header);
+        call.authorize(Action::Exec).await?;
+        call.reply(self.engine.exec_remove(&self.id, &self.session).await)
+            .await
     }
 
     /// The session's process exited with this code (128+signal when killed).
@@ -112,16 +129,35 @@ impl ExecSessionObject {
 
     #[zbus(property)]
     fn state(&self) -> Result<String, BusError> {
-        Ok(self.record()?.state().to_string())
+        Ok(STATE.read(&self.record()?))
     }
 
     #[zbus(property)]
     fn pid(&self) -> Result<u32, BusError> {
-        Ok(self.record()?.pid)
+        Ok(PID.read(&self.record()?))
     }
 
     #[zbus(property)]
     fn exit_code(&self) -> Result<i32, BusError> {
-        Ok(self.record()?.exit_code)
+        Ok(EXIT_CODE.read(&self.record()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_announced_property_of_the_xml_is_in_the_change_table() {
+        let sample = ExecSession {
+            command: vec!["true".into()],
+            terminal: false,
+            running: true,
+            pid: 1,
+            exit_code: 0,
+            started_at: 0,
+            finished_at: 0,
+        };
+        super::super::property::tests::assert_table_matches_xml(INTERFACE, ANNOUNCED, &sample);
     }
 }

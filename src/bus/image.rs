@@ -7,7 +7,9 @@ use zbus::message::Header;
 use zbus::{interface, OwnedObjectPath, OwnedVariant, Variant};
 
 use super::auth::Action;
+use super::call::Served;
 use super::error::BusError;
+use super::property::{Property, Table};
 use super::Shared;
 use crate::engine::Engine;
 use crate::engine::ImageRecord;
@@ -28,6 +30,16 @@ pub struct ImageObject {
 impl ImageObject {
     fn image(&self) -> Result<ImageRecord, BusError> {
         Ok(self.engine.image(&self.id)?)
+    }
+}
+
+impl Served for ImageObject {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.shared
     }
 }
 
@@ -59,28 +71,28 @@ pub fn config_property(image: &ImageRecord) -> HashMap<String, OwnedVariant> {
     .collect()
 }
 
+const NAMES: Property<ImageRecord, Vec<String>> = Property::new("Names", |i| i.names.clone());
+const REPO_DIGESTS: Property<ImageRecord, Vec<String>> =
+    Property::new("RepoDigests", |i| i.repo_digests.clone());
+
+/// Every property of the Image interface announced with `PropertiesChanged`: the getters
+/// read the same entries.
+pub const ANNOUNCED: &Table<ImageRecord> = &[&NAMES, &REPO_DIGESTS];
+
 #[interface(name = "org.berth.Engine1.Image")]
 impl ImageObject {
     /// Adds a name (`localhost/app:2`; short names are qualified as podman does).
     async fn tag(&self, #[zbus(header)] header: Header<'_>, name: &str) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Images).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.tag_image(caller, &self.id, name).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Images).await?;
+        call.reply(self.engine.tag_image(caller, &self.id, name).await)
             .await
     }
 
     async fn untag(&self, #[zbus(header)] header: Header<'_>, name: &str) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Images).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.untag_image(caller, &self.id, name).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Images).await?;
+        call.reply(self.engine.untag_image(caller, &self.id, name).await)
             .await
     }
 
@@ -90,18 +102,15 @@ impl ImageObject {
         #[zbus(header)] header: Header<'_>,
         force: bool,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Images).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.remove_image(caller, &self.id, force).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Images).await?;
+        call.reply(self.engine.remove_image(caller, &self.id, force).await)
             .await
     }
 
     /// The image as JSON, shaped like `podman image inspect`.
-    fn inspect(&self) -> Result<String, BusError> {
+    fn inspect(&self, #[zbus(header)] header: Header<'_>) -> Result<String, BusError> {
+        let _call = self.call(&header);
         Ok(self.engine.inspect_image(&self.id)?)
     }
 
@@ -112,7 +121,7 @@ impl ImageObject {
 
     #[zbus(property)]
     fn names(&self) -> Result<Vec<String>, BusError> {
-        Ok(self.image()?.names)
+        Ok(NAMES.read(&self.image()?))
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
@@ -138,11 +147,33 @@ impl ImageObject {
     /// `repository@sha256:…` of the manifests it was pulled by.
     #[zbus(property)]
     fn repo_digests(&self) -> Result<Vec<String>, BusError> {
-        Ok(self.image()?.repo_digests)
+        Ok(REPO_DIGESTS.read(&self.image()?))
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
     fn config(&self) -> Result<HashMap<String, OwnedVariant>, BusError> {
         Ok(config_property(&self.image()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_announced_property_of_the_xml_is_in_the_change_table() {
+        let sample = ImageRecord {
+            id: "0".repeat(64),
+            names: Vec::new(),
+            layers: Vec::new(),
+            config: Default::default(),
+            architecture: String::new(),
+            os: String::new(),
+            created_at: 0,
+            size: 0,
+            repo_digests: Vec::new(),
+            blob_digests: Vec::new(),
+        };
+        super::super::property::tests::assert_table_matches_xml(INTERFACE, ANNOUNCED, &sample);
     }
 }

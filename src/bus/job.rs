@@ -2,18 +2,18 @@
 //! properties follow the engine job's status; one task per job emits their changes at most
 //! ten times a second, then `Finished`, and removes the object once the job is gone.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use zbus::message::Header;
-use zbus::names::InterfaceName;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection, ObjectPath, OwnedObjectPath};
 
 use super::auth::Action;
+use super::call::Served;
 use super::error::BusError;
 use super::image;
+use super::property::{announce, changes, Property, Table};
 use super::Shared;
 use crate::engine::jobs::{Job, JobState, JobStatus};
 use crate::engine::Engine;
@@ -31,6 +31,16 @@ pub struct JobObject {
     pub engine: Engine,
     pub shared: Arc<Shared>,
     pub job: Arc<Job>,
+}
+
+impl Served for JobObject {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 fn result_path(status: &JobStatus) -> OwnedObjectPath {
@@ -51,57 +61,45 @@ fn layers(status: &JobStatus) -> Vec<LayerTuple> {
         .collect()
 }
 
-/// The properties that differ between two statuses, with their new values.
-fn changed_properties(
-    before: &JobStatus,
-    after: &JobStatus,
-) -> HashMap<&'static str, zbus::Variant<'static>> {
-    let mut changed = HashMap::new();
-    if before.state != after.state {
-        changed.insert("State", zbus::Variant::from(after.state.as_str()));
-    }
-    if before.progress() != after.progress() {
-        changed.insert("Progress", zbus::Variant::from(after.progress()));
-    }
-    if before.bytes_done != after.bytes_done {
-        changed.insert("BytesDone", zbus::Variant::from(after.bytes_done));
-    }
-    if before.bytes_total != after.bytes_total {
-        changed.insert(
-            "BytesTotal",
-            zbus::Variant::from(after.bytes_total.unwrap_or(0)),
-        );
-    }
-    if before.detail != after.detail {
-        changed.insert("Detail", zbus::Variant::from(after.detail.clone()));
-    }
-    if before.result != after.result {
-        changed.insert("Result", zbus::Variant::from(result_path(after)));
-    }
-    if before.error != after.error {
-        changed.insert("Error", zbus::Variant::from(after.error.clone()));
-    }
-    if before.layers != after.layers {
-        changed.insert("Layers", zbus::Variant::from(layers(after)));
-    }
-    changed
-}
+/// A property of the Job interface announced with `PropertiesChanged`.
+type Announced<T> = Property<JobStatus, T>;
+
+const STATE: Announced<String> = Property::new("State", |s| s.state.as_str().into());
+const PROGRESS: Announced<f64> = Property::new("Progress", JobStatus::progress);
+const BYTES_DONE: Announced<u64> = Property::new("BytesDone", |s| s.bytes_done);
+const BYTES_TOTAL: Announced<u64> = Property::new("BytesTotal", |s| s.bytes_total.unwrap_or(0));
+const DETAIL: Announced<String> = Property::new("Detail", |s| s.detail.clone());
+const RESULT: Announced<OwnedObjectPath> = Property::new("Result", result_path);
+const ERROR: Announced<String> = Property::new("Error", |s| s.error.clone());
+const LAYERS: Announced<Vec<LayerTuple>> = Property::new("Layers", layers);
+
+/// Every property of the Job interface announced with `PropertiesChanged` (all but `Id`,
+/// `Operation` and `Target`): the getters read the same entries.
+pub const ANNOUNCED: &Table<JobStatus> = &[
+    &STATE,
+    &PROGRESS,
+    &BYTES_DONE,
+    &BYTES_TOTAL,
+    &DETAIL,
+    &RESULT,
+    &ERROR,
+    &LAYERS,
+];
 
 #[interface(name = "org.berth.Engine1.Job")]
 impl JobObject {
     /// Stops a running job: it ends `cancelled`, leaving nothing behind.
     async fn cancel(&self, #[zbus(header)] header: Header<'_>) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        self.shared.auth.authorize(&header, Action::Images).await?;
+        let call = self.call(&header);
+        call.authorize(Action::Images).await?;
         Ok(self.engine.cancel_job(self.job.id)?)
     }
 
     /// The Image once the job completed, or its failure as the D-Bus error.
-    async fn wait(&self) -> Result<OwnedObjectPath, BusError> {
+    async fn wait(&self, #[zbus(header)] header: Header<'_>) -> Result<OwnedObjectPath, BusError> {
+        let call = self.call(&header);
         let outcome = self.job.wait().await;
-        self.shared
-            .reply(&self.engine, outcome.map(|id| image::path(&id)))
-            .await
+        call.reply(outcome.map(|id| image::path(&id))).await
     }
 
     #[zbus(signal)]
@@ -129,44 +127,44 @@ impl JobObject {
 
     #[zbus(property)]
     fn state(&self) -> String {
-        self.job.status().state.as_str().to_string()
+        STATE.read(&self.job.status())
     }
 
     #[zbus(property)]
     fn progress(&self) -> f64 {
-        self.job.status().progress()
+        PROGRESS.read(&self.job.status())
     }
 
     #[zbus(property)]
     fn bytes_done(&self) -> u64 {
-        self.job.status().bytes_done
+        BYTES_DONE.read(&self.job.status())
     }
 
     #[zbus(property)]
     fn bytes_total(&self) -> u64 {
-        self.job.status().bytes_total.unwrap_or(0)
+        BYTES_TOTAL.read(&self.job.status())
     }
 
     #[zbus(property)]
     fn detail(&self) -> String {
-        self.job.status().detail
+        DETAIL.read(&self.job.status())
     }
 
     #[zbus(property)]
     fn result(&self) -> OwnedObjectPath {
-        result_path(&self.job.status())
+        RESULT.read(&self.job.status())
     }
 
     #[zbus(property)]
     fn error(&self) -> String {
-        self.job.status().error
+        ERROR.read(&self.job.status())
     }
 
     /// (blob digest, `waiting`|`downloading`|`extracting`|`done`|`present`, bytes done,
     /// bytes total) per layer, for progress bars.
     #[zbus(property)]
     fn layers(&self) -> Vec<LayerTuple> {
-        layers(&self.job.status())
+        LAYERS.read(&self.job.status())
     }
 }
 
@@ -213,16 +211,7 @@ async fn publish(connection: &Connection, job: &Job) -> zbus::Result<()> {
     let mut finished_sent = false;
     loop {
         let now = status.borrow_and_update().clone();
-        let changed = changed_properties(&last, &now);
-        if !changed.is_empty() {
-            zbus::fdo::Properties::properties_changed(
-                &emitter,
-                InterfaceName::from_static_str_unchecked(INTERFACE),
-                changed,
-                std::borrow::Cow::Borrowed(&[]),
-            )
-            .await?;
-        }
+        announce(&emitter, INTERFACE, changes(ANNOUNCED, Some(&last), &now)).await?;
         if now.state != JobState::Running && !finished_sent {
             finished_sent = true;
             JobObject::finished(
@@ -241,5 +230,25 @@ async fn publish(connection: &Connection, job: &Job) -> zbus::Result<()> {
         if status.changed().await.is_err() {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_announced_property_of_the_xml_is_in_the_change_table() {
+        let sample = JobStatus {
+            state: JobState::Running,
+            bytes_done: 0,
+            bytes_total: None,
+            detail: String::new(),
+            result: None,
+            error: String::new(),
+            layers: Vec::new(),
+            gone: false,
+        };
+        super::super::property::tests::assert_table_matches_xml(INTERFACE, ANNOUNCED, &sample);
     }
 }

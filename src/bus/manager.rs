@@ -8,6 +8,7 @@ use zbus::OwnedObjectPath;
 use zbus::{interface, OwnedVariant};
 
 use super::auth::Action;
+use super::call::Served;
 use super::container;
 use super::error::BusError;
 use super::image;
@@ -24,6 +25,16 @@ pub struct Manager {
     pub shared: Arc<Shared>,
 }
 
+impl Served for Manager {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
 /// (seq, timestamp, container id, type, attributes), as `GetEvents` returns them.
 type EventTuple = (u64, u64, String, String, HashMap<String, String>);
 
@@ -35,34 +46,36 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         spec: HashMap<String, OwnedVariant>,
     ) -> Result<OwnedObjectPath, BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
         let request = spec::create_request(spec)?;
         let id = self.engine.create(caller, request).await?;
         // The reply waits for the publisher, which serves the new object first: the caller's
         // next call finds it.
-        self.shared
-            .reply(&self.engine, Ok(container::path(&id)))
-            .await
+        call.reply(Ok(container::path(&id))).await
     }
 
     /// A name, full id, or unique id prefix.
-    async fn get_container(&self, name_or_id: &str) -> Result<OwnedObjectPath, BusError> {
-        let _busy = self.engine.busy();
+    async fn get_container(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name_or_id: &str,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let _call = self.call(&header);
         Ok(container::path(&self.engine.lookup(name_or_id)?))
     }
 
     /// (id, name, state, path) of every container, oldest first.
-    async fn list_containers(&self) -> Vec<(String, String, String, OwnedObjectPath)> {
-        let _busy = self.engine.busy();
-        self.engine
-            .list()
-            .into_iter()
-            .map(|(id, name, state)| {
-                let path = container::path(&id);
-                (id, name, state.as_str().to_string(), path)
-            })
-            .collect()
+    async fn list_containers(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<(String, String, String, OwnedObjectPath)>, BusError> {
+        let _call = self.call(&header);
+        let rows = self.engine.list().into_iter().map(|(id, name, state)| {
+            let path = container::path(&id);
+            (id, name, state.as_str().to_string(), path)
+        });
+        Ok(rows.collect())
     }
 
     async fn remove_container(
@@ -71,11 +84,10 @@ impl Manager {
         name_or_id: &str,
         force: bool,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
         let id = self.engine.lookup(name_or_id)?;
-        self.shared
-            .reply(&self.engine, self.engine.remove(caller, &id, force).await)
+        call.reply(self.engine.remove(caller, &id, force).await)
             .await
     }
 
@@ -87,41 +99,36 @@ impl Manager {
         source: zbus::Fd<'_>,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<OwnedObjectPath, BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Images).await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Images).await?;
         let options = spec::import_options(&options)?;
-        let source = super::spec::owned_fd("source", &source)?;
-        let id = self
-            .engine
-            .import_image(caller, std::fs::File::from(source), options)
-            .await;
-        self.shared
-            .reply(&self.engine, id.map(|id| image::path(&id)))
-            .await
+        let source = std::fs::File::from(spec::owned_fd("source", &source)?);
+        let id = self.engine.import_image(caller, source, options).await;
+        call.reply(id.map(|id| image::path(&id))).await
     }
 
     /// A name, full id, or unique id prefix.
-    async fn get_image(&self, reference_or_id: &str) -> Result<OwnedObjectPath, BusError> {
-        let _busy = self.engine.busy();
+    async fn get_image(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        reference_or_id: &str,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let _call = self.call(&header);
         Ok(image::path(&self.engine.lookup_image(reference_or_id)?))
     }
 
     /// (id, first name or "", size, path) of every image, oldest first.
-    async fn list_images(&self) -> Vec<(String, String, u64, OwnedObjectPath)> {
-        let _busy = self.engine.busy();
-        self.engine
-            .images()
-            .into_iter()
-            .map(|i| {
-                let path = image::path(&i.id);
-                (
-                    i.id,
-                    i.names.first().cloned().unwrap_or_default(),
-                    i.size,
-                    path,
-                )
-            })
-            .collect()
+    async fn list_images(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<(String, String, u64, OwnedObjectPath)>, BusError> {
+        let _call = self.call(&header);
+        let rows = self.engine.images().into_iter().map(|i| {
+            let path = image::path(&i.id);
+            let name = i.names.first().cloned().unwrap_or_default();
+            (i.id, name, i.size, path)
+        });
+        Ok(rows.collect())
     }
 
     async fn remove_image(
@@ -130,14 +137,10 @@ impl Manager {
         reference_or_id: &str,
         force: bool,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Images).await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Images).await?;
         let id = self.engine.lookup_image(reference_or_id)?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.remove_image(caller, &id, force).await,
-            )
+        call.reply(self.engine.remove_image(caller, &id, force).await)
             .await
     }
 
@@ -149,8 +152,8 @@ impl Manager {
         reference: &str,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<OwnedObjectPath, BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Images).await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Images).await?;
         let options = spec::pull_options(&options)?;
         let job = self.engine.pull_image(caller, reference, options)?;
         let id = job.id;
@@ -159,33 +162,32 @@ impl Manager {
     }
 
     /// Jobs not yet gone (a finished one stays 60 s).
-    async fn list_jobs(&self) -> Vec<OwnedObjectPath> {
-        self.engine
-            .job_ids()
-            .into_iter()
-            .map(super::job::path)
-            .collect()
+    async fn list_jobs(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<OwnedObjectPath>, BusError> {
+        let _call = self.call(&header);
+        let ids = self.engine.job_ids().into_iter();
+        Ok(ids.map(super::job::path).collect())
     }
 
     /// The durable event log after `after_seq` (at most `limit` events, 0 = all). The log is
     /// bounded (berthd --max-events): when events after `after_seq` were trimmed, the error
     /// org.berth.Engine1.Error.EventsTrimmed names the seq N through which they were
     /// ("events through seq N were trimmed …"); every event after N is kept.
-    async fn get_events(&self, after_seq: u64, limit: u32) -> Result<Vec<EventTuple>, BusError> {
-        let _busy = self.engine.busy();
+    async fn get_events(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<EventTuple>, BusError> {
+        let _call = self.call(&header);
         let events = self.engine.events(after_seq, limit).await?;
-        Ok(events
-            .into_iter()
-            .map(|e| {
-                (
-                    e.seq,
-                    e.timestamp,
-                    e.container_id,
-                    e.kind,
-                    e.attributes.into_iter().collect(),
-                )
-            })
-            .collect())
+        let rows = events.into_iter().map(|e| {
+            let attributes = e.attributes.into_iter().collect();
+            (e.seq, e.timestamp, e.container_id, e.kind, attributes)
+        });
+        Ok(rows.collect())
     }
 
     /// A bridge network (options `Subnet`, `Gateway`, `Internal`, `Isolate`, `DnsEnabled`,
@@ -197,30 +199,34 @@ impl Manager {
         name: &str,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<OwnedObjectPath, BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
         let request = spec::network_request(&options)?;
         let record = self.engine.create_network(caller, name, request).await?;
         super::add_network(connection, &self.engine, &self.shared, &record.name).await?;
         Ok(network::path(&record.name))
     }
 
-    async fn get_network(&self, name: &str) -> Result<OwnedObjectPath, BusError> {
-        let _busy = self.engine.busy();
+    async fn get_network(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let _call = self.call(&header);
         Ok(network::path(&self.engine.network(name)?.name))
     }
 
     /// (name, driver, subnet, path) of every network, by name.
-    async fn list_networks(&self) -> Vec<(String, String, String, OwnedObjectPath)> {
-        let _busy = self.engine.busy();
-        self.engine
-            .networks()
-            .into_iter()
-            .map(|n| {
-                let path = network::path(&n.name);
-                (n.name, n.driver, n.subnet, path)
-            })
-            .collect()
+    async fn list_networks(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<(String, String, String, OwnedObjectPath)>, BusError> {
+        let _call = self.call(&header);
+        let rows = self.engine.networks().into_iter().map(|n| {
+            let path = network::path(&n.name);
+            (n.name, n.driver, n.subnet, path)
+        });
+        Ok(rows.collect())
     }
 
     /// `NetworkInUse` while containers are on it, unless `force` (which removes them).
@@ -231,9 +237,9 @@ impl Manager {
         name: &str,
         force: bool,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
-        super::remove_network(connection, &self.engine, &self.shared, caller, name, force).await
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        super::remove_network(connection, call, caller, name, force).await
     }
 
     /// A named volume (podman's `local` driver); "" generates a name. Options: `Labels` a{ss}.
@@ -243,33 +249,35 @@ impl Manager {
         name: &str,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<OwnedObjectPath, BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
         let labels = spec::volume_labels(&options)?;
         let name = self.engine.create_volume(caller, name, labels).await;
-        self.shared
-            .reply(&self.engine, name.map(|name| volume::path(&name)))
-            .await
+        call.reply(name.map(|name| volume::path(&name))).await
     }
 
-    async fn get_volume(&self, name: &str) -> Result<OwnedObjectPath, BusError> {
-        let _busy = self.engine.busy();
+    async fn get_volume(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let _call = self.call(&header);
         self.engine.volume(name)?;
         Ok(volume::path(name))
     }
 
     /// (name, mountpoint, path) of every volume, oldest first.
-    async fn list_volumes(&self) -> Vec<(String, String, OwnedObjectPath)> {
-        let _busy = self.engine.busy();
-        self.engine
-            .volumes()
-            .into_iter()
-            .map(|v| {
-                let mountpoint = self.engine.volume_mountpoint(&v.name);
-                let path = volume::path(&v.name);
-                (v.name, mountpoint.display().to_string(), path)
-            })
-            .collect()
+    async fn list_volumes(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<(String, String, OwnedObjectPath)>, BusError> {
+        let _call = self.call(&header);
+        let rows = self.engine.volumes().into_iter().map(|v| {
+            let mountpoint = self.engine.volume_mountpoint(&v.name);
+            let path = volume::path(&v.name);
+            (v.name, mountpoint.display().to_string(), path)
+        });
+        Ok(rows.collect())
     }
 
     /// `VolumeInUse` while a container uses it; `force` removes those containers first.
@@ -279,13 +287,9 @@ impl Manager {
         name: &str,
         force: bool,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
-        self.shared
-            .reply(
-                &self.engine,
-                self.engine.remove_volume(caller, name, force).await,
-            )
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.remove_volume(caller, name, force).await)
             .await
     }
 
@@ -294,11 +298,9 @@ impl Manager {
         &self,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<String>, BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
-        self.shared
-            .reply(&self.engine, self.engine.prune_volumes(caller).await)
-            .await
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        call.reply(self.engine.prune_volumes(caller).await).await
     }
 
     #[zbus(property(emits_changed_signal = "const"))]

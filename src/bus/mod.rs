@@ -5,6 +5,7 @@
 //! ObjectManager signals by one publisher task, in commit order.
 
 pub mod auth;
+pub mod call;
 pub mod container;
 pub mod error;
 pub mod exec;
@@ -12,6 +13,8 @@ pub mod image;
 pub mod job;
 pub mod manager;
 pub mod network;
+pub mod property;
+mod publisher;
 pub mod spec;
 pub mod volume;
 
@@ -21,11 +24,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use zbus::fdo::{ObjectManager, RequestNameFlags, RequestNameReply};
-use zbus::names::InterfaceName;
-use zbus::object_server::SignalEmitter;
 use zbus::Connection;
 
-use crate::engine::{ContainerStatus, Engine, Notification};
+use crate::engine::{Engine, Notification};
 use auth::Authorizer;
 use container::ContainerObject;
 use manager::Manager;
@@ -113,7 +114,7 @@ pub async fn serve(
     idle_timeout: Option<Duration>,
 ) -> Result<(), ServeError> {
     let connection = address.builder().build().await?;
-    // On a session or private bus, the bus's owner is trusted like root (DESIGN §2.5).
+    // On a session or private bus, the bus's owner is trusted like root (see auth.rs).
     let trusted_uid = (*address != BusAddress::System).then(|| nix::unistd::geteuid().as_raw());
     let shared = Arc::new(Shared {
         auth: Authorizer::new(connection.clone(), trusted_uid),
@@ -142,7 +143,7 @@ pub async fn serve(
     for network in engine.networks() {
         add_network(&connection, &engine, &shared, &network.name).await?;
     }
-    let publisher = Publisher {
+    let publisher = publisher::Publisher {
         connection: connection.clone(),
         engine: engine.clone(),
         shared: shared.clone(),
@@ -261,20 +262,19 @@ pub(crate) async fn add_network(
 /// goes.
 pub(crate) async fn remove_network(
     connection: &Connection,
-    engine: &Engine,
-    shared: &Arc<Shared>,
+    call: call::Call<'_>,
     caller: crate::engine::Caller,
     name: &str,
     force: bool,
 ) -> Result<(), error::BusError> {
-    let result = engine.remove_network(caller, name, force).await;
+    let result = call.engine().remove_network(caller, name, force).await;
     if result.is_ok() {
         connection
             .object_server()
             .remove::<network::NetworkObject, _>(network::path(name))
             .await?;
     }
-    shared.reply(engine, result).await
+    call.reply(result).await
 }
 
 /// Serves a volume's object (a no-op if it is already served).
@@ -294,196 +294,4 @@ async fn add_volume(
         .at(volume::path(name), object)
         .await?;
     Ok(())
-}
-
-/// Turns engine notifications into signals, in order.
-struct Publisher {
-    connection: Connection,
-    engine: Engine,
-    shared: Arc<Shared>,
-    /// What each container's last `PropertiesChanged` said.
-    last: HashMap<String, ContainerStatus>,
-}
-
-impl Publisher {
-    /// Serves new exec sessions, drops removed ones and announces their changes and exits.
-    async fn publish_sessions(
-        &self,
-        id: &str,
-        before: Option<&ContainerStatus>,
-        after: &ContainerStatus,
-    ) -> zbus::Result<()> {
-        let none = std::collections::BTreeMap::new();
-        let old = before.map_or(&none, |status| &status.exec_sessions);
-        for (session, record) in &after.exec_sessions {
-            let previous = old.get(session);
-            if previous.is_none() {
-                add_session(&self.connection, &self.engine, &self.shared, id, session).await?;
-            }
-            let emitter = SignalEmitter::new(&self.connection, exec::path(id, session))?;
-            if let Some(previous) = previous.filter(|previous| *previous != record) {
-                let mut changed: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
-                if previous.running != record.running {
-                    changed.insert("State", zbus::Variant::from(record.state()));
-                }
-                if previous.pid != record.pid {
-                    changed.insert("Pid", zbus::Variant::from(record.pid));
-                }
-                if previous.exit_code != record.exit_code {
-                    changed.insert("ExitCode", zbus::Variant::from(record.exit_code));
-                }
-                if !changed.is_empty() {
-                    zbus::fdo::Properties::properties_changed(
-                        &emitter,
-                        InterfaceName::from_static_str_unchecked(exec::INTERFACE),
-                        changed,
-                        std::borrow::Cow::Borrowed(&[]),
-                    )
-                    .await?;
-                }
-            }
-            if !record.running && previous.is_none_or(|previous| previous.running) {
-                exec::ExecSessionObject::exited(&emitter, record.exit_code).await?;
-            }
-        }
-        for session in old.keys() {
-            if !after.exec_sessions.contains_key(session) {
-                self.connection
-                    .object_server()
-                    .remove::<exec::ExecSessionObject, _>(exec::path(id, session))
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn run(mut self, mut notifications: mpsc::UnboundedReceiver<Notification>) {
-        while let Some(notification) = notifications.recv().await {
-            if let Err(error) = self.publish(notification).await {
-                tracing::warn!(%error, "emitting a signal failed");
-            }
-            self.shared.published.send_modify(|count| *count += 1);
-        }
-    }
-
-    async fn publish(&mut self, notification: Notification) -> zbus::Result<()> {
-        match notification {
-            Notification::Added { id } => {
-                add_container(&self.connection, &self.engine, &self.shared, &id).await?;
-                if let Ok(status) = self.engine.status(&id) {
-                    self.last.insert(id, status);
-                }
-            }
-            Notification::Removed { id } => {
-                if let Some(last) = self.last.remove(&id) {
-                    for session in last.exec_sessions.keys() {
-                        // One not served (an earlier failure) must not keep the container's
-                        // object on the bus.
-                        let _ = self
-                            .connection
-                            .object_server()
-                            .remove::<exec::ExecSessionObject, _>(exec::path(&id, session))
-                            .await;
-                    }
-                }
-                self.connection
-                    .object_server()
-                    .remove::<ContainerObject, _>(container::path(&id))
-                    .await?;
-            }
-            Notification::Status { id, status } => {
-                let before = self.last.remove(&id);
-                let changed = container::changed_properties(&id, before.as_ref(), &status);
-                let sessions = self.publish_sessions(&id, before.as_ref(), &status).await;
-                self.last.insert(id.clone(), *status);
-                sessions?;
-                if !changed.is_empty() {
-                    let emitter = SignalEmitter::new(&self.connection, container::path(&id))?;
-                    let changed: HashMap<&str, zbus::Variant<'_>> = changed.into_iter().collect();
-                    zbus::fdo::Properties::properties_changed(
-                        &emitter,
-                        InterfaceName::from_static_str_unchecked(container::INTERFACE),
-                        changed,
-                        std::borrow::Cow::Borrowed(&[]),
-                    )
-                    .await?;
-                }
-            }
-            Notification::Event(record) => {
-                // The lifecycle in the log (structured fields in the journal).
-                tracing::info!(
-                    container_id = %record.container_id,
-                    event = %record.kind,
-                    seq = record.seq,
-                    "{} {}",
-                    record.kind,
-                    record.attributes.get("name").map_or("", String::as_str)
-                );
-                let emitter =
-                    SignalEmitter::new(&self.connection, container::path(&record.container_id))?;
-                let attributes: HashMap<String, String> = record.attributes.into_iter().collect();
-                ContainerObject::event(
-                    &emitter,
-                    record.seq,
-                    record.timestamp,
-                    &record.kind,
-                    attributes,
-                )
-                .await?;
-            }
-            Notification::ImageAdded { id } => {
-                add_image(&self.connection, &self.engine, &self.shared, &id).await?;
-            }
-            Notification::ImageChanged { id } => {
-                if let Ok(image) = self.engine.image(&id) {
-                    let emitter = SignalEmitter::new(&self.connection, image::path(&id))?;
-                    let changed = HashMap::from([
-                        ("Names", zbus::Variant::from(image.names)),
-                        ("RepoDigests", zbus::Variant::from(image.repo_digests)),
-                    ]);
-                    zbus::fdo::Properties::properties_changed(
-                        &emitter,
-                        InterfaceName::from_static_str_unchecked(image::INTERFACE),
-                        changed,
-                        std::borrow::Cow::Borrowed(&[]),
-                    )
-                    .await?;
-                }
-            }
-            Notification::ImageRemoved { id } => {
-                self.connection
-                    .object_server()
-                    .remove::<image::ImageObject, _>(image::path(&id))
-                    .await?;
-            }
-            Notification::VolumeAdded { name } => {
-                add_volume(&self.connection, &self.engine, &self.shared, &name).await?;
-            }
-            Notification::VolumeChanged { name } => {
-                if self.engine.volume(&name).is_ok() {
-                    let emitter = SignalEmitter::new(&self.connection, volume::path(&name))?;
-                    let containers = volume::containers_property(&self.engine, &name);
-                    let changed = HashMap::from([("Containers", zbus::Variant::from(containers))]);
-                    zbus::fdo::Properties::properties_changed(
-                        &emitter,
-                        InterfaceName::from_static_str_unchecked(volume::INTERFACE),
-                        changed,
-                        std::borrow::Cow::Borrowed(&[]),
-                    )
-                    .await?;
-                }
-            }
-            Notification::VolumeRemoved { name } => {
-                self.connection
-                    .object_server()
-                    .remove::<volume::VolumeObject, _>(volume::path(&name))
-                    .await?;
-            }
-            Notification::Exited { id, exit_code } => {
-                let emitter = SignalEmitter::new(&self.connection, container::path(&id))?;
-                ContainerObject::exited(&emitter, exit_code).await?;
-            }
-        }
-        Ok(())
-    }
 }

@@ -7,6 +7,7 @@ use zbus::message::Header;
 use zbus::{interface, OwnedObjectPath};
 
 use super::auth::Action;
+use super::call::Served;
 use super::error::BusError;
 use super::Shared;
 use crate::engine::Engine;
@@ -45,6 +46,16 @@ pub struct NetworkObject {
 impl NetworkObject {
     fn record(&self) -> Result<NetworkRecord, BusError> {
         Ok(self.engine.network(&self.name)?)
+    }
+}
+
+impl Served for NetworkObject {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.shared
     }
 }
 
@@ -100,8 +111,8 @@ pub fn inspect_json(engine: &Engine, record: &NetworkRecord) -> String {
 #[interface(name = "org.berth.Engine1.Network")]
 impl NetworkObject {
     /// JSON shaped like `podman network inspect`.
-    async fn inspect(&self) -> Result<String, BusError> {
-        let _busy = self.engine.busy();
+    async fn inspect(&self, #[zbus(header)] header: Header<'_>) -> Result<String, BusError> {
+        let _call = self.call(&header);
         Ok(inspect_json(&self.engine, &self.record()?))
     }
 
@@ -112,17 +123,9 @@ impl NetworkObject {
         #[zbus(connection)] connection: &zbus::Connection,
         force: bool,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        let caller = self.shared.auth.authorize(&header, Action::Manage).await?;
-        super::remove_network(
-            connection,
-            &self.engine,
-            &self.shared,
-            caller,
-            &self.name,
-            force,
-        )
-        .await
+        let call = self.call(&header);
+        let caller = call.authorize(Action::Manage).await?;
+        super::remove_network(connection, call, caller, &self.name, force).await
     }
 
     #[zbus(property(emits_changed_signal = "const"))]

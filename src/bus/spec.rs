@@ -45,21 +45,7 @@ fn string_map(key: &str, value: &OwnedVariant) -> BusResult<BTreeMap<String, Str
         .collect())
 }
 
-/// Refuses a call with arguments to a method that takes none. zbus checks the arguments of
-/// a method that has some, but does not look at the body of one that has none; a call
-/// that does not match the declared signature is refused, not run.
-pub fn no_arguments(header: &zbus::message::Header<'_>) -> BusResult<()> {
-    let signature = header.signature().to_string();
-    if signature.is_empty() {
-        Ok(())
-    } else {
-        Err(BusError::invalid_args(format!(
-            "this method takes no arguments, got signature {signature:?}"
-        )))
-    }
-}
-
-/// The `CreateContainer` spec (DESIGN §2.1).
+/// The `CreateContainer` spec (its keys are listed in the README).
 pub fn create_request(spec: HashMap<String, OwnedVariant>) -> BusResult<CreateRequest> {
     let mut request = CreateRequest::default();
     for (key, value) in &spec {
@@ -344,7 +330,8 @@ pub fn attach_options(options: &HashMap<String, OwnedVariant>) -> BusResult<Atta
     Ok(parsed)
 }
 
-/// `Exec` options (DESIGN §2.2) and the command.
+/// `Exec` options (`Env`, `User`, `WorkingDir`, `Terminal`, `Privileged`, stdio fds) and the
+/// command.
 pub fn exec_request(
     command: Vec<String>,
     options: &HashMap<String, OwnedVariant>,

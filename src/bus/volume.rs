@@ -8,10 +8,11 @@ use zbus::message::Header;
 use zbus::{interface, OwnedObjectPath};
 
 use super::auth::Action;
+use super::call::Served;
 use super::error::BusError;
+use super::property::{Property, Table};
 use super::Shared;
-use crate::engine::Engine;
-use crate::storage::volumes::VolumeRecord;
+use crate::engine::{Engine, VolumeRecord};
 
 pub const INTERFACE: &str = "org.berth.Engine1.Volume";
 
@@ -50,14 +51,26 @@ impl VolumeObject {
     }
 }
 
-/// The `Containers` property of a volume.
-pub fn containers_property(engine: &Engine, name: &str) -> Vec<OwnedObjectPath> {
-    engine
-        .volume_containers(name)
-        .iter()
-        .map(|id| super::container::path(id))
-        .collect()
+impl Served for VolumeObject {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
 }
+
+/// The ids of the containers that use a volume: what its announced property is read from.
+pub type Users = Vec<String>;
+
+const CONTAINERS: Property<Users, Vec<OwnedObjectPath>> = Property::new("Containers", |ids| {
+    ids.iter().map(|id| super::container::path(id)).collect()
+});
+
+/// Every property of the Volume interface announced with `PropertiesChanged`: the getter
+/// reads the same entry.
+pub const ANNOUNCED: &Table<Users> = &[&CONTAINERS];
 
 #[interface(name = "org.berth.Engine1.Volume")]
 impl VolumeObject {
@@ -67,16 +80,11 @@ impl VolumeObject {
         #[zbus(header)] header: Header<'_>,
         destination: zbus::Fd<'_>,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        self.shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
+        let call = self.call(&header);
+        call.authorize(Action::Filesystem).await?;
         let destination = super::spec::owned_fd("destination", &destination)?;
-        Ok(self
-            .engine
-            .export_volume(&self.name, std::fs::File::from(destination))
-            .await?)
+        let destination = std::fs::File::from(destination);
+        Ok(self.engine.export_volume(&self.name, destination).await?)
     }
 
     /// Replaces the volume's content from a tar stream read from the fd (hostile-safe:
@@ -86,20 +94,16 @@ impl VolumeObject {
         #[zbus(header)] header: Header<'_>,
         source: zbus::Fd<'_>,
     ) -> Result<(), BusError> {
-        let _busy = self.engine.busy();
-        self.shared
-            .auth
-            .authorize(&header, Action::Filesystem)
-            .await?;
+        let call = self.call(&header);
+        call.authorize(Action::Filesystem).await?;
         let source = super::spec::owned_fd("source", &source)?;
-        Ok(self
-            .engine
-            .import_volume(&self.name, std::fs::File::from(source))
-            .await?)
+        let source = std::fs::File::from(source);
+        Ok(self.engine.import_volume(&self.name, source).await?)
     }
 
     /// The volume as JSON, shaped like `podman volume inspect`.
-    fn inspect(&self) -> Result<String, BusError> {
+    fn inspect(&self, #[zbus(header)] header: Header<'_>) -> Result<String, BusError> {
+        let _call = self.call(&header);
         Ok(self.engine.inspect_volume(&self.name)?)
     }
 
@@ -138,7 +142,7 @@ impl VolumeObject {
 
     #[zbus(property)]
     fn containers(&self) -> Vec<OwnedObjectPath> {
-        containers_property(&self.engine, &self.name)
+        CONTAINERS.read(&self.engine.volume_containers(&self.name))
     }
 }
 
@@ -156,5 +160,11 @@ mod tests {
             path("pg-data").as_str(),
             "/org/berth/Engine1/volume/pg_2ddata"
         );
+    }
+
+    #[test]
+    fn every_announced_property_of_the_xml_is_in_the_change_table() {
+        let sample = vec!["0".repeat(64)];
+        super::super::property::tests::assert_table_matches_xml(INTERFACE, ANNOUNCED, &sample);
     }
 }

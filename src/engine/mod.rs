@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, watch, Mutex, OwnedMutexGuard};
 
 /// The image types the bus speaks of, so that `bus/` reaches storage only through the engine.
 pub use crate::storage::images::{ImageRecord, ImportOptions};
+pub use crate::storage::volumes::VolumeRecord;
 pub use attach::{AttachOptions, Attached};
 pub use checkpoint::{criu_problem, CheckpointRequest, RestoreRequest};
 pub use config::{ContainerConfig, ContainerStatus, CreateRequest, ExecSession, MountSpec};
