@@ -14,8 +14,10 @@ use common::{error_name, harness, Harness};
 use futures_util::StreamExt;
 use zbus::Variant;
 
-const COUNTER: &str =
-    "echo $$ > /tmp/pid; i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done";
+/// Writes each count to a new file renamed over `/tmp/n`: a read (or a checkpoint) between
+/// `>`'s truncation and the write would otherwise find the file empty.
+const COUNTER: &str = "echo $$ > /tmp/pid; i=0; \
+     while :; do i=$((i+1)); echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.1; done";
 
 /// Runs `command` in the container and returns its stdout.
 async fn exec_output(

@@ -9,7 +9,7 @@ use berth::bus::{serve, BusAddress};
 use berth::engine::{Backends, Engine, EngineOptions};
 use berth::monitor::launcher::ProcessLauncher;
 use berth::monitor::protocol::RunPaths;
-use berth::runtime::RuncCli;
+use berth::runtime::{RuncCli, RuncCommand};
 use berth::storage::rootfs::OverlayMounter;
 use clap::Parser;
 
@@ -129,15 +129,12 @@ async fn main() -> anyhow::Result<()> {
         BusAddress::Address(address) => address.clone(),
     };
     let paths = RunPaths::new(&args.runroot);
+    let runc = RuncCommand::new(runtime, paths.runtime_root(), systemd);
     let backends = Backends {
-        runtime: Arc::new(
-            RuncCli::new(runtime.clone(), paths.runtime_root()).with_systemd_cgroup(systemd),
-        ),
+        runtime: Arc::new(RuncCli::new(runc.clone())),
         launcher: Arc::new(ProcessLauncher {
             monitor_binary: monitor,
-            runtime,
-            runtime_root: paths.runtime_root(),
-            systemd,
+            runc,
             notify_bus: Some(notify_bus),
         }),
         mounter: Arc::new(OverlayMounter {

@@ -202,6 +202,16 @@ fn volume_spec(text: &str) -> anyhow::Result<HashMap<String, zbus::OwnedVariant>
 
 fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
     let mut spec: Spec<'static> = HashMap::new();
+    let command = put_image(&mut spec, args)?;
+    put_process(&mut spec, args, command)?;
+    put_lists(&mut spec, args)?;
+    put_limits_and_flags(&mut spec, args);
+    super::systemd::add_to_spec(&args.systemd, &mut spec)?;
+    Ok(spec)
+}
+
+/// `Image` (the first word of the command) or `Rootfs`; returns the command that is left.
+fn put_image(spec: &mut Spec<'static>, args: &CreateArgs) -> anyhow::Result<Vec<String>> {
     let command = match &args.rootfs {
         Some(rootfs) => {
             spec.insert("Rootfs", Variant::from(rootfs.clone()));
@@ -216,6 +226,16 @@ fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
             command.to_vec()
         }
     };
+    Ok(command)
+}
+
+/// The process (command, entrypoint, user, directory) and the container's name, hostname,
+/// stop signal, restart policy, log driver and seccomp profile.
+fn put_process(
+    spec: &mut Spec<'static>,
+    args: &CreateArgs,
+    command: Vec<String>,
+) -> anyhow::Result<()> {
     let mut put_string = |key: &'static str, value: &Option<String>| {
         if let Some(value) = value {
             spec.insert(key, Variant::from(value.clone()));
@@ -246,6 +266,11 @@ fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
         };
         spec.insert("Entrypoint", Variant::from(entrypoint));
     }
+    Ok(())
+}
+
+/// Environment, dependencies, capabilities, network, labels, annotations and mounts.
+fn put_lists(spec: &mut Spec<'static>, args: &CreateArgs) -> anyhow::Result<()> {
     let env = super::systemd::environment(&args.systemd, &args.env)?;
     for (key, list) in [
         ("Env", &env),
@@ -259,7 +284,7 @@ fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
             spec.insert(key, Variant::from(list.clone()));
         }
     }
-    super::network::put_network(&mut spec, args.network.as_deref(), &args.publish)?;
+    super::network::put_network(spec, args.network.as_deref(), &args.publish)?;
     if !args.label.is_empty() {
         spec.insert("Labels", Variant::from(pairs("label", &args.label)?));
     }
@@ -280,6 +305,11 @@ fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
         }
         spec.insert("Mounts", Variant::from(mounts));
     }
+    Ok(())
+}
+
+/// Resource limits and the boolean options.
+fn put_limits_and_flags(spec: &mut Spec<'static>, args: &CreateArgs) {
     if let Some(timeout) = args.stop_timeout {
         spec.insert("StopTimeout", Variant::from(timeout));
     }
@@ -304,8 +334,6 @@ fn spec(args: &CreateArgs) -> anyhow::Result<Spec<'static>> {
             spec.insert(key, Variant::from(true));
         }
     }
-    super::systemd::add_to_spec(&args.systemd, &mut spec)?;
-    Ok(spec)
 }
 
 async fn create_container<'a>(

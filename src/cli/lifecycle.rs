@@ -32,6 +32,52 @@ pub async fn timeout(proxy: &ContainerProxy<'_>, time: Option<u32>) -> zbus::Res
     }
 }
 
+pub async fn start(connection: &zbus::Connection, names: &[String]) -> anyhow::Result<i32> {
+    each(connection, names, |c| async move { c.start(false).await }).await
+}
+
+/// Stops each container, after `time` seconds or its own `StopTimeout` with SIGKILL.
+pub async fn stop(
+    connection: &zbus::Connection,
+    names: &[String],
+    time: Option<u32>,
+) -> anyhow::Result<i32> {
+    each(connection, names, |c| async move {
+        let timeout = timeout(&c, time).await?;
+        c.stop(timeout).await
+    })
+    .await
+}
+
+pub async fn kill(
+    connection: &zbus::Connection,
+    names: &[String],
+    signal: &str,
+) -> anyhow::Result<i32> {
+    each(connection, names, |c| async move { c.kill(signal).await }).await
+}
+
+pub async fn pause(connection: &zbus::Connection, names: &[String]) -> anyhow::Result<i32> {
+    each(connection, names, |c| async move { c.pause().await }).await
+}
+
+pub async fn unpause(connection: &zbus::Connection, names: &[String]) -> anyhow::Result<i32> {
+    each(connection, names, |c| async move { c.unpause().await }).await
+}
+
+/// Restarts each container, stopping it as `stop` does.
+pub async fn restart(
+    connection: &zbus::Connection,
+    names: &[String],
+    time: Option<u32>,
+) -> anyhow::Result<i32> {
+    each(connection, names, |c| async move {
+        let timeout = timeout(&c, time).await?;
+        c.restart(timeout).await
+    })
+    .await
+}
+
 /// Prints the exit code and returns it as berthctl's own status.
 pub async fn wait(connection: &zbus::Connection, name: &str) -> anyhow::Result<i32> {
     let proxy = container(connection, name).await?;

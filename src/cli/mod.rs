@@ -264,47 +264,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Create(args) => create::create(&connection, args).await,
         Command::Run(args) => create::run(&connection, args).await,
-        Command::Start { containers } => {
-            lifecycle::each(
-                &connection,
-                &containers,
-                |c| async move { c.start(false).await },
-            )
-            .await
-        }
-        Command::Stop { time, containers } => {
-            lifecycle::each(&connection, &containers, |c| async move {
-                let timeout = lifecycle::timeout(&c, time).await?;
-                c.stop(timeout).await
-            })
-            .await
-        }
+        Command::Start { containers } => lifecycle::start(&connection, &containers).await,
+        Command::Stop { time, containers } => lifecycle::stop(&connection, &containers, time).await,
         Command::Kill { signal, containers } => {
-            let signal = signal.as_str();
-            lifecycle::each(
-                &connection,
-                &containers,
-                |c| async move { c.kill(signal).await },
-            )
-            .await
+            lifecycle::kill(&connection, &containers, &signal).await
         }
-        Command::Pause { containers } => {
-            lifecycle::each(&connection, &containers, |c| async move { c.pause().await }).await
-        }
-        Command::Unpause { containers } => {
-            lifecycle::each(
-                &connection,
-                &containers,
-                |c| async move { c.unpause().await },
-            )
-            .await
-        }
+        Command::Pause { containers } => lifecycle::pause(&connection, &containers).await,
+        Command::Unpause { containers } => lifecycle::unpause(&connection, &containers).await,
         Command::Restart { time, containers } => {
-            lifecycle::each(&connection, &containers, |c| async move {
-                let timeout = lifecycle::timeout(&c, time).await?;
-                c.restart(timeout).await
-            })
-            .await
+            lifecycle::restart(&connection, &containers, time).await
         }
         Command::Wait { container } => lifecycle::wait(&connection, &container).await,
         Command::Rm { force, containers } => {

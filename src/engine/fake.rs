@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::clock::now_micros;
 use crate::monitor::control::{ControlError, Reply, Request};
-use crate::monitor::launcher::{LaunchError, LaunchRequest, Launched, MonitorLauncher};
+use crate::monitor::launcher::{AttachEnds, LaunchError, LaunchRequest, Launched, MonitorLauncher};
 use crate::monitor::protocol::{write_exit_file, ExitRecord};
 use crate::runtime::{CheckpointOptions, OciRuntime, RuntimeError, RuntimeStatus};
 use crate::storage::rootfs::Mounter;
@@ -219,7 +219,11 @@ impl OciRuntime for FakeRuntime {
 }
 
 impl MonitorLauncher for FakeLauncher {
-    fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError> {
+    fn launch(
+        &self,
+        request: &LaunchRequest,
+        _attach: Option<AttachEnds>,
+    ) -> Result<Launched, LaunchError> {
         let pid = self.0.next_pid();
         self.0.processes.lock().unwrap().insert(
             request.id.clone(),

@@ -261,13 +261,12 @@ pub(crate) async fn create_in_runtime(
                 start: matches!(launch, Launch::Run),
                 terminal: config.terminal,
                 stdin: config.stdin,
-                attach: stdio.attach,
                 restore: match launch {
                     Launch::Restore(args) => Some(args),
                     Launch::Create | Launch::Run => None,
                 },
             };
-            Ok(launcher.launch(&request)?)
+            Ok(launcher.launch(&request, stdio.attach)?)
         })
         .await
     };

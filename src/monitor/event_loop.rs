@@ -67,57 +67,6 @@ impl Monitor<'_> {
                     break;
                 }
             }
-            // Once the process has exited, its remaining output is read regardless, so the
-            // log gets all of it before the drain ends.
-            let backpressure =
-                self.exit_code.is_none() && self.clients.iter().any(|c| c.pending() > HIGH_WATER);
-            let mut fds = Vec::with_capacity(8 + 3 * self.clients.len());
-            let mut slots = Vec::with_capacity(fds.capacity());
-            if !backpressure {
-                for (index, (fd, _)) in self.sources.iter().enumerate() {
-                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-                    slots.push(Slot::Source(index));
-                }
-            }
-            if self.exit_code.is_none() {
-                fds.push(PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN));
-                slots.push(Slot::Pidfd);
-            }
-            fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
-            slots.push(Slot::Signals);
-            if let Some(control) = &self.control {
-                fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
-                slots.push(Slot::Control);
-            }
-            let input_ready = self.input.as_ref().is_some_and(Input::is_ready);
-            for (index, client) in self.clients.iter().enumerate() {
-                if let (Some(stdin), true) = (&client.stdin, input_ready) {
-                    fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-                    slots.push(Slot::ClientStdin(index));
-                }
-                for (stream, sink) in client.outputs.iter().enumerate() {
-                    if let Some(sink) = sink {
-                        // With nothing to write, still watch for the reader going away.
-                        let events = if sink.pending() > 0 {
-                            PollFlags::POLLOUT
-                        } else {
-                            PollFlags::empty()
-                        };
-                        fds.push(PollFd::new(sink.fd.as_fd(), events));
-                        slots.push(Slot::ClientOutput(index, stream));
-                    }
-                }
-            }
-            if let Some(input) = self.input.as_ref().filter(|i| i.has_pending()) {
-                fds.push(PollFd::new(input.fd.as_fd(), PollFlags::POLLOUT));
-                slots.push(Slot::Input);
-            }
-            for (index, pending) in self.pending_execs.iter().enumerate() {
-                if let Some(console) = &pending.console {
-                    fds.push(PollFd::new(console.as_fd(), PollFlags::POLLIN));
-                    slots.push(Slot::Console(index));
-                }
-            }
             let timeout = match drain_deadline {
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
@@ -125,23 +74,9 @@ impl Monitor<'_> {
                 }
                 None => PollTimeout::NONE,
             };
-            match poll(&mut fds, timeout) {
-                Ok(0) => continue,
-                Ok(_) => {}
-                Err(Errno::EINTR) => continue,
-                // Never give up on a live container (that would write a false exit code); a
-                // transient failure (ENOMEM) is retried after a pause.
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            }
-            let ready: Vec<(Slot, PollFlags)> = fds
-                .iter()
-                .zip(&slots)
-                .filter_map(|(fd, slot)| fd.revents().filter(|r| !r.is_empty()).map(|r| (*slot, r)))
-                .collect();
-            drop(fds);
+            let Some(ready) = self.wait_ready(timeout) else {
+                continue;
+            };
             let mut closed_sources = Vec::new();
             for (slot, revents) in ready {
                 match slot {
@@ -159,32 +94,9 @@ impl Monitor<'_> {
                     }
                     Slot::Control => self.accept_requests(),
                     Slot::ClientStdin(index) => self.forward_input(index, &mut buffer),
-                    Slot::ClientOutput(index, stream) => {
-                        let client = &mut self.clients[index];
-                        let failed = revents.intersects(PollFlags::POLLERR | PollFlags::POLLHUP)
-                            || client.outputs[stream]
-                                .as_mut()
-                                .is_some_and(|sink| sink.flush().is_err());
-                        if failed {
-                            client.outputs[stream] = None;
-                        }
-                    }
-                    Slot::Input => {
-                        if let Some(input) = self.input.as_mut() {
-                            if input.flush().is_err() {
-                                self.input = None;
-                            }
-                        }
-                    }
-                    Slot::Console(index) => {
-                        let pending = &mut self.pending_execs[index];
-                        if let Some(console) = &pending.console {
-                            if let Ok(Some(master)) = take_console(console) {
-                                pending.master = Some(master);
-                                pending.console = None;
-                            }
-                        }
-                    }
+                    Slot::ClientOutput(index, stream) => self.flush_client(index, stream, revents),
+                    Slot::Input => self.flush_input(),
+                    Slot::Console(index) => self.take_exec_console(index),
                 }
             }
             closed_sources.sort_unstable();
@@ -195,6 +107,119 @@ impl Monitor<'_> {
                 self.input = None;
             }
             self.clients.retain(|client| !client.is_gone());
+        }
+    }
+
+    /// One `poll` over everything watched now: the slots that are ready, or `None` when none
+    /// is (a timeout, a signal, a transient failure).
+    fn wait_ready(&self, timeout: PollTimeout) -> Option<Vec<(Slot, PollFlags)>> {
+        let (mut fds, slots) = self.poll_set();
+        match poll(&mut fds, timeout) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(Errno::EINTR) => return None,
+            // Never give up on a live container (that would write a false exit code); a
+            // transient failure (ENOMEM) is retried after a pause.
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(10));
+                return None;
+            }
+        }
+        let ready = fds
+            .iter()
+            .zip(&slots)
+            .filter_map(|(fd, slot)| fd.revents().filter(|r| !r.is_empty()).map(|r| (*slot, r)))
+            .collect();
+        Some(ready)
+    }
+
+    /// What to watch now, each descriptor with the slot it stands for.
+    fn poll_set(&self) -> (Vec<PollFd<'_>>, Vec<Slot>) {
+        // Once the process has exited, its remaining output is read regardless, so the
+        // log gets all of it before the drain ends.
+        let backpressure =
+            self.exit_code.is_none() && self.clients.iter().any(|c| c.pending() > HIGH_WATER);
+        let mut fds = Vec::with_capacity(8 + 3 * self.clients.len());
+        let mut slots = Vec::with_capacity(fds.capacity());
+        if !backpressure {
+            for (index, (fd, _)) in self.sources.iter().enumerate() {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                slots.push(Slot::Source(index));
+            }
+        }
+        if self.exit_code.is_none() {
+            fds.push(PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN));
+            slots.push(Slot::Pidfd);
+        }
+        fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
+        slots.push(Slot::Signals);
+        if let Some(control) = &self.control {
+            fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
+            slots.push(Slot::Control);
+        }
+        let input_ready = self.input.as_ref().is_some_and(Input::is_ready);
+        for (index, client) in self.clients.iter().enumerate() {
+            if let (Some(stdin), true) = (&client.stdin, input_ready) {
+                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+                slots.push(Slot::ClientStdin(index));
+            }
+            for (stream, sink) in client.outputs.iter().enumerate() {
+                if let Some(sink) = sink {
+                    // With nothing to write, still watch for the reader going away.
+                    let events = if sink.pending() > 0 {
+                        PollFlags::POLLOUT
+                    } else {
+                        PollFlags::empty()
+                    };
+                    fds.push(PollFd::new(sink.fd.as_fd(), events));
+                    slots.push(Slot::ClientOutput(index, stream));
+                }
+            }
+        }
+        if let Some(input) = self.input.as_ref().filter(|i| i.has_pending()) {
+            fds.push(PollFd::new(input.fd.as_fd(), PollFlags::POLLOUT));
+            slots.push(Slot::Input);
+        }
+        for (index, pending) in self.pending_execs.iter().enumerate() {
+            if let Some(console) = &pending.console {
+                fds.push(PollFd::new(console.as_fd(), PollFlags::POLLIN));
+                slots.push(Slot::Console(index));
+            }
+        }
+        (fds, slots)
+    }
+
+    /// A client's output end is writable (or its reader has gone): sends what is pending, and
+    /// drops the end once it fails.
+    fn flush_client(&mut self, index: usize, stream: usize, revents: PollFlags) {
+        let client = &mut self.clients[index];
+        let failed = revents.intersects(PollFlags::POLLERR | PollFlags::POLLHUP)
+            || client.outputs[stream]
+                .as_mut()
+                .is_some_and(|sink| sink.flush().is_err());
+        if failed {
+            client.outputs[stream] = None;
+        }
+    }
+
+    /// The container's stdin is writable: sends clients' pending input, and drops it once it
+    /// fails.
+    fn flush_input(&mut self) {
+        if let Some(input) = self.input.as_mut() {
+            if input.flush().is_err() {
+                self.input = None;
+            }
+        }
+    }
+
+    /// runc connected to a pending terminal session's console socket: takes its pty master.
+    fn take_exec_console(&mut self, index: usize) {
+        let pending = &mut self.pending_execs[index];
+        if let Some(console) = &pending.console {
+            if let Ok(Some(master)) = take_console(console) {
+                pending.master = Some(master);
+                pending.console = None;
+            }
         }
     }
 

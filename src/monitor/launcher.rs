@@ -1,12 +1,15 @@
 //! berthd's side of starting a monitor: the `MonitorLauncher` seam and its real process form.
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::control::{self, ControlError, Reply, Request};
+use super::process::{MonitorOptions, RestoreArgs};
 use super::protocol::StartReport;
+use crate::runtime::RuncCommand;
 
 /// The monitor's ends of an attached client's streams (pipes whose other ends the client has).
 #[derive(Debug)]
@@ -16,25 +19,81 @@ pub struct AttachEnds {
     pub stdin: Option<OwnedFd>,
 }
 
-/// What a monitor needs to create one container.
-#[derive(Debug)]
+/// What a monitor needs to create one container: the engine's part of the monitor's
+/// command line ([`MonitorOptions`]; the launcher adds the runtime and the bus).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct LaunchRequest {
+    /// The container's id (also how berthd finds a monitor it has no record of).
+    #[arg(long)]
     pub id: String,
     /// Holds `config.json`; also the monitor's working directory.
+    #[arg(long)]
     pub bundle: PathBuf,
+    /// Where the monitor records the container's exit.
+    #[arg(long)]
     pub exit_file: PathBuf,
+    /// The k8s-file log; none for `LogDriver none`.
+    #[arg(long = "log")]
     pub log_path: Option<PathBuf>,
+    /// A cgroup file with an `oom_kill N` line (v1 `memory.oom_control`, v2 `memory.events`).
+    #[arg(long)]
     pub oom_file: Option<PathBuf>,
     /// Also start the process (`runc run --detach` instead of `runc create`).
+    #[arg(long)]
     pub start: bool,
-    /// The process has a terminal.
+    /// The process has a terminal (runc hands its pty master over a console socket).
+    #[arg(long)]
     pub terminal: bool,
-    /// Its stdin stays open for attached clients.
+    /// Its stdin stays open for attached clients (`Stdin`).
+    #[arg(long)]
     pub stdin: bool,
-    /// A client attached before the process runs (`StartAndAttach`).
-    pub attach: Option<AttachEnds>,
     /// Restore from a checkpoint instead of creating (`runc restore --detach`).
-    pub restore: Option<super::process::RestoreArgs>,
+    #[command(flatten)]
+    pub restore: Option<RestoreArgs>,
+}
+
+impl LaunchRequest {
+    /// The options clap parses back into this value.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let LaunchRequest {
+            id,
+            bundle,
+            exit_file,
+            log_path,
+            oom_file,
+            start,
+            terminal,
+            stdin,
+            restore,
+        } = self;
+        let mut args: Vec<OsString> = vec![
+            "--id".into(),
+            id.into(),
+            "--bundle".into(),
+            bundle.into(),
+            "--exit-file".into(),
+            exit_file.into(),
+        ];
+        if let Some(log) = log_path {
+            args.extend(["--log".into(), log.into()]);
+        }
+        if let Some(oom) = oom_file {
+            args.extend(["--oom-file".into(), oom.into()]);
+        }
+        for (set, flag) in [
+            (start, "--start"),
+            (terminal, "--terminal"),
+            (stdin, "--stdin"),
+        ] {
+            if *set {
+                args.push(flag.into());
+            }
+        }
+        if let Some(restore) = restore {
+            args.extend(restore.to_args());
+        }
+        args
+    }
 }
 
 /// A container created in the runtime, with the monitor that watches it.
@@ -59,8 +118,13 @@ pub enum LaunchError {
 /// Starts monitors and tells whether one is still alive.
 pub trait MonitorLauncher: Send + Sync {
     /// Starts a monitor that runs the runtime's `create` (or `run --detach` when the request
-    /// says `start`); returns once the container exists or creating it failed.
-    fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError>;
+    /// says `start`); returns once the container exists or creating it failed. `attach` is a
+    /// client attached before the process runs (`StartAndAttach`).
+    fn launch(
+        &self,
+        request: &LaunchRequest,
+        attach: Option<AttachEnds>,
+    ) -> Result<Launched, LaunchError>;
 
     /// Whether `monitor_pid` is still the monitor of container `id` (pids are reused).
     fn is_alive(&self, monitor_pid: u32, id: &str) -> bool;
@@ -94,89 +158,85 @@ pub trait MonitorLauncher: Send + Sync {
 /// Runs the `berth-monitor` binary.
 pub struct ProcessLauncher {
     pub monitor_binary: PathBuf,
-    pub runtime: String,
-    pub runtime_root: PathBuf,
-    /// systemd is PID 1: each monitor starts in a transient scope of its own in
-    /// `machine.slice` (`systemd-run --scope`, a `StartTransientUnit` before the monitor
-    /// runs), and runc uses its systemd cgroup driver. Stopping berthd's unit then never
-    /// touches a container.
-    pub systemd: bool,
+    /// The runtime the monitors run. With its systemd cgroup driver (systemd is PID 1), each
+    /// monitor also starts in a transient scope of its own in `machine.slice`
+    /// (`systemd-run --scope`, a `StartTransientUnit` before the monitor runs): stopping
+    /// berthd's unit then never touches a container.
+    pub runc: RuncCommand,
     /// The bus berthd serves, for the monitors to ping when a container exits.
     pub notify_bus: Option<String>,
 }
 
+impl ProcessLauncher {
+    /// `berth-monitor`, inside a transient scope when systemd manages the cgroups.
+    fn monitor_command(&self, id: &str) -> Command {
+        if !self.runc.systemd_cgroup {
+            return Command::new(&self.monitor_binary);
+        }
+        let mut scoped = Command::new("systemd-run");
+        scoped
+            .args(["--scope", "--quiet", "--collect", "--slice=machine.slice"])
+            .arg(format!(
+                "--unit=berth-monitor-{}-{}",
+                &id[..id.len().min(12)],
+                crate::clock::now_micros()
+            ))
+            .arg(format!("--description=berth monitor of {id}"))
+            .arg("--")
+            .arg(&self.monitor_binary);
+        scoped
+    }
+}
+
+/// Reads the monitor's start-up report. The first process forks the real monitor and exits;
+/// the monitor writes one report line and closes its stdout, so reading to the end never
+/// waits on the container.
+fn read_report(mut child: std::process::Child, program: &str) -> Result<Launched, LaunchError> {
+    let mut output = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout
+            .read_to_string(&mut output)
+            .map_err(|source| LaunchError::Spawn {
+                program: program.to_string(),
+                source,
+            })?;
+    }
+    let _ = child.wait();
+    let line = output.lines().last().unwrap_or("");
+    match serde_json::from_str::<StartReport>(line) {
+        Ok(StartReport::Created { pid, monitor_pid }) => Ok(Launched { pid, monitor_pid }),
+        Ok(StartReport::Failed { error }) => Err(LaunchError::Create(error)),
+        Err(_) => Err(LaunchError::Create(format!(
+            "monitor {program} gave no report (output {output:?})"
+        ))),
+    }
+}
+
 impl MonitorLauncher for ProcessLauncher {
-    fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError> {
+    fn launch(
+        &self,
+        request: &LaunchRequest,
+        attach: Option<AttachEnds>,
+    ) -> Result<Launched, LaunchError> {
         let program = self.monitor_binary.display().to_string();
         let started = std::time::Instant::now();
-        let mut command = if self.systemd {
-            let mut scoped = Command::new("systemd-run");
-            scoped
-                .args(["--scope", "--quiet", "--collect", "--slice=machine.slice"])
-                .arg(format!(
-                    "--unit=berth-monitor-{}-{}",
-                    &request.id[..request.id.len().min(12)],
-                    crate::clock::now_micros()
-                ))
-                .arg(format!("--description=berth monitor of {}", request.id))
-                .arg("--")
-                .arg(&self.monitor_binary);
-            scoped
-        } else {
-            Command::new(&self.monitor_binary)
+        let options = MonitorOptions {
+            runc: self.runc.clone(),
+            request: request.clone(),
+            attach: attach.is_some(),
+            attach_stdin: attach.as_ref().is_some_and(|ends| ends.stdin.is_some()),
+            notify_bus: self.notify_bus.clone(),
         };
-        command
-            .arg("--id")
-            .arg(&request.id)
-            .arg("--runtime")
-            .arg(&self.runtime)
-            .arg("--runtime-root")
-            .arg(&self.runtime_root)
-            .arg("--bundle")
-            .arg(&request.bundle)
-            .arg("--exit-file")
-            .arg(&request.exit_file);
-        if let Some(log) = &request.log_path {
-            command.arg("--log").arg(log);
+        let mut command = self.monitor_command(&request.id);
+        command.args(options.to_args());
+        if let Some(attach) = &attach {
+            let stdin = attach.stdin.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+            pass_fds(
+                &mut command,
+                [attach.stdout.as_raw_fd(), attach.stderr.as_raw_fd(), stdin],
+            );
         }
-        if let Some(oom) = &request.oom_file {
-            command.arg("--oom-file").arg(oom);
-        }
-        if request.start {
-            command.arg("--start");
-        }
-        if request.terminal {
-            command.arg("--terminal");
-        }
-        if request.stdin {
-            command.arg("--stdin");
-        }
-        if self.systemd {
-            command.arg("--systemd-cgroup");
-        }
-        if let Some(bus) = &self.notify_bus {
-            command.arg("--notify-bus").arg(bus);
-        }
-        if let Some(restore) = &request.restore {
-            command
-                .arg("--restore-image")
-                .arg(&restore.image_path)
-                .arg("--restore-work")
-                .arg(&restore.work_path);
-            if restore.tcp_established {
-                command.arg("--tcp-established");
-            }
-        }
-        if let Some(attach) = &request.attach {
-            command.arg("--attach");
-            let mut sources = [attach.stdout.as_raw_fd(), attach.stderr.as_raw_fd(), -1];
-            if let Some(stdin) = &attach.stdin {
-                command.arg("--attach-stdin");
-                sources[2] = stdin.as_raw_fd();
-            }
-            pass_fds(&mut command, sources);
-        }
-        let mut child = command
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -185,27 +245,9 @@ impl MonitorLauncher for ProcessLauncher {
                 program: program.clone(),
                 source,
             })?;
-        // The first process forks the real monitor and exits; the monitor writes one report
-        // line and closes its stdout, so reading to the end never waits on the container.
-        let mut output = String::new();
-        if let Some(mut stdout) = child.stdout.take() {
-            stdout
-                .read_to_string(&mut output)
-                .map_err(|source| LaunchError::Spawn {
-                    program: program.clone(),
-                    source,
-                })?;
-        }
-        let _ = child.wait();
+        let launched = read_report(child, &program);
         tracing::debug!(id = %request.id, elapsed_us = started.elapsed().as_micros() as u64, "monitor launched");
-        let line = output.lines().last().unwrap_or("");
-        match serde_json::from_str::<StartReport>(line) {
-            Ok(StartReport::Created { pid, monitor_pid }) => Ok(Launched { pid, monitor_pid }),
-            Ok(StartReport::Failed { error }) => Err(LaunchError::Create(error)),
-            Err(_) => Err(LaunchError::Create(format!(
-                "monitor {program} gave no report (output {output:?})"
-            ))),
-        }
+        launched
     }
 
     fn is_alive(&self, monitor_pid: u32, id: &str) -> bool {

@@ -8,6 +8,7 @@
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -26,10 +27,12 @@ use nix::unistd::{pipe2, ForkResult, Pid};
 
 use super::control;
 use super::event_loop::Monitor;
+use super::launcher::LaunchRequest;
 use super::log::LogWriter;
 use super::protocol::{write_exit_file, ExitRecord, StartReport};
 use super::stdio::{set_nonblocking, Client, Input};
 use crate::clock::now_micros;
+use crate::runtime::{NewContainer, RuncCommand};
 
 /// How long output is still drained after the main process has gone.
 pub(super) const DRAIN_LIMIT: Duration = Duration::from_millis(500);
@@ -49,57 +52,99 @@ pub const CHECKPOINT_MARKER: &str = "checkpointing";
 /// The console socket runc hands the main process's pty master through.
 const CONSOLE_SOCKET: &str = "console.sock";
 
-/// What the monitor is told on its command line.
+/// What `berth-monitor` is told on its command line, in one type: berthd's launcher writes it
+/// out with [`MonitorOptions::to_args`] and the monitor parses it back with clap. The engine
+/// fills in the container's part ([`LaunchRequest`]), the launcher the runtime and the bus.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Parser)]
+#[command(
+    name = "berth-monitor",
+    version,
+    about = "berth's per-container monitor (started by berthd)"
+)]
 pub struct MonitorOptions {
-    pub id: String,
-    pub runtime: String,
-    pub runtime_root: PathBuf,
-    pub bundle: PathBuf,
-    pub exit_file: PathBuf,
-    /// k8s-file log; `None` for `LogDriver none`.
-    pub log_path: Option<PathBuf>,
-    /// A cgroup file with an `oom_kill N` line (v1 `memory.oom_control`, v2 `memory.events`).
-    pub oom_file: Option<PathBuf>,
-    /// `run --detach` (create and start) instead of `create`.
-    pub start: bool,
-    /// The process gets a pty (`process.terminal` in config.json).
-    pub terminal: bool,
-    /// Keep the process's stdin open for attached clients (`Stdin`).
-    pub stdin: bool,
-    /// A client attached from the start (`StartAndAttach`): its stdout, stderr and stdin ends.
-    pub attach: Option<Client>,
-    /// Restore from a checkpoint (`runc restore --detach`) instead of creating.
-    pub restore: Option<RestoreArgs>,
-    /// runc uses its systemd cgroup driver (`--systemd-cgroup`).
-    pub systemd_cgroup: bool,
+    #[command(flatten)]
+    pub runc: RuncCommand,
+    #[command(flatten)]
+    pub request: LaunchRequest,
+    /// A client is attached from the start (`StartAndAttach`): its stdout and stderr ends are
+    /// descriptors 3 and 4.
+    #[arg(long)]
+    pub attach: bool,
+    /// The attached client also sends input, on descriptor 5.
+    #[arg(long, requires = "attach")]
+    pub attach_stdin: bool,
     /// After the exit is recorded, ping `org.berth.Engine1` on this bus (`system` or an
     /// address), which starts berthd if it has idled out.
+    #[arg(long)]
     pub notify_bus: Option<String>,
 }
 
 impl MonitorOptions {
-    /// The runtime with its global options.
-    pub(super) fn runtime_command(&self) -> Command {
-        let mut command = Command::new(&self.runtime);
-        command.arg("--root").arg(&self.runtime_root);
-        if self.systemd_cgroup {
-            command.arg("--systemd-cgroup");
+    /// The command line clap parses back into this value.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let MonitorOptions {
+            runc,
+            request,
+            attach,
+            attach_stdin,
+            notify_bus,
+        } = self;
+        let mut args = runc.to_args();
+        args.extend(request.to_args());
+        if *attach {
+            args.push("--attach".into());
         }
-        command
+        if *attach_stdin {
+            args.push("--attach-stdin".into());
+        }
+        if let Some(bus) = notify_bus {
+            args.extend(["--notify-bus".into(), bus.into()]);
+        }
+        args
     }
 }
 
-/// Where a restore's checkpoint is and how to restore it.
-#[derive(Debug, Clone)]
+/// Where a restore's checkpoint is and how to restore it (`runc restore`). On the command line
+/// the group is optional as a whole (`Option<RestoreArgs>`), complete when given: clap would
+/// otherwise require its paths of every monitor.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct RestoreArgs {
+    /// Restore from the checkpoint in this directory instead of creating.
+    #[arg(long = "restore-image", required = false, requires = "work_path")]
     pub image_path: PathBuf,
+    /// CRIU's work directory for the restore.
+    #[arg(long = "restore-work", required = false, requires = "image_path")]
     pub work_path: PathBuf,
+    /// Restore established TCP connections.
+    #[arg(long, requires = "image_path")]
     pub tcp_established: bool,
+}
+
+impl RestoreArgs {
+    /// The options clap parses back into this value.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let RestoreArgs {
+            image_path,
+            work_path,
+            tcp_established,
+        } = self;
+        let mut args = vec![
+            "--restore-image".into(),
+            image_path.into(),
+            "--restore-work".into(),
+            work_path.into(),
+        ];
+        if *tcp_established {
+            args.push("--tcp-established".into());
+        }
+        args
+    }
 }
 
 /// Runs the monitor. Returns only in the short-lived first process, which exits at once so
 /// berthd can reap it; the forked monitor ends with `std::process::exit`.
-pub fn run(options: MonitorOptions) -> i32 {
+/// `attach` is the client attached from the start (`--attach`), if any.
+pub fn run(options: MonitorOptions, attach: Option<Client>) -> i32 {
     // SAFETY: called from `main` before any thread exists, so the child is a full copy of a
     // single-threaded process and may run arbitrary code.
     match unsafe { nix::unistd::fork() } {
@@ -112,7 +157,7 @@ pub fn run(options: MonitorOptions) -> i32 {
             return 1;
         }
     }
-    let code = match monitor(options) {
+    let code = match monitor(options, attach) {
         Ok(()) => 0,
         Err(error) => {
             report(&StartReport::Failed { error });
@@ -130,7 +175,8 @@ fn report(report: &StartReport) {
     let _ = stdout.flush();
 }
 
-fn monitor(mut options: MonitorOptions) -> Result<(), String> {
+fn monitor(options: MonitorOptions, attached: Option<Client>) -> Result<(), String> {
+    let request = &options.request;
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
@@ -140,8 +186,8 @@ fn monitor(mut options: MonitorOptions) -> Result<(), String> {
         ));
     }
     // Sockets are bound by short relative names in the bundle.
-    std::env::set_current_dir(&options.bundle)
-        .map_err(|e| format!("enter {}: {e}", options.bundle.display()))?;
+    std::env::set_current_dir(&request.bundle)
+        .map_err(|e| format!("enter {}: {e}", request.bundle.display()))?;
     // Termination signals are blocked and read (and dropped) from a signalfd rather than
     // ignored: an ignored signal would stay ignored in the container across exec, while a
     // blocked one does not (the child's mask is reset when the runtime is spawned).
@@ -164,12 +210,9 @@ fn monitor(mut options: MonitorOptions) -> Result<(), String> {
 
     // Notify relay and health checks, when berthd asked for them (a file in the bundle).
     super::sidecar::spawn(&super::sidecar::SidecarArgs {
-        id: options.id.clone(),
-        runtime: options.runtime.clone(),
-        runtime_root: options.runtime_root.clone(),
-        systemd_cgroup: options.systemd_cgroup,
+        id: request.id.clone(),
+        runc: options.runc.clone(),
     })?;
-    let attached = options.attach.take();
     let (pid, pidfd, stdio) = create_container(&options)?;
     report(&StartReport::Created {
         pid: pid as u32,
@@ -187,7 +230,7 @@ fn monitor(mut options: MonitorOptions) -> Result<(), String> {
         master: stdio.master,
         input: stdio.input,
         clients: attached.into_iter().collect(),
-        log: LogWriter::open(options.log_path.as_ref()),
+        log: LogWriter::open(request.log_path.as_ref()),
         exit_code: None,
         pending_execs: Vec::new(),
         live_execs: HashMap::new(),
@@ -211,12 +254,12 @@ fn monitor(mut options: MonitorOptions) -> Result<(), String> {
         pid: pid as u32,
         exit_code,
         exited_at: now_micros(),
-        oom_killed: options.oom_file.as_ref().is_some_and(oom_killed),
+        oom_killed: request.oom_file.as_ref().is_some_and(oom_killed),
         // berthd leaves this marker while `runc checkpoint` runs: CRIU ended the process.
         checkpointed: std::fs::remove_file(CHECKPOINT_MARKER).is_ok(),
     };
     let written =
-        write_exit_file(&options.exit_file, &record).map_err(|e| format!("write exit file: {e}"));
+        write_exit_file(&request.exit_file, &record).map_err(|e| format!("write exit file: {e}"));
     state.flush_clients();
     if let Some(bus) = &options.notify_bus {
         notify_berthd(bus);
@@ -261,38 +304,77 @@ struct ContainerStdio {
     input: Option<Input>,
 }
 
-/// Runs `runc create` (or `run --detach`) and returns the container's pid, a pidfd on it and
-/// its stdio. A container made but not watchable is deleted again.
-fn create_container(options: &MonitorOptions) -> Result<(i32, OwnedFd, ContainerStdio), String> {
-    let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
-    let mut command = options.runtime_command();
-    match &options.restore {
-        Some(restore) => {
-            command
-                .args(["restore", "--detach", "--image-path"])
-                .arg(&restore.image_path)
-                .arg("--work-path")
-                .arg(&restore.work_path);
-            if restore.tcp_established {
-                command.arg("--tcp-established");
-            }
-        }
-        None if options.start => {
-            command.args(["run", "--detach"]);
-        }
-        None => {
-            command.arg("create");
-        }
+impl ContainerStdio {
+    /// A terminal container's stdio: the pty master is its output, its input, and what is
+    /// resized.
+    fn take_terminal(&mut self, master: OwnedFd) -> Result<(), String> {
+        let input = master.try_clone().map_err(|e| format!("dup: {e}"))?;
+        let output = master.try_clone().map_err(|e| format!("dup: {e}"))?;
+        set_nonblocking(&output);
+        self.input = Some(Input::new(input));
+        self.sources = vec![(output, 0)];
+        self.master = Some(master);
+        Ok(())
     }
-    command
-        .arg("--bundle")
-        .arg(&options.bundle)
-        .arg("--pid-file")
-        .arg(options.bundle.join("pid"));
-    // What runc says when it fails: the container's stderr pipe, or its own for a terminal.
-    let (errors, mut stdio, console) = if options.terminal {
+}
+
+/// Runs `runc create` (or `run --detach`, or `restore --detach`) and returns the container's
+/// pid, a pidfd on it and its stdio. A container made but not watchable is deleted again.
+fn create_container(options: &MonitorOptions) -> Result<(i32, OwnedFd, ContainerStdio), String> {
+    let request = &options.request;
+    let pid_file = request.bundle.join("pid");
+    let new = NewContainer {
+        id: &request.id,
+        bundle: &request.bundle,
+        pid_file: &pid_file,
+        console_socket: request.terminal.then_some(Path::new(CONSOLE_SOCKET)),
+    };
+    let (mut command, verb) = match &request.restore {
+        Some(restore) => (
+            options.runc.restore_detached(
+                &new,
+                &restore.image_path,
+                &restore.work_path,
+                restore.tcp_established,
+            ),
+            "restore",
+        ),
+        None if request.start => (options.runc.run_detached(&new), "run"),
+        None => (options.runc.create(&new), "create"),
+    };
+    let (errors, mut stdio, console) = container_stdio(&mut command, request)?;
+    let child = command
+        .current_dir(&request.bundle)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", options.runc.program))?;
+    // The Command and its copies of the write ends are gone: only the container holds them.
+    drop(command);
+    let master = wait_for_runtime(
+        child,
+        console.as_ref(),
+        &errors,
+        &options.runc.program,
+        verb,
+    )?;
+    drop(errors);
+    if let Some(master) = master {
+        stdio.take_terminal(master)?;
+    }
+    let (pid, pidfd) = watch_created(options, &pid_file)?;
+    Ok((pid, pidfd, stdio))
+}
+
+/// Wires the runtime's stdio for a new container: pipes (and stdin when it stays open), or
+/// a console socket for a terminal. Returns the read end runc's own errors come on, the
+/// container's stdio, and the console socket's listener.
+fn container_stdio(
+    command: &mut Command,
+    request: &LaunchRequest,
+) -> Result<(OwnedFd, ContainerStdio, Option<OwnedFd>), String> {
+    let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
+    if request.terminal {
+        // What runc says when it fails comes on its own stderr.
         let console = console_listener(Path::new(CONSOLE_SOCKET))?;
-        command.arg("--console-socket").arg(CONSOLE_SOCKET);
         let (errors_read, errors_write) = pipe()?;
         command
             .stdin(Stdio::null())
@@ -303,96 +385,84 @@ fn create_container(options: &MonitorOptions) -> Result<(i32, OwnedFd, Container
             master: None,
             input: None,
         };
-        (errors_read, stdio, Some(console))
+        return Ok((errors_read, stdio, Some(console)));
+    }
+    let (stdout_read, stdout_write) = pipe()?;
+    let (stderr_read, stderr_write) = pipe()?;
+    for fd in [&stdout_read, &stderr_read] {
+        let _ = fcntl(fd.as_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    }
+    // What runc says when it fails comes on the container's stderr pipe.
+    let errors = stderr_read.try_clone().map_err(|e| format!("dup: {e}"))?;
+    let input = if request.stdin {
+        let (stdin_read, stdin_write) = pipe()?;
+        command.stdin(Stdio::from(stdin_read));
+        Some(Input::new(stdin_write))
     } else {
-        let (stdout_read, stdout_write) = pipe()?;
-        let (stderr_read, stderr_write) = pipe()?;
-        for fd in [&stdout_read, &stderr_read] {
-            let _ = fcntl(fd.as_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-        }
-        let errors = stderr_read.try_clone().map_err(|e| format!("dup: {e}"))?;
-        let input = if options.stdin {
-            let (stdin_read, stdin_write) = pipe()?;
-            command.stdin(Stdio::from(stdin_read));
-            Some(Input::new(stdin_write))
-        } else {
-            command.stdin(Stdio::null());
-            None
-        };
-        command
-            .stdout(Stdio::from(stdout_write))
-            .stderr(Stdio::from(stderr_write));
-        let stdio = ContainerStdio {
-            sources: vec![(stdout_read, 0), (stderr_read, 1)],
-            master: None,
-            input,
-        };
-        (errors, stdio, None)
+        command.stdin(Stdio::null());
+        None
     };
-    let mut child = command
-        .arg(&options.id)
-        .current_dir(&options.bundle)
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", options.runtime))?;
-    // The Command and its copies of the write ends are gone: only the container holds them.
-    drop(command);
+    command
+        .stdout(Stdio::from(stdout_write))
+        .stderr(Stdio::from(stderr_write));
+    let stdio = ContainerStdio {
+        sources: vec![(stdout_read, 0), (stderr_read, 1)],
+        master: None,
+        input,
+    };
+    Ok((errors, stdio, None))
+}
+
+/// Waits for `runtime VERB` to finish, taking the pty master it sends over `console` first;
+/// fails with what the runtime wrote on `errors`.
+fn wait_for_runtime(
+    mut child: std::process::Child,
+    console: Option<&OwnedFd>,
+    errors: &OwnedFd,
+    runtime: &str,
+    verb: &str,
+) -> Result<Option<OwnedFd>, String> {
     let master = match console {
-        Some(listener) => match receive_console(&listener, child.id() as i32) {
+        Some(listener) => match receive_console(listener, child.id() as i32) {
             Ok(master) => Some(master),
             Err(error) => {
                 let _ = child.wait();
-                let message = read_available(&errors);
-                return Err(format!("{error}: {}", message.trim()));
+                return Err(format!("{error}: {}", read_available(errors).trim()));
             }
         },
         None => None,
     };
     let status = child
         .wait()
-        .map_err(|e| format!("wait for {}: {e}", options.runtime))?;
+        .map_err(|e| format!("wait for {runtime}: {e}"))?;
     if !status.success() {
-        let verb = match (&options.restore, options.start) {
-            (Some(_), _) => "restore",
-            (None, true) => "run",
-            (None, false) => "create",
-        };
         return Err(format!(
-            "{} {verb}: {}",
-            options.runtime,
-            read_available(&errors).trim()
+            "{runtime} {verb}: {}",
+            read_available(errors).trim()
         ));
     }
-    drop(errors);
-    if let Some(master) = master {
-        let input = master.try_clone().map_err(|e| format!("dup: {e}"))?;
-        let output = master.try_clone().map_err(|e| format!("dup: {e}"))?;
-        set_nonblocking(&output);
-        stdio.input = Some(Input::new(input));
-        stdio.sources = vec![(output, 0)];
-        stdio.master = Some(master);
-    }
-    let pid_file = options.bundle.join("pid");
-    let watched = read_pid_file(&pid_file).and_then(|pid| {
+    Ok(master)
+}
+
+/// Reads the new container's pid and opens a pidfd on it. A container the runtime made but
+/// we cannot watch is deleted again rather than left running with nobody to record its exit.
+fn watch_created(options: &MonitorOptions, pid_file: &Path) -> Result<(i32, OwnedFd), String> {
+    let watched = read_pid_file(pid_file).and_then(|pid| {
         Ok((
             pid,
             pidfd_open(pid).map_err(|e| format!("pidfd_open {pid}: {e}"))?,
         ))
     });
-    match watched {
-        Ok((pid, pidfd)) => Ok((pid, pidfd, stdio)),
-        Err(error) => {
-            // The runtime made a container we cannot watch: take it away again rather than
-            // leave it running with nobody to record its exit.
-            let _ = options
-                .runtime_command()
-                .args(["delete", "--force", &options.id])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            Err(error)
-        }
+    if watched.is_err() {
+        let _ = options
+            .runc
+            .delete(&options.request.id, true)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
+    watched
 }
 
 pub(super) fn read_pid_file(path: &Path) -> Result<i32, String> {
@@ -536,6 +606,92 @@ fn oom_killed(path: &PathBuf) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    fn parsed(options: &MonitorOptions) -> MonitorOptions {
+        let argv = std::iter::once(OsString::from("berth-monitor")).chain(options.to_args());
+        MonitorOptions::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn monitor_options_parse_back_from_their_command_line() {
+        let every_field = MonitorOptions {
+            runc: RuncCommand::new("/usr/bin/runc", "/run/berth/runtime".into(), true),
+            request: LaunchRequest {
+                id: "0123abcd".into(),
+                bundle: "/run/berth/bundles/0123abcd".into(),
+                exit_file: "/run/berth/exits/0123abcd".into(),
+                log_path: Some("/var/lib/berth/containers/0123abcd/ctr.log".into()),
+                oom_file: Some("/sys/fs/cgroup/memory/berth/0123abcd/memory.oom_control".into()),
+                start: true,
+                terminal: true,
+                stdin: true,
+                restore: Some(RestoreArgs {
+                    image_path: "/var/lib/berth/checkpoints/0123abcd".into(),
+                    work_path: "/var/lib/berth/checkpoints/0123abcd.work".into(),
+                    tcp_established: true,
+                }),
+            },
+            attach: true,
+            attach_stdin: true,
+            notify_bus: Some("unix:path=/tmp/bus socket".into()),
+        };
+        assert_eq!(parsed(&every_field), every_field);
+
+        let fewest_fields = MonitorOptions {
+            runc: RuncCommand::new("runc", "/run/berth/runtime".into(), false),
+            request: LaunchRequest {
+                log_path: None,
+                oom_file: None,
+                start: false,
+                terminal: false,
+                stdin: false,
+                restore: None,
+                ..every_field.request.clone()
+            },
+            attach: false,
+            attach_stdin: false,
+            notify_bus: None,
+        };
+        assert_eq!(parsed(&fewest_fields), fewest_fields);
+
+        let restore_without_tcp = MonitorOptions {
+            request: LaunchRequest {
+                restore: Some(RestoreArgs {
+                    tcp_established: false,
+                    ..every_field.request.restore.clone().unwrap()
+                }),
+                ..fewest_fields.request.clone()
+            },
+            ..fewest_fields.clone()
+        };
+        assert_eq!(parsed(&restore_without_tcp), restore_without_tcp);
+    }
+
+    #[test]
+    fn the_monitor_refuses_incomplete_options() {
+        let parse = |args: &[&str]| MonitorOptions::try_parse_from(args).is_ok();
+        let required = [
+            "berth-monitor",
+            "--runtime",
+            "runc",
+            "--runtime-root",
+            "/r",
+            "--id",
+            "a",
+            "--bundle",
+            "/b",
+            "--exit-file",
+            "/e",
+        ];
+        assert!(parse(&required));
+        assert!(!parse(&required[..required.len() - 2]));
+        assert!(!parse(&[&required[..], &["--attach-stdin"]].concat()));
+        assert!(!parse(
+            &[&required[..], &["--restore-image", "/i"]].concat()
+        ));
+        assert!(!parse(&[&required[..], &["--tcp-established"]].concat()));
+    }
 
     #[test]
     fn oom_kills_are_read_from_either_cgroup_version() {

@@ -61,8 +61,9 @@ impl Monitor<'_> {
             }
         } else {
             Reply::ExecFailed {
-                error: runtime_log_error(Path::new(&format!("exec-{name}.log")))
-                    .unwrap_or_else(|| format!("{} exec exited with {code}", self.options.runtime)),
+                error: runtime_log_error(Path::new(&format!("exec-{name}.log"))).unwrap_or_else(
+                    || format!("{} exec exited with {code}", self.options.runc.program),
+                ),
             }
         };
         answer(&pending.connection, &reply, None);
@@ -113,23 +114,20 @@ impl Monitor<'_> {
         if !valid {
             return Err((connection, format!("bad session id {session:?}")));
         }
-        let mut command = self.options.runtime_command();
-        command
-            .arg("--log")
-            .arg(format!("exec-{session}.log"))
-            .args(["--log-format", "json", "exec", "--detach", "--pid-file"])
-            .arg(format!("exec-{session}.pid"))
-            .arg("--process")
-            .arg(process);
-        let console = if terminal {
-            let socket = format!("exec-{session}.sock");
-            let listener = match console_listener(Path::new(&socket)) {
+        let socket = terminal.then(|| PathBuf::from(format!("exec-{session}.sock")));
+        let mut command = self.options.runc.exec_detached(
+            &self.options.request.id,
+            process,
+            Path::new(&format!("exec-{session}.pid")),
+            Path::new(&format!("exec-{session}.log")),
+            socket.as_deref(),
+        );
+        let console = if let Some(socket) = &socket {
+            let listener = match console_listener(socket) {
                 Ok(listener) => listener,
                 Err(error) => return Err((connection, error)),
             };
             command
-                .arg("--console-socket")
-                .arg(&socket)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
@@ -147,12 +145,12 @@ impl Monitor<'_> {
             }
             None
         };
-        let child = match command.arg(&self.options.id).spawn() {
+        let child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
                 return Err((
                     connection,
-                    format!("cannot run {}: {error}", self.options.runtime),
+                    format!("cannot run {}: {error}", self.options.runc.program),
                 ))
             }
         };

@@ -5,6 +5,7 @@
 //! berthd follows with inotify — also after a restart or an idle exit, in order.
 #![allow(unsafe_code)]
 
+use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_micros;
+use crate::runtime::RuncCommand;
 
 /// The sidecar's configuration, written by berthd into the bundle.
 pub const CONFIG_FILE: &str = "sidecar.json";
@@ -166,124 +168,33 @@ impl SidecarState {
     }
 }
 
-/// How the sidecar reaches the container (from the monitor's own options).
+/// `berth-monitor sidecar ID --runtime … --runtime-root … [--systemd-cgroup]`: the container
+/// the sidecar watches and the runtime that runs it (from the monitor's own options).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Parser)]
+#[command(name = "sidecar")]
 pub struct SidecarArgs {
+    /// The container's id (positional: only the monitor itself has `--id ID` on its
+    /// command line, which is how berthd finds a monitor it has no record of).
     pub id: String,
-    pub runtime: String,
-    pub runtime_root: PathBuf,
-    pub systemd_cgroup: bool,
+    #[command(flatten)]
+    pub runc: RuncCommand,
 }
 
-/// Called by the monitor in the bundle directory before the container is created: when
-/// berthd asked for a sidecar, binds the notify socket and starts `berth-monitor sidecar`
-/// with it as stdin. The socket exists before the container can send to it.
-pub fn spawn(args: &SidecarArgs) -> Result<(), String> {
-    if !Path::new(CONFIG_FILE).exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(NOTIFY_DIR).map_err(|e| format!("create {NOTIFY_DIR}: {e}"))?;
-    let socket_path = Path::new(NOTIFY_DIR).join(NOTIFY_SOCKET_NAME);
-    let _ = std::fs::remove_file(&socket_path);
-    let socket = UnixDatagram::bind(&socket_path)
-        .map_err(|e| format!("bind {}: {e}", socket_path.display()))?;
-    // Any user inside the container may notify, as with podman's socket.
-    let _ = std::fs::set_permissions(
-        &socket_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    );
-    let binary = std::env::current_exe().map_err(|e| format!("own binary: {e}"))?;
-    let mut command = Command::new(binary);
-    command
-        .arg("sidecar")
-        .arg(&args.id)
-        .arg(&args.runtime)
-        .arg(&args.runtime_root)
-        .arg(if args.systemd_cgroup {
-            "systemd"
-        } else {
-            "cgroupfs"
-        })
-        .stdin(Stdio::from(OwnedFd::from(socket)))
-        .stdout(Stdio::null());
-    // Nothing of berthd's pipes may stay open in it: its complaints go to a file.
-    match std::fs::File::create("sidecar.log") {
-        Ok(log) => command.stderr(Stdio::from(log)),
-        Err(_) => command.stderr(Stdio::null()),
-    };
-    command
-        .spawn()
-        .map(|_| ())
-        .map_err(|e| format!("start the sidecar: {e}"))
-}
-
-/// `berth-monitor sidecar ID RUNTIME RUNTIME-ROOT systemd|cgroupfs`, in the bundle, with
-/// the notify socket as stdin. Runs until the container is gone.
-pub fn run(arguments: &[String]) -> i32 {
-    let [id, runtime, runtime_root, driver] = arguments else {
-        eprintln!("usage: berth-monitor sidecar ID RUNTIME RUNTIME-ROOT systemd|cgroupfs");
-        return 2;
-    };
-    // Ends with the monitor, which ends with the container.
-    // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let config: SidecarConfig = match std::fs::read(CONFIG_FILE)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("berth-monitor sidecar: {CONFIG_FILE}: {error}");
-            return 1;
-        }
-    };
-    let runtime = Runtime {
-        id: id.clone(),
-        runtime: runtime.clone(),
-        runtime_root: PathBuf::from(runtime_root),
-        systemd_cgroup: driver == "systemd",
-    };
-    let socket = std::io::stdin().as_fd().try_clone_to_owned().ok();
-    Sidecar {
-        state: SidecarState {
-            health: if config.health.is_some() {
-                "starting".into()
-            } else {
-                String::new()
-            },
-            ..SidecarState::default()
-        },
-        config,
-        runtime,
-        socket: socket.map(UnixDatagram::from),
-    }
-    .run();
-    0
-}
-
-struct Runtime {
-    id: String,
-    runtime: String,
-    runtime_root: PathBuf,
-    systemd_cgroup: bool,
-}
-
-impl Runtime {
-    fn command(&self) -> Command {
-        let mut command = Command::new(&self.runtime);
-        command.arg("--root").arg(&self.runtime_root);
-        if self.systemd_cgroup {
-            command.arg("--systemd-cgroup");
-        }
-        command
+impl SidecarArgs {
+    /// The command line clap parses back into this value (after `sidecar`).
+    pub fn to_args(&self) -> Vec<OsString> {
+        let SidecarArgs { id, runc } = self;
+        let mut args = vec![OsString::from(id)];
+        args.extend(runc.to_args());
+        args
     }
 
     /// runc's view of the container: `created`, `running`, `paused`, `stopped`, or `None`
     /// when it is gone.
     fn status(&self) -> Option<String> {
         let output = self
-            .command()
-            .arg("state")
-            .arg(&self.id)
+            .runc
+            .state(&self.id)
             .stderr(Stdio::null())
             .output()
             .ok()?;
@@ -294,10 +205,8 @@ impl Runtime {
     /// Runs the check with `runc exec`; a timeout is a failure (exit code -1, as podman).
     fn check(&self, health: &HealthConfig) -> (i32, String) {
         let child = self
-            .command()
-            .arg("exec")
-            .arg(&self.id)
-            .args(&health.command)
+            .runc
+            .exec(&self.id, &health.command)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -332,10 +241,79 @@ impl Runtime {
     }
 }
 
+/// Called by the monitor in the bundle directory before the container is created: when
+/// berthd asked for a sidecar, binds the notify socket and starts `berth-monitor sidecar`
+/// with it as stdin. The socket exists before the container can send to it.
+pub fn spawn(args: &SidecarArgs) -> Result<(), String> {
+    if !Path::new(CONFIG_FILE).exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(NOTIFY_DIR).map_err(|e| format!("create {NOTIFY_DIR}: {e}"))?;
+    let socket_path = Path::new(NOTIFY_DIR).join(NOTIFY_SOCKET_NAME);
+    let _ = std::fs::remove_file(&socket_path);
+    let socket = UnixDatagram::bind(&socket_path)
+        .map_err(|e| format!("bind {}: {e}", socket_path.display()))?;
+    // Any user inside the container may notify, as with podman's socket.
+    let _ = std::fs::set_permissions(
+        &socket_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    );
+    let binary = std::env::current_exe().map_err(|e| format!("own binary: {e}"))?;
+    let mut command = Command::new(binary);
+    command
+        .arg("sidecar")
+        .args(args.to_args())
+        .stdin(Stdio::from(OwnedFd::from(socket)))
+        .stdout(Stdio::null());
+    // Nothing of berthd's pipes may stay open in it: its complaints go to a file.
+    match std::fs::File::create("sidecar.log") {
+        Ok(log) => command.stderr(Stdio::from(log)),
+        Err(_) => command.stderr(Stdio::null()),
+    };
+    command
+        .spawn()
+        .map(|_| ())
+        .map_err(|e| format!("start the sidecar: {e}"))
+}
+
+/// `berth-monitor sidecar …` ([`SidecarArgs`]), in the bundle, with the notify socket as
+/// stdin. Runs until the container is gone.
+pub fn run(args: SidecarArgs) -> i32 {
+    // Ends with the monitor, which ends with the container.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let config: SidecarConfig = match std::fs::read(CONFIG_FILE)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("berth-monitor sidecar: {CONFIG_FILE}: {error}");
+            return 1;
+        }
+    };
+    let socket = std::io::stdin().as_fd().try_clone_to_owned().ok();
+    Sidecar {
+        state: SidecarState {
+            health: if config.health.is_some() {
+                "starting".into()
+            } else {
+                String::new()
+            },
+            ..SidecarState::default()
+        },
+        config,
+        container: args,
+        socket: socket.map(UnixDatagram::from),
+    }
+    .run();
+    0
+}
+
 struct Sidecar {
     config: SidecarConfig,
     state: SidecarState,
-    runtime: Runtime,
+    container: SidecarArgs,
     socket: Option<UnixDatagram>,
 }
 
@@ -385,15 +363,15 @@ impl Sidecar {
             let Some(health) = self.config.health.clone() else {
                 continue;
             };
-            match self.runtime.status().as_deref() {
+            match self.container.status().as_deref() {
                 Some("running") => {}
                 Some("created") | Some("paused") => continue,
                 _ => return,
             }
             let since = *running_since.get_or_insert_with(Instant::now);
             let in_start_period = since.elapsed() < Duration::from_micros(health.start_period);
-            let (exit_code, output) = self.runtime.check(&health);
-            if exit_code != 0 && self.runtime.status().as_deref() != Some("running") {
+            let (exit_code, output) = self.container.check(&health);
+            if exit_code != 0 && self.container.status().as_deref() != Some("running") {
                 // The container went away under the check: not the check's failure.
                 return;
             }
@@ -430,6 +408,19 @@ pub fn send(bundle: &Path, message: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn sidecar_arguments_parse_back_from_their_command_line() {
+        for systemd_cgroup in [false, true] {
+            let args = SidecarArgs {
+                id: "0123abcd".into(),
+                runc: RuncCommand::new("crun", "/run/berth/runtime".into(), systemd_cgroup),
+            };
+            let argv = std::iter::once(OsString::from("sidecar")).chain(args.to_args());
+            assert_eq!(SidecarArgs::try_parse_from(argv).unwrap(), args);
+        }
+    }
 
     fn health(retries: u32) -> HealthConfig {
         HealthConfig {

@@ -6,7 +6,7 @@ pub mod seccomp;
 pub mod signal;
 pub mod spec;
 
-pub use runc::RuncCli;
+pub use runc::{NewContainer, RuncCli, RuncCommand};
 
 /// What the runtime reports for a container (`runc state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

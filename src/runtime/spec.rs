@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use oci_spec::runtime::{
-    Capability, LinuxCpu, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids, Mount,
-    PosixRlimitType, Spec,
+    Capability, Linux, LinuxCpu, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids,
+    LinuxResources, Mount, PosixRlimitType, Process, Spec,
 };
 
 /// Podman's default capability set for a container process.
@@ -230,15 +230,17 @@ fn clamped_nofile(wanted: u64) -> u64 {
         .unwrap_or(wanted)
 }
 
+fn build_error(error: oci_spec::OciSpecError) -> SpecError {
+    SpecError::Build(error.to_string())
+}
+
 /// Builds the spec.
 pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
-    let build_error = |error: oci_spec::OciSpecError| SpecError::Build(error.to_string());
     let mut spec = Spec::default();
     spec.set_hostname(Some(input.hostname.clone()));
     if !input.annotations.is_empty() {
         spec.set_annotations(Some(input.annotations.clone()));
     }
-
     let root = oci_spec::runtime::RootBuilder::default()
         .path(input.rootfs.clone())
         .readonly(input.read_only_rootfs)
@@ -246,10 +248,6 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
         .map_err(build_error)?;
     spec.set_root(Some(root));
 
-    let mut args = input.args.clone();
-    if input.init_binary.is_some() {
-        args.splice(0..0, [INIT_PATH_IN_CONTAINER.to_string(), "--".to_string()]);
-    }
     let capabilities = capability_set(input.privileged, &input.cap_add, &input.cap_drop)?;
     let seccomp = match &input.seccomp_profile {
         Some(path) => Some(super::seccomp::load(
@@ -258,6 +256,37 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
         )?),
         None => None,
     };
+    spec.set_process(Some(process(input, capabilities)?));
+    let defaults = spec.mounts().clone().unwrap_or_default();
+    spec.set_mounts(Some(mounts(input, defaults)?));
+
+    let linux = spec.linux_mut().get_or_insert_with(Default::default);
+    set_namespaces(linux, input);
+    if input.privileged {
+        linux.set_masked_paths(None);
+        linux.set_readonly_paths(None);
+    } else {
+        linux.set_masked_paths(Some(MASKED_PATHS.iter().map(|p| p.to_string()).collect()));
+        linux.set_readonly_paths(Some(
+            READ_ONLY_PATHS.iter().map(|p| p.to_string()).collect(),
+        ));
+    }
+    linux.set_seccomp(seccomp);
+    linux.set_cgroups_path(Some(PathBuf::from(&input.cgroups_path)));
+    set_resources(
+        linux.resources_mut().get_or_insert_with(Default::default),
+        input,
+    );
+    Ok(spec)
+}
+
+/// The container's process: its command (behind the init when there is one), environment,
+/// user, `capabilities`, rlimits and terminal.
+fn process(input: &SpecInput, capabilities: HashSet<Capability>) -> Result<Process, SpecError> {
+    let mut args = input.args.clone();
+    if input.init_binary.is_some() {
+        args.splice(0..0, [INIT_PATH_IN_CONTAINER.to_string(), "--".to_string()]);
+    }
     let capabilities = oci_spec::runtime::LinuxCapabilitiesBuilder::default()
         .bounding(capabilities.clone())
         .effective(capabilities.clone())
@@ -285,7 +314,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
     if let (true, Some((rows, cols))) = (input.terminal, input.console_size) {
         process = process.console_size(console_box(rows, cols)?);
     }
-    let process = process
+    process
         .terminal(input.terminal)
         .args(args)
         .env(input.env.clone())
@@ -297,16 +326,12 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
         // image keep working; the seccomp filter and the capability set confine instead.
         .no_new_privileges(false)
         .build()
-        .map_err(build_error)?;
-    spec.set_process(Some(process));
+        .map_err(build_error)
+}
 
-    let mut mounts: Vec<Mount> = spec
-        .mounts()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(confined_mount)
-        .collect();
+/// The default mounts (confined as podman's), then the container's own, then the init.
+fn mounts(input: &SpecInput, defaults: Vec<Mount>) -> Result<Vec<Mount>, SpecError> {
+    let mut mounts: Vec<Mount> = defaults.into_iter().map(confined_mount).collect();
     for extra in &input.mounts {
         let mut options = extra.options.clone();
         if extra.kind == "bind" && !options.iter().any(|o| o == "bind" || o == "rbind") {
@@ -331,9 +356,11 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
     if let Some(init) = &input.init_binary {
         mounts.push(bind_mount(init, INIT_PATH_IN_CONTAINER, true).map_err(build_error)?);
     }
-    spec.set_mounts(Some(mounts));
+    Ok(mounts)
+}
 
-    let linux = spec.linux_mut().get_or_insert_with(Default::default);
+/// The host's network namespace (none of its own), or the one berth prepared.
+fn set_namespaces(linux: &mut Linux, input: &SpecInput) {
     if input.host_network {
         let namespaces: Vec<LinuxNamespace> = linux
             .namespaces()
@@ -359,18 +386,10 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
             .collect();
         linux.set_namespaces(Some(namespaces));
     }
-    if input.privileged {
-        linux.set_masked_paths(None);
-        linux.set_readonly_paths(None);
-    } else {
-        linux.set_masked_paths(Some(MASKED_PATHS.iter().map(|p| p.to_string()).collect()));
-        linux.set_readonly_paths(Some(
-            READ_ONLY_PATHS.iter().map(|p| p.to_string()).collect(),
-        ));
-    }
-    linux.set_seccomp(seccomp);
-    linux.set_cgroups_path(Some(PathBuf::from(&input.cgroups_path)));
-    let resources = linux.resources_mut().get_or_insert_with(Default::default);
+}
+
+/// Memory, pids and CPU limits.
+fn set_resources(resources: &mut LinuxResources, input: &SpecInput) {
     if let Some(limit) = input.memory_max {
         let mut memory = LinuxMemory::default();
         memory.set_limit(Some(limit as i64));
@@ -389,7 +408,6 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
         cpu.set_quota(Some((cpus * period as f64).round() as i64));
         resources.set_cpu(Some(cpu));
     }
-    Ok(spec)
 }
 
 /// The options podman gives the default mounts: `/proc` without setuid, devices or

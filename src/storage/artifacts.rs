@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::names::is_valid_name;
 
-/// The largest artifact accepted (DESIGN §2.2).
+/// The largest artifact accepted (1 MiB): artifacts travel as `ay` in a D-Bus message
+/// (`AddArtifact` in `dbus/org.berth.Engine1.Container.xml`), which the system bus caps.
 pub const MAX_ARTIFACT_SIZE: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]

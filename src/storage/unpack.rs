@@ -172,151 +172,9 @@ pub fn unpack_layer(
         if relative.as_os_str().is_empty() {
             continue;
         }
-        let label = relative.display().to_string();
-        let io = |source| UnpackError::Io {
-            entry: label.clone(),
-            source,
-        };
         prepare_parent(root, &relative)?;
-        let target = root.join(&relative);
-        let file_name = relative
-            .file_name()
-            .map(|n| n.as_bytes())
-            .unwrap_or_default();
-
-        if file_name == OPAQUE_MARKER.as_bytes() {
-            let dir = target.parent().unwrap_or(root);
-            set_opaque(dir).map_err(io)?;
-            continue;
-        }
-        if let Some(hidden) = file_name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-            // `.wh.` names a sibling; `.wh..`, `.wh...` would name the layer or its parent,
-            // and other `.wh..wh.` names are reserved metadata (image-spec layer.md).
-            if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.starts_with(b".wh.")
-            {
-                if hidden.starts_with(b".wh.") {
-                    continue;
-                }
-                return Err(UnpackError::Escapes(label));
-            }
-            let whiteout = target.with_file_name(OsStr::from_bytes(hidden));
-            remove_any(&whiteout).map_err(io)?;
-            make_whiteout(&whiteout).map_err(io)?;
-            continue;
-        }
-
-        let header = entry.header().clone();
-        let mode = header.mode().map_err(corrupt)?;
-        let mode = if limits.allow_setuid {
-            mode
-        } else {
-            mode & !0o6000
-        };
-        let (uid, gid) = (
-            header.uid().map_err(corrupt)?,
-            header.gid().map_err(corrupt)?,
-        );
-        let kind = header.entry_type();
-        match kind {
-            tar::EntryType::Directory => match std::fs::symlink_metadata(&target) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) => {
-                    std::fs::remove_file(&target).map_err(io)?;
-                    std::fs::create_dir(&target).map_err(io)?;
-                }
-                Err(_) => std::fs::create_dir(&target).map_err(io)?,
-            },
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                clear(&target).map_err(io)?;
-                let mut file = File::options()
-                    .write(true)
-                    .create_new(true)
-                    .open(&target)
-                    .map_err(io)?;
-                std::io::copy(&mut entry, &mut file).map_err(|e| match e.raw_os_error() {
-                    // Writing failed (a full disk): the archive is not to blame.
-                    Some(_) => UnpackError::Io {
-                        entry: label.clone(),
-                        source: e,
-                    },
-                    None => match e.into_inner() {
-                        Some(inner) => match inner.downcast::<UnpackError>() {
-                            Ok(unpack) => *unpack,
-                            Err(other) => UnpackError::Io {
-                                entry: label.clone(),
-                                source: std::io::Error::other(other),
-                            },
-                        },
-                        None => UnpackError::Corrupt(format!("{label}: truncated")),
-                    },
-                })?;
-                file.flush().map_err(io)?;
-            }
-            tar::EntryType::Symlink => {
-                let link = entry.link_name().map_err(corrupt)?.ok_or_else(|| {
-                    UnpackError::Corrupt(format!("{label}: symlink without target"))
-                })?;
-                clear(&target).map_err(io)?;
-                // The target is resolved inside the container at run time, never here.
-                symlink(&*link, &target).map_err(io)?;
-            }
-            tar::EntryType::Link => {
-                let link = entry.link_name().map_err(corrupt)?.ok_or_else(|| {
-                    UnpackError::Corrupt(format!("{label}: hard link without target"))
-                })?;
-                let bad = || UnpackError::BadHardLink {
-                    entry: label.clone(),
-                    target: link.display().to_string(),
-                };
-                let source_relative = relative_path(&link).map_err(|_| bad())?;
-                prepare_parent(root, &source_relative).map_err(|_| bad())?;
-                let source = root.join(&source_relative);
-                let meta = std::fs::symlink_metadata(&source).map_err(|_| bad())?;
-                if meta.is_dir() {
-                    return Err(bad());
-                }
-                clear(&target).map_err(io)?;
-                std::fs::hard_link(&source, &target).map_err(io)?;
-                continue;
-            }
-            tar::EntryType::Char | tar::EntryType::Block => {
-                if !limits.allow_devices {
-                    return Err(UnpackError::Device(label));
-                }
-                let major = header.device_major().map_err(corrupt)?.unwrap_or(0);
-                let minor = header.device_minor().map_err(corrupt)?.unwrap_or(0);
-                let kind = if kind == tar::EntryType::Char {
-                    nix::sys::stat::SFlag::S_IFCHR
-                } else {
-                    nix::sys::stat::SFlag::S_IFBLK
-                };
-                clear(&target).map_err(io)?;
-                nix::sys::stat::mknod(
-                    &target,
-                    kind,
-                    nix::sys::stat::Mode::from_bits_truncate(mode),
-                    nix::sys::stat::makedev(major.into(), minor.into()),
-                )
-                .map_err(|e| io(std::io::Error::from(e)))?;
-            }
-            tar::EntryType::Fifo => {
-                clear(&target).map_err(io)?;
-                nix::unistd::mkfifo(&target, nix::sys::stat::Mode::from_bits_truncate(mode))
-                    .map_err(|e| io(std::io::Error::from(e)))?;
-            }
-            // PAX and GNU metadata entries are consumed by the tar reader itself.
-            _ => continue,
-        }
-        // Ownership and mode, without following a symlink.
-        let _ = nix::unistd::fchownat(
-            nix::fcntl::AT_FDCWD,
-            &target,
-            Some(nix::unistd::Uid::from_raw(uid as u32)),
-            Some(nix::unistd::Gid::from_raw(gid as u32)),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        );
-        if kind != tar::EntryType::Symlink {
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+        if !apply_marker(root, &relative)? {
+            unpack_entry(&mut entry, root, &relative, &limits)?;
         }
     }
     // Drain any padding after the end-of-archive blocks so the digest covers the stream.
@@ -325,6 +183,184 @@ pub fn unpack_layer(
         diff_id: format!("sha256:{:x}", metered.hasher.finalize()),
         bytes: metered.bytes,
     })
+}
+
+/// An `Io` error about the entry `label`.
+fn io_error(label: &str) -> impl Fn(std::io::Error) -> UnpackError + '_ {
+    move |source| UnpackError::Io {
+        entry: label.to_string(),
+        source,
+    }
+}
+
+/// Applies an opaque marker or a whiteout (`relative` is one); false for any other entry.
+fn apply_marker(root: &Path, relative: &Path) -> Result<bool, UnpackError> {
+    let label = relative.display().to_string();
+    let io = io_error(&label);
+    let target = root.join(relative);
+    let file_name = relative
+        .file_name()
+        .map(|n| n.as_bytes())
+        .unwrap_or_default();
+    if file_name == OPAQUE_MARKER.as_bytes() {
+        let dir = target.parent().unwrap_or(root);
+        set_opaque(dir).map_err(io)?;
+        return Ok(true);
+    }
+    let Some(hidden) = file_name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) else {
+        return Ok(false);
+    };
+    // `.wh.` names a sibling; `.wh..`, `.wh...` would name the layer or its parent, and
+    // other `.wh..wh.` names are reserved metadata (image-spec layer.md).
+    if hidden.starts_with(b".wh.") {
+        return Ok(true);
+    }
+    if hidden.is_empty() || hidden == b"." || hidden == b".." {
+        return Err(UnpackError::Escapes(label.clone()));
+    }
+    let whiteout = target.with_file_name(OsStr::from_bytes(hidden));
+    remove_any(&whiteout).map_err(&io)?;
+    make_whiteout(&whiteout).map_err(io)?;
+    Ok(true)
+}
+
+/// Creates the file, directory, link or device an entry describes at `root/relative`, with
+/// its owner and mode.
+fn unpack_entry<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    root: &Path,
+    relative: &Path,
+    limits: &UnpackLimits,
+) -> Result<(), UnpackError> {
+    let label = relative.display().to_string();
+    let io = io_error(&label);
+    let target = root.join(relative);
+    let header = entry.header().clone();
+    let mode = header.mode().map_err(corrupt)?;
+    let mode = if limits.allow_setuid {
+        mode
+    } else {
+        mode & !0o6000
+    };
+    let (uid, gid) = (
+        header.uid().map_err(corrupt)?,
+        header.gid().map_err(corrupt)?,
+    );
+    let kind = header.entry_type();
+    match kind {
+        tar::EntryType::Directory => match std::fs::symlink_metadata(&target) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                std::fs::remove_file(&target).map_err(&io)?;
+                std::fs::create_dir(&target).map_err(&io)?;
+            }
+            Err(_) => std::fs::create_dir(&target).map_err(&io)?,
+        },
+        tar::EntryType::Regular | tar::EntryType::Continuous => {
+            write_file(entry, &target, &label)?;
+        }
+        tar::EntryType::Symlink => {
+            let link = entry
+                .link_name()
+                .map_err(corrupt)?
+                .ok_or_else(|| UnpackError::Corrupt(format!("{label}: symlink without target")))?;
+            clear(&target).map_err(&io)?;
+            // The target is resolved inside the container at run time, never here.
+            symlink(&*link, &target).map_err(&io)?;
+        }
+        // A hard link shares its source's owner and mode.
+        tar::EntryType::Link => return hard_link(entry, root, &target, &label),
+        tar::EntryType::Char | tar::EntryType::Block => {
+            if !limits.allow_devices {
+                return Err(UnpackError::Device(label.clone()));
+            }
+            let major = header.device_major().map_err(corrupt)?.unwrap_or(0);
+            let minor = header.device_minor().map_err(corrupt)?.unwrap_or(0);
+            let kind = if kind == tar::EntryType::Char {
+                nix::sys::stat::SFlag::S_IFCHR
+            } else {
+                nix::sys::stat::SFlag::S_IFBLK
+            };
+            clear(&target).map_err(&io)?;
+            nix::sys::stat::mknod(
+                &target,
+                kind,
+                nix::sys::stat::Mode::from_bits_truncate(mode),
+                nix::sys::stat::makedev(major.into(), minor.into()),
+            )
+            .map_err(|e| io(std::io::Error::from(e)))?;
+        }
+        tar::EntryType::Fifo => {
+            clear(&target).map_err(&io)?;
+            nix::unistd::mkfifo(&target, nix::sys::stat::Mode::from_bits_truncate(mode))
+                .map_err(|e| io(std::io::Error::from(e)))?;
+        }
+        // PAX and GNU metadata entries are consumed by the tar reader itself.
+        _ => return Ok(()),
+    }
+    // Ownership and mode, without following a symlink.
+    let _ = nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        &target,
+        Some(nix::unistd::Uid::from_raw(uid as u32)),
+        Some(nix::unistd::Gid::from_raw(gid as u32)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    );
+    if kind != tar::EntryType::Symlink {
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Writes a regular file's content at `target`, replacing what was there.
+fn write_file(entry: &mut impl Read, target: &Path, label: &str) -> Result<(), UnpackError> {
+    let io = io_error(label);
+    clear(target).map_err(&io)?;
+    let mut file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(target)
+        .map_err(&io)?;
+    std::io::copy(entry, &mut file).map_err(|e| match e.raw_os_error() {
+        // Writing failed (a full disk): the archive is not to blame.
+        Some(_) => io(e),
+        None => match e.into_inner() {
+            Some(inner) => match inner.downcast::<UnpackError>() {
+                Ok(unpack) => *unpack,
+                Err(other) => io(std::io::Error::other(other)),
+            },
+            None => UnpackError::Corrupt(format!("{label}: truncated")),
+        },
+    })?;
+    file.flush().map_err(io)
+}
+
+/// Links `target` to an earlier entry of the layer, which must resolve beneath `root` and
+/// not be a directory.
+fn hard_link<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    root: &Path,
+    target: &Path,
+    label: &str,
+) -> Result<(), UnpackError> {
+    let link = entry
+        .link_name()
+        .map_err(corrupt)?
+        .ok_or_else(|| UnpackError::Corrupt(format!("{label}: hard link without target")))?;
+    let bad = || UnpackError::BadHardLink {
+        entry: label.to_string(),
+        target: link.display().to_string(),
+    };
+    let source_relative = relative_path(&link).map_err(|_| bad())?;
+    prepare_parent(root, &source_relative).map_err(|_| bad())?;
+    let source = root.join(&source_relative);
+    let meta = std::fs::symlink_metadata(&source).map_err(|_| bad())?;
+    if meta.is_dir() {
+        return Err(bad());
+    }
+    let io = io_error(label);
+    clear(target).map_err(&io)?;
+    std::fs::hard_link(&source, target).map_err(io)
 }
 
 fn corrupt(error: std::io::Error) -> UnpackError {

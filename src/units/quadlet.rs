@@ -80,21 +80,7 @@ pub struct GeneratedUnit {
 /// Turns the `.container` file at `source` (its text given) into a unit whose main process
 /// is `berthctl` (at the path given).
 pub fn generate(source: &Path, text: &str, berthctl: &Path) -> Result<GeneratedUnit, QuadletError> {
-    let file_name = source
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let stem = file_name
-        .strip_suffix(".container")
-        .filter(|stem| {
-            !stem.is_empty()
-                && stem
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ":_.-@\\".contains(c))
-        })
-        .ok_or_else(|| QuadletError::BadFileName {
-            name: file_name.to_string(),
-        })?;
+    let stem = unit_stem(source)?;
     let unit = UnitFile::parse(text)?;
     let container = unit
         .section("Container")
@@ -144,30 +130,14 @@ pub fn generate(source: &Path, text: &str, berthctl: &Path) -> Result<GeneratedU
     ));
     push_entries(&mut out, unit.section("Service"));
 
-    let mut links = Vec::new();
-    let mut aliases = Vec::new();
-    if let Some(install) = unit.section("Install") {
-        out.push_str("\n[Install]\n");
-        push_entries(&mut out, Some(install));
-        for entry in &install.entries {
-            let suffix = match entry.key.as_str() {
-                "WantedBy" => Some("wants"),
-                "RequiredBy" => Some("requires"),
-                "UpheldBy" => Some("upholds"),
-                _ => None,
-            };
-            let words = split_words(&entry.value).map_err(|reason| bad(entry, reason))?;
-            match suffix {
-                Some(suffix) => links.extend(
-                    words
-                        .into_iter()
-                        .map(|target| (format!("{target}.{suffix}"), unit_name.clone())),
-                ),
-                None if entry.key == "Alias" => aliases.extend(words),
-                None => {}
-            }
+    let (links, aliases) = match unit.section("Install") {
+        Some(install) => {
+            out.push_str("\n[Install]\n");
+            push_entries(&mut out, Some(install));
+            install_links(install, &unit_name)?
         }
-    }
+        None => (Vec::new(), Vec::new()),
+    };
     for section in &unit.sections {
         if !["Container", "Unit", "Service", "Install"].contains(&section.name.as_str()) {
             out.push_str(&format!("\n[{}]\n", section.name));
@@ -180,6 +150,54 @@ pub fn generate(source: &Path, text: &str, berthctl: &Path) -> Result<GeneratedU
         links,
         aliases,
     })
+}
+
+/// `NAME` of a `NAME.container` file, refused when it cannot name a unit.
+fn unit_stem(source: &Path) -> Result<&str, QuadletError> {
+    let file_name = source
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    file_name
+        .strip_suffix(".container")
+        .filter(|stem| {
+            !stem.is_empty()
+                && stem
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ":_.-@\\".contains(c))
+        })
+        .ok_or_else(|| QuadletError::BadFileName {
+            name: file_name.to_string(),
+        })
+}
+
+/// The `.wants`/`.requires`/`.upholds` links and the aliases an `[Install]` section asks for.
+#[allow(clippy::type_complexity)]
+fn install_links(
+    install: &super::parse::Section,
+    unit_name: &str,
+) -> Result<(Vec<(String, String)>, Vec<String>), QuadletError> {
+    let mut links = Vec::new();
+    let mut aliases = Vec::new();
+    for entry in &install.entries {
+        let suffix = match entry.key.as_str() {
+            "WantedBy" => Some("wants"),
+            "RequiredBy" => Some("requires"),
+            "UpheldBy" => Some("upholds"),
+            _ => None,
+        };
+        let words = split_words(&entry.value).map_err(|reason| bad(entry, reason))?;
+        match suffix {
+            Some(suffix) => links.extend(
+                words
+                    .into_iter()
+                    .map(|target| (format!("{target}.{suffix}"), unit_name.to_string())),
+            ),
+            None if entry.key == "Alias" => aliases.extend(words),
+            None => {}
+        }
+    }
+    Ok((links, aliases))
 }
 
 fn push_entries(out: &mut String, section: Option<&super::parse::Section>) {
@@ -211,150 +229,196 @@ impl ContainerCommand {
         base: &Path,
         stem: &str,
     ) -> Result<ContainerCommand, QuadletError> {
-        let mut flags: Vec<String> = Vec::new();
-        let mut image = None;
-        let mut rootfs = None;
-        let mut exec = Vec::new();
-        let mut entrypoint = None;
-        let mut container_name = format!("systemd-{stem}");
-        let mut service_name = stem.to_string();
-        let mut notify = "conmon";
-        let mut has_health_command = false;
-        let mut stop_timeout = None;
-        let flag = |flags: &mut Vec<String>, name: &str, value: &str| {
-            flags.push(format!("--{name}"));
-            flags.push(value.to_string());
-        };
+        let mut section = ContainerSection::new(stem);
         for entry in entries {
-            let value = entry.value.as_str();
-            let words = || split_words(value).map_err(|reason| bad(entry, reason));
-            match entry.key.as_str() {
-                "Image" => image = Some(value.to_string()),
-                "Rootfs" => rootfs = Some(absolute(base, value)),
-                "Exec" => exec = words()?,
-                "Entrypoint" => entrypoint = Some(value.to_string()),
-                "ContainerName" => {
-                    if !crate::names::is_valid_name(value) {
-                        return Err(bad(entry, "not a valid container name"));
+            section.apply(entry, base)?;
+        }
+        section.into_command()
+    }
+}
+
+/// `[Container]` keys that become one `berthctl run` flag with the value as it is.
+const PLAIN_FLAGS: &[(&str, &str)] = &[
+    ("PublishPort", "publish"),
+    ("Network", "network"),
+    ("Volume", "volume"),
+    ("Mount", "mount"),
+    ("User", "user"),
+    ("WorkingDir", "workdir"),
+    ("HostName", "hostname"),
+    ("StopSignal", "stop-signal"),
+];
+
+/// What the `[Container]` keys have said so far.
+struct ContainerSection {
+    flags: Vec<String>,
+    image: Option<String>,
+    rootfs: Option<String>,
+    exec: Vec<String>,
+    entrypoint: Option<String>,
+    container_name: String,
+    service_name: String,
+    /// `berthctl run --sdnotify=`: `conmon`, `container` or `healthy`.
+    notify: &'static str,
+    has_health_command: bool,
+    stop_timeout: Option<u64>,
+}
+
+impl ContainerSection {
+    /// Quadlet's defaults for `NAME.container`.
+    fn new(stem: &str) -> ContainerSection {
+        ContainerSection {
+            flags: Vec::new(),
+            image: None,
+            rootfs: None,
+            exec: Vec::new(),
+            entrypoint: None,
+            container_name: format!("systemd-{stem}"),
+            service_name: stem.to_string(),
+            notify: "conmon",
+            has_health_command: false,
+            stop_timeout: None,
+        }
+    }
+
+    fn flag(&mut self, name: &str, value: &str) {
+        self.flags.push(format!("--{name}"));
+        self.flags.push(value.to_string());
+    }
+
+    /// Applies one key of the section (relative paths are taken from `base`).
+    fn apply(&mut self, entry: &Entry, base: &Path) -> Result<(), QuadletError> {
+        let value = entry.value.as_str();
+        let words = || split_words(value).map_err(|reason| bad(entry, reason));
+        if let Some((_, name)) = PLAIN_FLAGS.iter().find(|(key, _)| *key == entry.key) {
+            self.flag(name, value);
+            return Ok(());
+        }
+        match entry.key.as_str() {
+            "Image" => self.image = Some(value.to_string()),
+            "Rootfs" => self.rootfs = Some(absolute(base, value)),
+            "Exec" => self.exec = words()?,
+            "Entrypoint" => self.entrypoint = Some(value.to_string()),
+            "ContainerName" => {
+                if !crate::names::is_valid_name(value) {
+                    return Err(bad(entry, "not a valid container name"));
+                }
+                self.container_name = value.to_string();
+            }
+            "ServiceName" => self.service_name = value.to_string(),
+            "Environment" | "Label" | "Annotation" => {
+                let name = match entry.key.as_str() {
+                    "Environment" => "env",
+                    "Label" => "label",
+                    _ => "annotation",
+                };
+                for word in words()? {
+                    if !word.contains('=') {
+                        return Err(bad(entry, format!("{word:?} is not KEY=VALUE")));
                     }
-                    container_name = value.to_string();
-                }
-                "ServiceName" => service_name = value.to_string(),
-                "Environment" => {
-                    for word in words()? {
-                        if !word.contains('=') {
-                            return Err(bad(entry, format!("{word:?} is not KEY=VALUE")));
-                        }
-                        flag(&mut flags, "env", &word);
-                    }
-                }
-                "EnvironmentFile" => flag(&mut flags, "env-file", &absolute(base, value)),
-                "Label" | "Annotation" => {
-                    let name = if entry.key == "Label" {
-                        "label"
-                    } else {
-                        "annotation"
-                    };
-                    for word in words()? {
-                        if !word.contains('=') {
-                            return Err(bad(entry, format!("{word:?} is not KEY=VALUE")));
-                        }
-                        flag(&mut flags, name, &word);
-                    }
-                }
-                "PublishPort" => flag(&mut flags, "publish", value),
-                "Network" => flag(&mut flags, "network", value),
-                "Volume" => flag(&mut flags, "volume", value),
-                "Mount" => flag(&mut flags, "mount", value),
-                "User" => flag(&mut flags, "user", value),
-                "WorkingDir" => flag(&mut flags, "workdir", value),
-                "HostName" => flag(&mut flags, "hostname", value),
-                "StopSignal" => flag(&mut flags, "stop-signal", value),
-                "AddCapability" | "DropCapability" => {
-                    let name = if entry.key == "AddCapability" {
-                        "cap-add"
-                    } else {
-                        "cap-drop"
-                    };
-                    for word in words()? {
-                        flag(&mut flags, name, &word);
-                    }
-                }
-                "RunInit" | "ReadOnly" => {
-                    if boolean(value).ok_or_else(|| bad(entry, "expected yes or no"))? {
-                        flags.push(
-                            if entry.key == "RunInit" {
-                                "--init"
-                            } else {
-                                "--read-only"
-                            }
-                            .into(),
-                        );
-                    }
-                }
-                "Notify" => {
-                    notify = match value {
-                        "healthy" => "healthy",
-                        _ => match boolean(value) {
-                            Some(true) => "container",
-                            Some(false) => "conmon",
-                            None => return Err(bad(entry, "expected yes, no or healthy")),
-                        },
-                    }
-                }
-                "HealthCmd" => {
-                    has_health_command = !value.is_empty();
-                    flag(&mut flags, "health-cmd", value);
-                }
-                "HealthInterval" | "HealthTimeout" | "HealthStartPeriod" => {
-                    if !(entry.key == "HealthInterval" && value == "disable") {
-                        parse_duration(value).map_err(|reason| bad(entry, reason))?;
-                    }
-                    let name = match entry.key.as_str() {
-                        "HealthInterval" => "health-interval",
-                        "HealthTimeout" => "health-timeout",
-                        _ => "health-start-period",
-                    };
-                    flag(&mut flags, name, value);
-                }
-                "HealthRetries" => {
-                    value
-                        .parse::<u32>()
-                        .map_err(|_| bad(entry, "expected a whole number"))?;
-                    flag(&mut flags, "health-retries", value);
-                }
-                "StopTimeout" => {
-                    let seconds = value
-                        .parse::<u32>()
-                        .map_err(|_| bad(entry, "expected whole seconds"))?;
-                    stop_timeout = Some(u64::from(seconds));
-                    flag(&mut flags, "stop-timeout", value);
-                }
-                key => {
-                    return Err(QuadletError::UnknownKey {
-                        line: entry.line,
-                        key: key.to_string(),
-                    })
+                    self.flag(name, &word);
                 }
             }
+            "EnvironmentFile" => self.flag("env-file", &absolute(base, value)),
+            "AddCapability" | "DropCapability" => {
+                let name = if entry.key == "AddCapability" {
+                    "cap-add"
+                } else {
+                    "cap-drop"
+                };
+                for word in words()? {
+                    self.flag(name, &word);
+                }
+            }
+            "RunInit" | "ReadOnly" => {
+                if boolean(value).ok_or_else(|| bad(entry, "expected yes or no"))? {
+                    self.flags.push(
+                        if entry.key == "RunInit" {
+                            "--init"
+                        } else {
+                            "--read-only"
+                        }
+                        .into(),
+                    );
+                }
+            }
+            "Notify" => {
+                self.notify = match value {
+                    "healthy" => "healthy",
+                    _ => match boolean(value) {
+                        Some(true) => "container",
+                        Some(false) => "conmon",
+                        None => return Err(bad(entry, "expected yes, no or healthy")),
+                    },
+                }
+            }
+            "HealthCmd" | "HealthInterval" | "HealthTimeout" | "HealthStartPeriod"
+            | "HealthRetries" => self.apply_health(entry)?,
+            "StopTimeout" => {
+                let seconds = value
+                    .parse::<u32>()
+                    .map_err(|_| bad(entry, "expected whole seconds"))?;
+                self.stop_timeout = Some(u64::from(seconds));
+                self.flag("stop-timeout", value);
+            }
+            key => {
+                return Err(QuadletError::UnknownKey {
+                    line: entry.line,
+                    key: key.to_string(),
+                })
+            }
         }
-        if notify == "healthy" && !has_health_command {
+        Ok(())
+    }
+
+    /// The `Health*` keys, checked as podman checks them.
+    fn apply_health(&mut self, entry: &Entry) -> Result<(), QuadletError> {
+        let value = entry.value.as_str();
+        let name = match entry.key.as_str() {
+            "HealthCmd" => {
+                self.has_health_command = !value.is_empty();
+                "health-cmd"
+            }
+            "HealthRetries" => {
+                value
+                    .parse::<u32>()
+                    .map_err(|_| bad(entry, "expected a whole number"))?;
+                "health-retries"
+            }
+            key => {
+                if !(key == "HealthInterval" && value == "disable") {
+                    parse_duration(value).map_err(|reason| bad(entry, reason))?;
+                }
+                match key {
+                    "HealthInterval" => "health-interval",
+                    "HealthTimeout" => "health-timeout",
+                    _ => "health-start-period",
+                }
+            }
+        };
+        self.flag(name, value);
+        Ok(())
+    }
+
+    /// `berthctl run --name … --replace --rm --sdnotify=… FLAGS… IMAGE|--rootfs DIR EXEC…`.
+    fn into_command(self) -> Result<ContainerCommand, QuadletError> {
+        if self.notify == "healthy" && !self.has_health_command {
             return Err(QuadletError::HealthyWithoutCheck);
         }
         let mut arguments: Vec<String> = vec![
             "run".into(),
             "--name".into(),
-            container_name.clone(),
+            self.container_name.clone(),
             "--replace".into(),
             "--rm".into(),
-            format!("--sdnotify={notify}"),
+            format!("--sdnotify={}", self.notify),
         ];
-        arguments.extend(flags);
-        if let Some(entrypoint) = entrypoint {
+        arguments.extend(self.flags);
+        if let Some(entrypoint) = self.entrypoint {
             arguments.push("--entrypoint".into());
             arguments.push(entrypoint);
         }
-        match (image, rootfs) {
+        match (self.image, self.rootfs) {
             (Some(image), None) => arguments.push(image),
             (None, Some(rootfs)) => {
                 arguments.push("--rootfs".into());
@@ -362,11 +426,11 @@ impl ContainerCommand {
             }
             _ => return Err(QuadletError::NoImage),
         }
-        arguments.extend(exec);
+        arguments.extend(self.exec);
         Ok(ContainerCommand {
-            service_name,
-            container_name,
-            stop_timeout,
+            service_name: self.service_name,
+            container_name: self.container_name,
+            stop_timeout: self.stop_timeout,
             arguments,
         })
     }
