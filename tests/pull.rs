@@ -749,6 +749,116 @@ async fn bad_input_is_invalid_args() {
     }
 }
 
+/// A tiny HTTPS server (python3, the registry's leaf certificate) that answers `/v2/` and
+/// any manifest URL with `size` bytes of JSON whitespace: with a `Content-Length` when the
+/// URL ends in `/sized`, else close-delimited. It prints `aborted PATH SENT` when the client
+/// hung up before the end, `complete PATH SENT` otherwise.
+const HUGE_MANIFEST_SERVER: &str = r#"
+import http.server, ssl, sys
+port, cert, key, size = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    def do_GET(self):
+        if self.path == "/v2/":
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        if self.path.endswith("/sized"):
+            self.send_header("Content-Length", str(size))
+        self.end_headers()
+        sent, chunk = 0, b" " * 65536
+        try:
+            while sent < size:
+                self.wfile.write(chunk)
+                sent += len(chunk)
+            print("complete", self.path, sent, flush=True)
+        except OSError:
+            print("aborted", self.path, sent, flush=True)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_over_4_mib_is_invalid_args_and_is_never_read_whole() {
+    let Some(mut h) = harness("pull_huge_manifest") else {
+        return;
+    };
+    // The registry only lends its certificates: Debian's refuses to store such a manifest.
+    let registry = Registry::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log_path = h.dir.path().join("huge-manifest-server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut server = Command::new("python3")
+        .arg("-c")
+        .arg(HUGE_MANIFEST_SERVER)
+        .arg(port.to_string())
+        .arg(registry.dir.path().join("leaf.crt"))
+        .arg(registry.dir.path().join("leaf.key"))
+        .arg((64u64 << 20).to_string())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let options = || {
+        HashMap::from([(
+            "CertDir",
+            Variant::from(registry.cert_dir().display().to_string()),
+        )])
+    };
+    for tag in ["sized", "streamed"] {
+        let job = start_pull(
+            &connection,
+            &format!("127.0.0.1:{port}/huge:{tag}"),
+            options(),
+        )
+        .await
+        .unwrap();
+        let error = job.wait().await.unwrap_err();
+        assert_eq!(
+            error_name(&error),
+            "org.freedesktop.DBus.Error.InvalidArgs",
+            "{tag}: {error}"
+        );
+        assert_eq!(job.state().await.unwrap(), "failed");
+        let text = job.error().await.unwrap();
+        assert!(text.contains("larger than the 4194304 bytes"), "{text}");
+    }
+    // The 64 MiB without a length: berthd hung up after about 4 MiB.
+    wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("/huge/manifests/streamed")
+    });
+    let served = std::fs::read_to_string(&log_path).unwrap();
+    let line = served
+        .lines()
+        .find(|l| l.contains("/huge/manifests/streamed"))
+        .unwrap();
+    assert!(line.starts_with("aborted"), "{served}");
+    assert!(image_ids(&connection).await.is_empty());
+    assert!(layer_store(&h).is_empty(), "{:?}", layer_store(&h));
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
 /// An image with one ~160 MB layer of incompressible bytes.
 fn large_image(h: &Harness, registry: &Registry) -> String {
     let mut data = vec![0u8; 160 << 20];
