@@ -156,6 +156,12 @@ impl Registry {
             .count()
     }
 
+    /// How many `method` requests for `path` (`/v2/…`) the access log has.
+    fn requests(&self, method: &str, path: &str) -> usize {
+        let needle = format!("\"{method} {path} ");
+        self.log().lines().filter(|l| l.contains(&needle)).count()
+    }
+
     /// The file a blob is stored in.
     fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
@@ -527,6 +533,57 @@ async fn shared_layers_are_not_fetched_again_and_concurrent_pulls_share_one_down
         3,
         "finished jobs stay a while"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_newer_pulls_only_when_the_registry_digest_differs() {
+    let Some(mut h) = harness("pull_policy_newer") else {
+        return;
+    };
+    let registry = Registry::start();
+    two_images(&h, &registry);
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let app = format!("{}/app:1", registry.host());
+    let newer = || pull_options(&registry, &[("Policy", Variant::from("newer"))]);
+    let manifest_gets = || registry.requests("GET", "/v2/app/manifests/1");
+    let manifest_heads = || registry.requests("HEAD", "/v2/app/manifests/1");
+    // Nothing local: it pulls.
+    let job = start_pull(&connection, &app, newer()).await.unwrap();
+    let first = job.wait().await.unwrap();
+    assert_eq!(manifest_gets(), 1);
+    // Unchanged on the registry: one HEAD, no manifest, no blob.
+    let log_before = registry.log().lines().count();
+    let job = start_pull(&connection, &app, newer()).await.unwrap();
+    assert_eq!(job.wait().await.unwrap(), first);
+    assert_eq!(job.bytes_total().await.unwrap(), 0);
+    assert_eq!(manifest_gets(), 1, "the manifest travelled again");
+    assert_eq!(manifest_heads(), 1);
+    let since: Vec<String> = registry
+        .log()
+        .lines()
+        .skip(log_before)
+        .filter(|l| l.contains("\"GET /v2/app/"))
+        .map(String::from)
+        .collect();
+    assert!(since.is_empty(), "{since:?}");
+    // `always` fetches the manifest whatever the digest.
+    let always = pull_options(&registry, &[("Policy", Variant::from("always"))]);
+    let job = start_pull(&connection, &app, always).await.unwrap();
+    assert_eq!(job.wait().await.unwrap(), first);
+    assert_eq!(manifest_gets(), 2);
+    // Another image pushed under the same tag: `newer` pulls it and the name moves.
+    registry.push(&h.dir.path().join("other-layout"), "1", "app:1");
+    let job = start_pull(&connection, &app, newer()).await.unwrap();
+    let second = job.wait().await.unwrap();
+    assert_ne!(second, first);
+    assert_eq!(manifest_gets(), 3);
+    let image = ImageProxy::builder(&connection)
+        .path(second)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(image.names().await.unwrap(), vec![app.clone()]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

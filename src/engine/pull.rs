@@ -32,7 +32,8 @@ pub enum PullPolicy {
     #[default]
     Missing,
     Always,
-    /// Pull when the registry has something other than the local image.
+    /// Pull when the registry's digest for the reference is not the local image's
+    /// (podman's `--pull=newer`).
     Newer,
 }
 
@@ -211,6 +212,17 @@ impl Engine {
         for reference in &plan.candidates {
             job.update(|s| s.detail = format!("resolving {}", names::full_name(reference)));
             let client = Client::new(&self.connection(reference, &plan)?)?;
+            if plan.options.policy == PullPolicy::Newer {
+                let mut stop = cancel.clone();
+                let current = tokio::select! {
+                    current = self.up_to_date(&client, reference) => current,
+                    _ = stop.wait_for(|c| *c) => return Err(RegistryError::Cancelled.into()),
+                };
+                if let Some(id) = current {
+                    job.update(|s| s.bytes_total = Some(0));
+                    return Ok(id);
+                }
+            }
             let mut stop = cancel.clone();
             let manifest = tokio::select! {
                 manifest = client.manifest(reference, &plan.platform) => manifest,
@@ -231,6 +243,32 @@ impl Engine {
         Err(EngineError::NoSuchImage(
             last_unknown.unwrap_or_else(|| job.target.clone()),
         ))
+    }
+
+    /// `Policy` `newer`, as podman has it: the local image of that name, when the digest
+    /// the registry names for the reference now (a `HEAD` request) is one of its
+    /// `RepoDigests`. Without such an image, or when the registry does not answer or name a
+    /// digest, None: the pull goes on (and reports the registry's failure, if any).
+    async fn up_to_date(
+        &self,
+        client: &Client,
+        reference: &oci_client::Reference,
+    ) -> Option<String> {
+        let local = self.lookup_image(&names::full_name(reference)).ok()?;
+        let digest = match client.current_digest(reference).await {
+            Ok(digest) => digest?,
+            Err(error) => {
+                tracing::debug!(%error, "checking for a newer image");
+                return None;
+            }
+        };
+        let repo_digest = format!(
+            "{}/{}@{digest}",
+            reference.registry(),
+            reference.repository()
+        );
+        let image = self.image(&local).ok()?;
+        image.repo_digests.contains(&repo_digest).then_some(local)
     }
 
     /// Credentials (the option, else the auth files) and TLS settings for the reference's
