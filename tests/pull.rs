@@ -916,18 +916,24 @@ async fn a_manifest_over_4_mib_is_invalid_args_and_is_never_read_whole() {
     let _ = server.wait();
 }
 
-/// An image with one ~160 MB layer of incompressible bytes.
-fn large_image(h: &Harness, registry: &Registry) -> String {
-    let mut data = vec![0u8; 160 << 20];
-    let mut state = 0x9e3779b97f4a7c15u64;
+/// `len` incompressible bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    let mut state = 0x9e3779b97f4a7c15u64 ^ seed;
     for chunk in data.chunks_mut(8) {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
     }
+    data
+}
+
+/// An image with one ~160 MB layer of incompressible bytes; its reference and layer digest.
+fn large_image(h: &Harness, registry: &Registry) -> (String, String) {
+    let data = noise(160 << 20, 0);
     let layout = h.dir.path().join("large-layout");
-    layout_of(
+    let layers = layout_of(
         &layout,
         "1",
         &ImageSpec {
@@ -937,7 +943,7 @@ fn large_image(h: &Harness, registry: &Registry) -> String {
         },
     );
     registry.push(&layout, "1", "large:1");
-    format!("{}/large:1", registry.host())
+    (format!("{}/large:1", registry.host()), layers[0].clone())
 }
 
 async fn wait_for_bytes(job: &JobProxy<'_>) {
@@ -950,12 +956,108 @@ async fn wait_for_bytes(job: &JobProxy<'_>) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn two_images_pulled_at_once_download_their_shared_layer_once() {
+    let Some(mut h) = harness("pull_shared_download") else {
+        return;
+    };
+    let registry = Registry::start();
+    // A 48 MiB base that takes a while to travel, under two different images.
+    let base = tar_of(&[("base", &noise(48 << 20, 1))]);
+    let mut layers = Vec::new();
+    for name in ["first", "second"] {
+        let layout = h.dir.path().join(format!("{name}-layout"));
+        let own = format!("{name}\n");
+        layers.push(layout_of(
+            &layout,
+            "1",
+            &ImageSpec {
+                layers: vec![base.clone(), tar_of(&[(name, own.as_bytes())])],
+                architecture: "amd64",
+                raw: true,
+            },
+        ));
+        registry.push(&layout, "1", &format!("{name}:1"));
+    }
+    assert_eq!(layers[0][0], layers[1][0]);
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let first = start_pull(
+        &connection,
+        &format!("{}/first:1", registry.host()),
+        pull_options(&registry, &[]),
+    )
+    .await
+    .unwrap();
+    let second = start_pull(
+        &connection,
+        &format!("{}/second:1", registry.host()),
+        pull_options(&registry, &[]),
+    )
+    .await
+    .unwrap();
+    let (a, b) = (first.wait().await.unwrap(), second.wait().await.unwrap());
+    assert_ne!(a, b);
+    assert_eq!(
+        registry.blob_gets(&layers[0][0]),
+        1,
+        "the shared layer travelled twice"
+    );
+    assert_eq!(registry.blob_gets(&layers[0][1]), 1);
+    assert_eq!(registry.blob_gets(&layers[1][1]), 1);
+    assert_eq!(image_ids(&connection).await.len(), 2);
+    // Three layers, no staging directory left.
+    wait_until(Duration::from_secs(2), || layer_store(&h).len() == 3);
+    assert!(layer_store(&h).iter().all(|l| !l.starts_with('.')));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_one_of_two_pulls_sharing_a_download_leaves_the_other_to_complete() {
+    let Some(mut h) = harness("pull_cancel_joined") else {
+        return;
+    };
+    let registry = Registry::start();
+    let (reference, layer) = large_image(&h, &registry);
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let first = start_pull(&connection, &reference, pull_options(&registry, &[]))
+        .await
+        .unwrap();
+    let second = start_pull(&connection, &reference, pull_options(&registry, &[]))
+        .await
+        .unwrap();
+    wait_for_bytes(&first).await;
+    wait_for_bytes(&second).await;
+    let started = Instant::now();
+    first.cancel().await.unwrap();
+    let error = first.wait().await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(error_name(&error), "org.berth.Engine1.Error.Cancelled");
+    assert_eq!(first.state().await.unwrap(), "cancelled");
+    let image = second.wait().await.unwrap();
+    assert_eq!(second.state().await.unwrap(), "completed");
+    assert_eq!(second.progress().await.unwrap(), 1.0);
+    assert_eq!(image_ids(&connection).await.len(), 1);
+    assert_eq!(registry.blob_gets(&layer), 1, "the layer travelled twice");
+    let image = ImageProxy::builder(&connection)
+        .path(image)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(image.names().await.unwrap(), vec![reference]);
+    wait_until(Duration::from_secs(2), || layer_store(&h).len() == 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_during_a_large_pull_ends_cancelled_within_a_second_leaving_nothing() {
     let Some(mut h) = harness("pull_cancel") else {
         return;
     };
     let registry = Registry::start();
-    let reference = large_image(&h, &registry);
+    let (reference, _) = large_image(&h, &registry);
     h.start_berthd(&[]);
     let connection = h.connection().await;
     let job = start_pull(&connection, &reference, pull_options(&registry, &[]))
@@ -982,7 +1084,7 @@ async fn berthd_killed_mid_pull_leaves_no_partial_layer_and_the_pull_then_succee
         return;
     };
     let registry = Registry::start();
-    let reference = large_image(&h, &registry);
+    let (reference, _) = large_image(&h, &registry);
     h.start_berthd(&[]);
     let connection = h.connection().await;
     let job = start_pull(&connection, &reference, pull_options(&registry, &[]))
