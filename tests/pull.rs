@@ -1052,6 +1052,59 @@ async fn cancelling_one_of_two_pulls_sharing_a_download_leaves_the_other_to_comp
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_during_a_pull_is_no_space_leaving_nothing_then_the_pull_succeeds() {
+    let Some(mut h) = harness("pull_no_space") else {
+        return;
+    };
+    let registry = Registry::start();
+    two_images(&h, &registry);
+    let root = h.root();
+    std::fs::create_dir_all(&root).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a tmpfs on --root");
+    h.start_berthd(&[]);
+    {
+        let connection = h.connection().await;
+        // Full but for 256 KiB: the pull starts writing, then the disk is full.
+        let filler = root.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 1 << 16];
+        while file.write_all(&chunk).is_ok() {}
+        let full = file.metadata().unwrap().len();
+        file.set_len(full - (256 << 10)).unwrap();
+        drop(file);
+        let app = format!("{}/app:1", registry.host());
+        let job = start_pull(&connection, &app, pull_options(&registry, &[]))
+            .await
+            .unwrap();
+        let error = job.wait().await.unwrap_err();
+        assert_eq!(
+            error_name(&error),
+            "org.berth.Engine1.Error.NoSpace",
+            "{error}"
+        );
+        assert_eq!(job.state().await.unwrap(), "failed");
+        assert!(job.bytes_done().await.unwrap() > 0, "nothing was written");
+        assert!(image_ids(&connection).await.is_empty());
+        wait_until(Duration::from_secs(2), || layer_store(&h).is_empty());
+        // Space freed: the same pull succeeds.
+        std::fs::remove_file(&filler).unwrap();
+        let job = start_pull(&connection, &app, pull_options(&registry, &[]))
+            .await
+            .unwrap();
+        job.wait().await.unwrap();
+        assert_eq!(image_ids(&connection).await.len(), 1);
+    }
+    h.kill_berthd();
+    let unmounted = Command::new("umount").arg(&root).status().unwrap();
+    assert!(unmounted.success(), "umount --root");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_during_a_large_pull_ends_cancelled_within_a_second_leaving_nothing() {
     let Some(mut h) = harness("pull_cancel") else {
         return;
