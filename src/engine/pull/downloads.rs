@@ -122,7 +122,7 @@ async fn fetch_layer(
         .map_err(|e| EngineError::Internal(format!("layer store: {e}")))?;
     let file = staging.path().join("blob");
     let dir = staging.path().join("layer");
-    source
+    let download = source
         .client
         .download(&source.reference, &source.blob, &file, &stop, |n| {
             status.send_modify(|status| {
@@ -130,8 +130,13 @@ async fn fetch_layer(
                     *done += n;
                 }
             })
-        })
-        .await?;
+        });
+    // Also while connecting or waiting for the first byte, which `download` does not watch.
+    let mut stopped = stop.clone();
+    tokio::select! {
+        done = download => done?,
+        _ = stopped.wait_for(|s| *s) => return Err(RegistryError::Cancelled.into()),
+    }
     status.send_replace(DownloadStatus::Extracting);
     let digest = source.blob.digest.clone();
     let limits = source.limits;
@@ -186,5 +191,79 @@ impl<R: Read> Read for Stoppable<R> {
             return Err(std::io::Error::other("pull cancelled"));
         }
         self.inner.read(buffer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Connection;
+
+    /// A claim of a blob from a registry that never answers (a listener that accepts
+    /// nothing), so the download stays running.
+    fn source(store: &LayerStore, port: u16) -> Source {
+        Source {
+            client: Client::new(&Connection::default()).unwrap(),
+            reference: format!("127.0.0.1:{port}/app:1").parse().unwrap(),
+            blob: Blob {
+                media_type: String::new(),
+                digest: format!("sha256:{}", "ab".repeat(32)),
+                size: 10,
+            },
+            store: store.clone(),
+            limits: UnpackLimits::default(),
+        }
+    }
+
+    fn staging_dirs(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map(|e| e.count()).unwrap_or(0)
+    }
+
+    /// Waits up to 2 s for `count` staging directories.
+    async fn until_staging_dirs(dir: &std::path::Path, count: usize) {
+        for _ in 0..200 {
+            if staging_dirs(dir) == count {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(staging_dirs(dir), count);
+    }
+
+    #[tokio::test]
+    async fn pulls_of_one_blob_share_a_download_that_stops_when_the_last_lets_go() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let store = LayerStore::new(dir.path());
+        let downloads = Downloads::default();
+        let Claim::Download(first) = downloads.claim(source(&store, port), || false) else {
+            panic!("not started");
+        };
+        let Claim::Download(second) = downloads.claim(source(&store, port), || true) else {
+            panic!("not joined");
+        };
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "a second download of one blob"
+        );
+        assert!(matches!(
+            *first.subscribe().borrow(),
+            DownloadStatus::Downloading(0)
+        ));
+        until_staging_dirs(dir.path(), 1).await;
+        // One pull lets go: the download goes on for the other.
+        drop(first);
+        assert!(!*second.stop.borrow());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(staging_dirs(dir.path()), 1);
+        drop(second);
+        // The last one let go: stopped, and its staging directory is gone.
+        until_staging_dirs(dir.path(), 0).await;
+        // Nobody holds it and the layer is in the store: nothing to fetch.
+        assert!(matches!(
+            downloads.claim(source(&store, port), || true),
+            Claim::Present
+        ));
     }
 }
