@@ -1,9 +1,10 @@
 //! `PullImage`: resolves the reference, then runs the transfer as a job. Layers the store
 //! already has (by blob digest, or by the diff id the config names) are not fetched; the
-//! others download several at once into a staging directory of the layer store, are
-//! unpacked by the hostile-safe unpacker and checked against the config's diff ids. The
-//! image record is committed only when everything is there: a failure, a cancel or a crash
-//! leaves nothing (the staging directory goes with the job, or with the next start's sweep).
+//! others download several at once — shared with any other pull wanting the same blob
+//! (`downloads`) — into staging directories of the layer store, are unpacked by the
+//! hostile-safe unpacker and checked against the config's diff ids. The image record is
+//! committed only when everything is there: a failure, a cancel or a crash leaves nothing
+//! (a staging directory goes with the last job holding it, or with the next start's sweep).
 
 pub(crate) mod downloads;
 
