@@ -627,6 +627,34 @@ mod tests {
     }
 
     #[test]
+    fn manifest_urls_name_the_digest_else_the_tag() {
+        let url = |text: &str| manifest_url(&text.parse().unwrap());
+        assert_eq!(
+            url("127.0.0.1:5000/app:1"),
+            "https://127.0.0.1:5000/v2/app/manifests/1"
+        );
+        let digest = format!("sha256:{}", "0".repeat(64));
+        assert_eq!(
+            url(&format!("127.0.0.1:5000/team/app@{digest}")),
+            format!("https://127.0.0.1:5000/v2/team/app/manifests/{digest}")
+        );
+        assert_eq!(
+            url("docker.io/library/alpine"),
+            "https://index.docker.io/v2/library/alpine/manifests/latest"
+        );
+    }
+
+    #[test]
+    fn registry_error_envelopes_become_text() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+        assert_eq!(
+            registry_message(body),
+            ": MANIFEST_UNKNOWN: manifest unknown"
+        );
+        assert_eq!(registry_message(b"<html>not found</html>"), "");
+    }
+
+    #[test]
     fn a_blob_is_checked_for_size_and_digest() {
         let content = b"layer";
         let digest = format!("sha256:{}", hex(&Sha256::digest(content)));
