@@ -156,6 +156,12 @@ impl Registry {
             .count()
     }
 
+    /// How many `method` requests for `path` (`/v2/…`) the access log has.
+    fn requests(&self, method: &str, path: &str) -> usize {
+        let needle = format!("\"{method} {path} ");
+        self.log().lines().filter(|l| l.contains(&needle)).count()
+    }
+
     /// The file a blob is stored in.
     fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
@@ -530,6 +536,57 @@ async fn shared_layers_are_not_fetched_again_and_concurrent_pulls_share_one_down
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn policy_newer_pulls_only_when_the_registry_digest_differs() {
+    let Some(mut h) = harness("pull_policy_newer") else {
+        return;
+    };
+    let registry = Registry::start();
+    two_images(&h, &registry);
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let app = format!("{}/app:1", registry.host());
+    let newer = || pull_options(&registry, &[("Policy", Variant::from("newer"))]);
+    let manifest_gets = || registry.requests("GET", "/v2/app/manifests/1");
+    let manifest_heads = || registry.requests("HEAD", "/v2/app/manifests/1");
+    // Nothing local: it pulls.
+    let job = start_pull(&connection, &app, newer()).await.unwrap();
+    let first = job.wait().await.unwrap();
+    assert_eq!(manifest_gets(), 1);
+    // Unchanged on the registry: one HEAD, no manifest, no blob.
+    let log_before = registry.log().lines().count();
+    let job = start_pull(&connection, &app, newer()).await.unwrap();
+    assert_eq!(job.wait().await.unwrap(), first);
+    assert_eq!(job.bytes_total().await.unwrap(), 0);
+    assert_eq!(manifest_gets(), 1, "the manifest travelled again");
+    assert_eq!(manifest_heads(), 1);
+    let since: Vec<String> = registry
+        .log()
+        .lines()
+        .skip(log_before)
+        .filter(|l| l.contains("\"GET /v2/app/"))
+        .map(String::from)
+        .collect();
+    assert!(since.is_empty(), "{since:?}");
+    // `always` fetches the manifest whatever the digest.
+    let always = pull_options(&registry, &[("Policy", Variant::from("always"))]);
+    let job = start_pull(&connection, &app, always).await.unwrap();
+    assert_eq!(job.wait().await.unwrap(), first);
+    assert_eq!(manifest_gets(), 2);
+    // Another image pushed under the same tag: `newer` pulls it and the name moves.
+    registry.push(&h.dir.path().join("other-layout"), "1", "app:1");
+    let job = start_pull(&connection, &app, newer()).await.unwrap();
+    let second = job.wait().await.unwrap();
+    assert_ne!(second, first);
+    assert_eq!(manifest_gets(), 3);
+    let image = ImageProxy::builder(&connection)
+        .path(second)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(image.names().await.unwrap(), vec![app.clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_multi_platform_index_lands_the_host_platform() {
     let Some(mut h) = harness("pull_index") else {
         return;
@@ -749,18 +806,134 @@ async fn bad_input_is_invalid_args() {
     }
 }
 
-/// An image with one ~160 MB layer of incompressible bytes.
-fn large_image(h: &Harness, registry: &Registry) -> String {
-    let mut data = vec![0u8; 160 << 20];
-    let mut state = 0x9e3779b97f4a7c15u64;
+/// A tiny HTTPS server (python3, the registry's leaf certificate) that answers `/v2/` and
+/// any manifest URL with `size` bytes of JSON whitespace: with a `Content-Length` when the
+/// URL ends in `/sized`, else close-delimited. It prints `aborted PATH SENT` when the client
+/// hung up before the end, `complete PATH SENT` otherwise.
+const HUGE_MANIFEST_SERVER: &str = r#"
+import http.server, ssl, sys
+port, cert, key, size = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    def do_GET(self):
+        if self.path == "/v2/":
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        if self.path.endswith("/sized"):
+            self.send_header("Content-Length", str(size))
+        self.end_headers()
+        sent, chunk = 0, b" " * 65536
+        try:
+            while sent < size:
+                self.wfile.write(chunk)
+                sent += len(chunk)
+            print("complete", self.path, sent, flush=True)
+        except OSError:
+            print("aborted", self.path, sent, flush=True)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_over_4_mib_is_invalid_args_and_is_never_read_whole() {
+    let Some(mut h) = harness("pull_huge_manifest") else {
+        return;
+    };
+    // The registry only lends its certificates: Debian's refuses to store such a manifest.
+    let registry = Registry::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log_path = h.dir.path().join("huge-manifest-server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut server = Command::new("python3")
+        .arg("-c")
+        .arg(HUGE_MANIFEST_SERVER)
+        .arg(port.to_string())
+        .arg(registry.dir.path().join("leaf.crt"))
+        .arg(registry.dir.path().join("leaf.key"))
+        .arg((64u64 << 20).to_string())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let options = || {
+        HashMap::from([(
+            "CertDir",
+            Variant::from(registry.cert_dir().display().to_string()),
+        )])
+    };
+    for tag in ["sized", "streamed"] {
+        let job = start_pull(
+            &connection,
+            &format!("127.0.0.1:{port}/huge:{tag}"),
+            options(),
+        )
+        .await
+        .unwrap();
+        let error = job.wait().await.unwrap_err();
+        assert_eq!(
+            error_name(&error),
+            "org.freedesktop.DBus.Error.InvalidArgs",
+            "{tag}: {error}"
+        );
+        assert_eq!(job.state().await.unwrap(), "failed");
+        let text = job.error().await.unwrap();
+        assert!(text.contains("larger than the 4194304 bytes"), "{text}");
+    }
+    // The 64 MiB without a length: berthd hung up after about 4 MiB.
+    wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("/huge/manifests/streamed")
+    });
+    let served = std::fs::read_to_string(&log_path).unwrap();
+    let line = served
+        .lines()
+        .find(|l| l.contains("/huge/manifests/streamed"))
+        .unwrap();
+    assert!(line.starts_with("aborted"), "{served}");
+    assert!(image_ids(&connection).await.is_empty());
+    assert!(layer_store(&h).is_empty(), "{:?}", layer_store(&h));
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// `len` incompressible bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    let mut state = 0x9e3779b97f4a7c15u64 ^ seed;
     for chunk in data.chunks_mut(8) {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
     }
+    data
+}
+
+/// An image with one ~160 MB layer of incompressible bytes; its reference and layer digest.
+fn large_image(h: &Harness, registry: &Registry) -> (String, String) {
+    let data = noise(160 << 20, 0);
     let layout = h.dir.path().join("large-layout");
-    layout_of(
+    let layers = layout_of(
         &layout,
         "1",
         &ImageSpec {
@@ -770,7 +943,7 @@ fn large_image(h: &Harness, registry: &Registry) -> String {
         },
     );
     registry.push(&layout, "1", "large:1");
-    format!("{}/large:1", registry.host())
+    (format!("{}/large:1", registry.host()), layers[0].clone())
 }
 
 async fn wait_for_bytes(job: &JobProxy<'_>) {
@@ -783,12 +956,161 @@ async fn wait_for_bytes(job: &JobProxy<'_>) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn two_images_pulled_at_once_download_their_shared_layer_once() {
+    let Some(mut h) = harness("pull_shared_download") else {
+        return;
+    };
+    let registry = Registry::start();
+    // A 48 MiB base that takes a while to travel, under two different images.
+    let base = tar_of(&[("base", &noise(48 << 20, 1))]);
+    let mut layers = Vec::new();
+    for name in ["first", "second"] {
+        let layout = h.dir.path().join(format!("{name}-layout"));
+        let own = format!("{name}\n");
+        layers.push(layout_of(
+            &layout,
+            "1",
+            &ImageSpec {
+                layers: vec![base.clone(), tar_of(&[(name, own.as_bytes())])],
+                architecture: "amd64",
+                raw: true,
+            },
+        ));
+        registry.push(&layout, "1", &format!("{name}:1"));
+    }
+    assert_eq!(layers[0][0], layers[1][0]);
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let first = start_pull(
+        &connection,
+        &format!("{}/first:1", registry.host()),
+        pull_options(&registry, &[]),
+    )
+    .await
+    .unwrap();
+    let second = start_pull(
+        &connection,
+        &format!("{}/second:1", registry.host()),
+        pull_options(&registry, &[]),
+    )
+    .await
+    .unwrap();
+    let (a, b) = (first.wait().await.unwrap(), second.wait().await.unwrap());
+    assert_ne!(a, b);
+    assert_eq!(
+        registry.blob_gets(&layers[0][0]),
+        1,
+        "the shared layer travelled twice"
+    );
+    assert_eq!(registry.blob_gets(&layers[0][1]), 1);
+    assert_eq!(registry.blob_gets(&layers[1][1]), 1);
+    assert_eq!(image_ids(&connection).await.len(), 2);
+    // Three layers, no staging directory left.
+    wait_until(Duration::from_secs(2), || layer_store(&h).len() == 3);
+    assert!(layer_store(&h).iter().all(|l| !l.starts_with('.')));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_one_of_two_pulls_sharing_a_download_leaves_the_other_to_complete() {
+    let Some(mut h) = harness("pull_cancel_joined") else {
+        return;
+    };
+    let registry = Registry::start();
+    let (reference, layer) = large_image(&h, &registry);
+    h.start_berthd(&[]);
+    let connection = h.connection().await;
+    let first = start_pull(&connection, &reference, pull_options(&registry, &[]))
+        .await
+        .unwrap();
+    let second = start_pull(&connection, &reference, pull_options(&registry, &[]))
+        .await
+        .unwrap();
+    wait_for_bytes(&first).await;
+    wait_for_bytes(&second).await;
+    let started = Instant::now();
+    first.cancel().await.unwrap();
+    let error = first.wait().await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(error_name(&error), "org.berth.Engine1.Error.Cancelled");
+    assert_eq!(first.state().await.unwrap(), "cancelled");
+    let image = second.wait().await.unwrap();
+    assert_eq!(second.state().await.unwrap(), "completed");
+    assert_eq!(second.progress().await.unwrap(), 1.0);
+    assert_eq!(image_ids(&connection).await.len(), 1);
+    assert_eq!(registry.blob_gets(&layer), 1, "the layer travelled twice");
+    let image = ImageProxy::builder(&connection)
+        .path(image)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(image.names().await.unwrap(), vec![reference]);
+    wait_until(Duration::from_secs(2), || layer_store(&h).len() == 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_during_a_pull_is_no_space_leaving_nothing_then_the_pull_succeeds() {
+    let Some(mut h) = harness("pull_no_space") else {
+        return;
+    };
+    let registry = Registry::start();
+    two_images(&h, &registry);
+    let root = h.root();
+    std::fs::create_dir_all(&root).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a tmpfs on --root");
+    h.start_berthd(&[]);
+    {
+        let connection = h.connection().await;
+        // Full but for 256 KiB: the pull starts writing, then the disk is full.
+        let filler = root.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 1 << 16];
+        while file.write_all(&chunk).is_ok() {}
+        let full = file.metadata().unwrap().len();
+        file.set_len(full - (256 << 10)).unwrap();
+        drop(file);
+        let app = format!("{}/app:1", registry.host());
+        let job = start_pull(&connection, &app, pull_options(&registry, &[]))
+            .await
+            .unwrap();
+        let error = job.wait().await.unwrap_err();
+        assert_eq!(
+            error_name(&error),
+            "org.berth.Engine1.Error.NoSpace",
+            "{error}"
+        );
+        assert_eq!(job.state().await.unwrap(), "failed");
+        assert!(job.bytes_done().await.unwrap() > 0, "nothing was written");
+        assert!(image_ids(&connection).await.is_empty());
+        wait_until(Duration::from_secs(2), || layer_store(&h).is_empty());
+        // Space freed: the same pull succeeds.
+        std::fs::remove_file(&filler).unwrap();
+        let job = start_pull(&connection, &app, pull_options(&registry, &[]))
+            .await
+            .unwrap();
+        job.wait().await.unwrap();
+        assert_eq!(image_ids(&connection).await.len(), 1);
+    }
+    h.kill_berthd();
+    let unmounted = Command::new("umount").arg(&root).status().unwrap();
+    assert!(unmounted.success(), "umount --root");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_during_a_large_pull_ends_cancelled_within_a_second_leaving_nothing() {
     let Some(mut h) = harness("pull_cancel") else {
         return;
     };
     let registry = Registry::start();
-    let reference = large_image(&h, &registry);
+    let (reference, _) = large_image(&h, &registry);
     h.start_berthd(&[]);
     let connection = h.connection().await;
     let job = start_pull(&connection, &reference, pull_options(&registry, &[]))
@@ -815,7 +1137,7 @@ async fn berthd_killed_mid_pull_leaves_no_partial_layer_and_the_pull_then_succee
         return;
     };
     let registry = Registry::start();
-    let reference = large_image(&h, &registry);
+    let (reference, _) = large_image(&h, &registry);
     h.start_berthd(&[]);
     let connection = h.connection().await;
     let job = start_pull(&connection, &reference, pull_options(&registry, &[]))

@@ -163,7 +163,7 @@ impl Job {
 
 /// The same error again (engine errors are not `Clone`): the variants a job can end with,
 /// anything else as an internal failure with the same text.
-fn rebuild(error: &EngineError) -> EngineError {
+pub(super) fn rebuild(error: &EngineError) -> EngineError {
     match error {
         EngineError::RegistryError(m) => EngineError::RegistryError(m.clone()),
         EngineError::AuthenticationFailed(m) => EngineError::AuthenticationFailed(m.clone()),
@@ -171,15 +171,17 @@ fn rebuild(error: &EngineError) -> EngineError {
         EngineError::NoSuchImage(m) => EngineError::NoSuchImage(m.clone()),
         EngineError::InvalidArgument(m) => EngineError::InvalidArgument(m.clone()),
         EngineError::LimitsExceeded(m) => EngineError::LimitsExceeded(m.clone()),
+        EngineError::NoSpace(m) => EngineError::NoSpace(m.clone()),
         other => EngineError::Internal(other.to_string()),
     }
 }
 
-/// The engine's jobs.
+/// The engine's jobs, and the layer downloads their pulls share.
 #[derive(Default)]
 pub(crate) struct Jobs {
     next: AtomicU32,
     list: Mutex<BTreeMap<u32, Arc<Job>>>,
+    pub(crate) downloads: super::pull::downloads::Downloads,
 }
 
 impl Jobs {
@@ -208,14 +210,6 @@ impl Jobs {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Arc<Job>>> {
         self.list.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn running(&self) -> Vec<Arc<Job>> {
-        self.lock()
-            .values()
-            .filter(|job| job.status.borrow().state == JobState::Running)
-            .cloned()
-            .collect()
     }
 
     /// Drops a job from the list and tells its followers it is gone.
@@ -259,7 +253,8 @@ impl Engine {
         let engine = self.clone();
         tokio::spawn(async move {
             let busy = engine.busy();
-            let outcome = work.await;
+            // A full disk is `NoSpace`, however deep the I/O error was wrapped.
+            let outcome = work.await.map_err(EngineError::classify);
             if let Err(error) = &outcome {
                 tracing::info!(job = job.id, target = %job.target, %error, "job failed");
             }
@@ -306,7 +301,6 @@ mod tests {
         let cancelled = jobs.create("pull", "r/x:1".into());
         cancelled.finish(Err(EngineError::Cancelled("pull cancelled".into())));
         assert_eq!(cancelled.status().state, JobState::Cancelled);
-        assert_eq!(jobs.running().len(), 0);
         jobs.remove(job.id);
         assert!(job.status().gone);
     }

@@ -1,12 +1,14 @@
 //! `PullImage`: resolves the reference, then runs the transfer as a job. Layers the store
 //! already has (by blob digest, or by the diff id the config names) are not fetched; the
-//! others download several at once into a staging directory of the layer store, are
-//! unpacked by the hostile-safe unpacker and checked against the config's diff ids. The
-//! image record is committed only when everything is there: a failure, a cancel or a crash
-//! leaves nothing (the staging directory goes with the job, or with the next start's sweep).
+//! others download several at once — shared with any other pull wanting the same blob
+//! (`downloads`) — into staging directories of the layer store, are unpacked by the
+//! hostile-safe unpacker and checked against the config's diff ids. The image record is
+//! committed only when everything is there: a failure, a cancel or a crash leaves nothing
+//! (a staging directory goes with the last job holding it, or with the next start's sweep).
+
+pub(crate) mod downloads;
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -18,8 +20,9 @@ use super::{blocking, Caller, Engine, EngineError, Result};
 use crate::registry::client::{Blob, Client, ImageManifest};
 use crate::registry::conf::RegistriesConf;
 use crate::registry::{auth, names, read_cert_dir, Connection, Platform, RegistryError};
-use crate::storage::images::{decompressed, finish, Staged};
-use crate::storage::unpack::{unpack_layer, UnpackLimits};
+use crate::storage::images::{finish, Staged};
+use crate::storage::unpack::UnpackLimits;
+use downloads::{Claim, Download, DownloadStatus, Source, Unpacked};
 
 /// Layers fetched at once (podman's default is 6 for the whole copy; 3 keeps two cores busy
 /// unpacking while the next blobs arrive).
@@ -32,7 +35,8 @@ pub enum PullPolicy {
     #[default]
     Missing,
     Always,
-    /// Pull when the registry has something other than the local image.
+    /// Pull when the registry's digest for the reference is not the local image's
+    /// (podman's `--pull=newer`).
     Newer,
 }
 
@@ -114,8 +118,8 @@ struct Plan {
 }
 
 impl Engine {
-    /// Checks the request and starts the pull; returns its job at once. A pull of the same
-    /// reference and platform already running is followed rather than repeated.
+    /// Checks the request and starts the pull; returns its job at once. Pulls running at the
+    /// same time share the download of a layer they both need (`downloads`).
     pub fn pull_image(
         &self,
         caller: Caller,
@@ -152,9 +156,6 @@ impl Engine {
                 return Ok(job);
             }
         }
-        let leader = self.inner().jobs.running().into_iter().find(|other| {
-            other.id != job.id && other.target == target && other.operation == "pull"
-        });
         let plan = Plan {
             caller,
             candidates,
@@ -163,46 +164,12 @@ impl Engine {
             credentials,
         };
         let engine = self.clone();
-        let follower = job.clone();
-        match leader {
-            Some(leader) => self.spawn_job(job.clone(), async move {
-                engine.follow(&follower, leader, plan).await
-            }),
-            None => self.spawn_job(job.clone(), async move {
-                engine.run_pull(&follower, plan).await
-            }),
-        }
+        let running = job.clone();
+        self.spawn_job(
+            job.clone(),
+            async move { engine.run_pull(&running, plan).await },
+        );
         Ok(job)
-    }
-
-    /// A second pull of what another job is pulling: shows the other's progress, ends as
-    /// it ends (one download, one image), and records its own event.
-    async fn follow(&self, job: &Arc<Job>, leader: Arc<Job>, plan: Plan) -> Result<String> {
-        let mut leader_status = leader.subscribe();
-        let mut cancelled = job.cancelled();
-        loop {
-            let status = leader_status.borrow_and_update().clone();
-            job.update(|mine| {
-                mine.bytes_done = status.bytes_done;
-                mine.bytes_total = status.bytes_total;
-                mine.layers = status.layers.clone();
-                mine.detail = format!("with job {}: {}", leader.id, status.detail);
-            });
-            if status.state != super::jobs::JobState::Running {
-                break;
-            }
-            tokio::select! {
-                changed = leader_status.changed() => if changed.is_err() { break },
-                _ = cancelled.wait_for(|c| *c) => return Err(RegistryError::Cancelled.into()),
-            }
-        }
-        let id = leader.wait().await?;
-        let image = self.image(&id)?;
-        let event = image_event("pull", &image, plan.caller, Some(&job.target));
-        let inner = self.inner().clone();
-        let _serial = inner.images_lock.lock().await;
-        inner.store_images(vec![image], vec![event], None).await?;
-        Ok(id)
     }
 
     async fn run_pull(&self, job: &Arc<Job>, plan: Plan) -> Result<String> {
@@ -211,6 +178,17 @@ impl Engine {
         for reference in &plan.candidates {
             job.update(|s| s.detail = format!("resolving {}", names::full_name(reference)));
             let client = Client::new(&self.connection(reference, &plan)?)?;
+            if plan.options.policy == PullPolicy::Newer {
+                let mut stop = cancel.clone();
+                let current = tokio::select! {
+                    current = self.up_to_date(&client, reference) => current,
+                    _ = stop.wait_for(|c| *c) => return Err(RegistryError::Cancelled.into()),
+                };
+                if let Some(id) = current {
+                    job.update(|s| s.bytes_total = Some(0));
+                    return Ok(id);
+                }
+            }
             let mut stop = cancel.clone();
             let manifest = tokio::select! {
                 manifest = client.manifest(reference, &plan.platform) => manifest,
@@ -231,6 +209,32 @@ impl Engine {
         Err(EngineError::NoSuchImage(
             last_unknown.unwrap_or_else(|| job.target.clone()),
         ))
+    }
+
+    /// `Policy` `newer`, as podman has it: the local image of that name, when the digest
+    /// the registry names for the reference now (a `HEAD` request) is one of its
+    /// `RepoDigests`. Without such an image, or when the registry does not answer or name a
+    /// digest, None: the pull goes on (and reports the registry's failure, if any).
+    async fn up_to_date(
+        &self,
+        client: &Client,
+        reference: &oci_client::Reference,
+    ) -> Option<String> {
+        let local = self.lookup_image(&names::full_name(reference)).ok()?;
+        let digest = match client.current_digest(reference).await {
+            Ok(digest) => digest?,
+            Err(error) => {
+                tracing::debug!(%error, "checking for a newer image");
+                return None;
+            }
+        };
+        let repo_digest = format!(
+            "{}/{}@{digest}",
+            reference.registry(),
+            reference.repository()
+        );
+        let image = self.image(&local).ok()?;
+        image.repo_digests.contains(&repo_digest).then_some(local)
     }
 
     /// Credentials (the option, else the auth files) and TLS settings for the reference's
@@ -356,23 +360,25 @@ impl Engine {
                 manifest.layers.len()
             );
         });
-        let staging = store
-            .staging()
-            .map_err(|e| EngineError::Internal(format!("layer store: {e}")))?;
         // Set on the first failure (or a cancel), so the other layers stop too.
         let (abort, aborted) = watch::channel(false);
         let limits = UnpackLimits::default();
         let permits = Arc::new(Semaphore::new(PARALLEL_LAYERS));
+        let downloads = &self.inner().jobs.downloads;
         let fetches = to_fetch.iter().map(|&index| {
-            let blob = manifest.layers[index].clone();
+            let source = Source {
+                client: client.clone(),
+                reference: reference.clone(),
+                blob: manifest.layers[index].clone(),
+                store: store.clone(),
+                limits,
+            };
             let expected = diff_ids[index].clone();
-            let dir = staging.path().join(index.to_string());
-            let file = staging.path().join(format!("{index}.blob"));
             let permits = permits.clone();
             let aborted = aborted.clone();
             let abort = &abort;
-            let mut cancel = cancel.clone();
-            let job_cancel = cancel.clone();
+            let cancel = cancel.clone();
+            let store = &store;
             async move {
                 let result = async {
                     let _permit = permits
@@ -382,63 +388,24 @@ impl Engine {
                     if *aborted.borrow() {
                         return Err(RegistryError::Cancelled.into());
                     }
-                    job.update(|s| s.layers[index].status = "downloading");
-                    let mut stop = aborted.clone();
-                    tokio::select! {
-                        done = client.download(reference, &blob, &file, &job_cancel, |n| {
-                            job.update(|s| {
-                                s.bytes_done += n;
-                                s.layers[index].done += n;
-                            })
-                        }) => done?,
-                        _ = cancel.wait_for(|c| *c) => return Err(RegistryError::Cancelled.into()),
-                        _ = stop.wait_for(|c| *c) => return Err(RegistryError::Cancelled.into()),
-                    }
-                    job.update(|s| s.layers[index].status = "extracting");
-                    let stop = (aborted.clone(), cancel.clone());
-                    let digest = blob.digest.clone();
-                    let unpacked = blocking(move || {
-                        let source = std::fs::File::open(&file).map_err(|e| {
-                            EngineError::Internal(format!("{}: {e}", file.display()))
-                        })?;
-                        let reader = Stoppable {
-                            inner: std::io::BufReader::with_capacity(1 << 20, source),
-                            stops: [stop.0, stop.1],
-                        };
-                        std::fs::create_dir(&dir).map_err(|e| {
-                            EngineError::Internal(format!("{}: {e}", dir.display()))
-                        })?;
-                        let layer = decompressed(reader).map_err(|e| {
-                            EngineError::RegistryError(format!("layer {digest}: {e}"))
-                        })?;
-                        let unpacked = unpack_layer(layer, &dir, limits).map_err(|e| {
-                            if e.to_string().contains("pull cancelled") {
-                                EngineError::Cancelled("pull cancelled".into())
-                            } else {
-                                EngineError::RegistryError(format!("layer {digest}: {e}"))
-                            }
-                        })?;
-                        let _ = std::fs::remove_file(&file);
-                        Ok((unpacked, dir))
-                    })
-                    .await?;
-                    let (unpacked, dir) = unpacked;
+                    let blob_digest = source.blob.digest.clone();
+                    let download = match downloads.claim(source, || store.has(&expected)) {
+                        Claim::Download(download) => download,
+                        Claim::Present => {
+                            job.update(|s| s.layers[index].status = "present");
+                            return Ok((index, None));
+                        }
+                    };
+                    let unpacked = follow(job, index, &download, &cancel, &aborted).await?;
                     if unpacked.diff_id != expected {
                         return Err(EngineError::RegistryError(format!(
-                            "layer {}: uncompressed digest {} is not the config's {expected}",
-                            blob.digest, unpacked.diff_id
+                            "layer {blob_digest}: uncompressed digest {} is not the config's \
+                             {expected}",
+                            unpacked.diff_id
                         )));
                     }
                     job.update(|s| s.layers[index].status = "done");
-                    Ok::<_, EngineError>((
-                        index,
-                        Staged {
-                            blob_digest: blob.digest.clone(),
-                            diff_id: expected,
-                            bytes: unpacked.bytes,
-                            dir,
-                        },
-                    ))
+                    Ok::<_, EngineError>((index, Some((download, unpacked))))
                 }
                 .await;
                 if result.is_err() {
@@ -448,13 +415,16 @@ impl Engine {
             }
         });
         let results = futures_util::future::join_all(fetches).await;
-        let mut fetched: HashMap<usize, Staged> = HashMap::new();
+        // Held until the image is committed: a pull that joins one of these meanwhile finds
+        // it, and the staging directories stay until then.
+        let mut fetched: HashMap<usize, (Arc<Download>, Arc<Unpacked>)> = HashMap::new();
         let mut first_error = None;
         for result in results {
             match result {
-                Ok((index, staged)) => {
-                    fetched.insert(index, staged);
+                Ok((index, Some(layer))) => {
+                    fetched.insert(index, layer);
                 }
+                Ok((_, None)) => {}
                 // A layer stopped because another failed says "cancelled"; the cause wins.
                 Err(error) => {
                     let replace = match &first_error {
@@ -481,13 +451,20 @@ impl Engine {
             .layers
             .iter()
             .enumerate()
-            .map(|(index, blob)| {
-                fetched.remove(&index).unwrap_or_else(|| Staged {
+            .map(|(index, blob)| match fetched.get(&index) {
+                Some((_, unpacked)) => Staged {
+                    blob_digest: blob.digest.clone(),
+                    diff_id: unpacked.diff_id.clone(),
+                    bytes: unpacked.bytes,
+                    dir: unpacked.dir.clone(),
+                },
+                // Already in the store: `finish` does not move it.
+                None => Staged {
                     blob_digest: blob.digest.clone(),
                     diff_id: diff_ids[index].clone(),
                     bytes: 0,
-                    dir: staging.path().join(format!("{index}.present")),
-                })
+                    dir: store.path(&diff_ids[index]),
+                },
             })
             .collect();
         let inner = self.inner().clone();
@@ -508,7 +485,7 @@ impl Engine {
         })
         .await?;
         drop(serial);
-        drop(staging);
+        drop(fetched);
         self.record(plan.caller, record, new_names, repo_digest, job)
             .await
     }
@@ -545,18 +522,42 @@ impl Engine {
     }
 }
 
-/// A reader that fails once either flag is set, so an unpack stops within one read.
-struct Stoppable<R> {
-    inner: R,
-    stops: [watch::Receiver<bool>; 2],
-}
-
-impl<R: Read> Read for Stoppable<R> {
-    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
-        if self.stops.iter().any(|stop| *stop.borrow()) {
-            return Err(std::io::Error::other("pull cancelled"));
+/// Shows a layer's download in the job's progress until it is unpacked; the job's cancel,
+/// or another of its layers failing, lets go of it (the download goes on while another
+/// pull holds it).
+async fn follow(
+    job: &Job,
+    index: usize,
+    download: &Download,
+    cancel: &watch::Receiver<bool>,
+    aborted: &watch::Receiver<bool>,
+) -> Result<Arc<Unpacked>> {
+    let mut status = download.subscribe();
+    let mut seen = 0u64;
+    loop {
+        let current = status.borrow_and_update().clone();
+        match current {
+            DownloadStatus::Downloading(done) => {
+                let arrived = done.saturating_sub(seen);
+                seen = done;
+                job.update(|s| {
+                    s.bytes_done += arrived;
+                    s.layers[index].done += arrived;
+                    s.layers[index].status = "downloading";
+                });
+            }
+            DownloadStatus::Extracting => job.update(|s| s.layers[index].status = "extracting"),
+            DownloadStatus::Done(unpacked) => return Ok(unpacked),
+            DownloadStatus::Failed(error) => return Err(super::jobs::rebuild(&error)),
         }
-        self.inner.read(buffer)
+        let (mut cancelled, mut stopped) = (cancel.clone(), aborted.clone());
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() {
+                return Err(EngineError::Internal("a layer download vanished".into()));
+            },
+            _ = cancelled.wait_for(|c| *c) => return Err(RegistryError::Cancelled.into()),
+            _ = stopped.wait_for(|c| *c) => return Err(RegistryError::Cancelled.into()),
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The transfer: manifests (an index or manifest list resolved to one platform; OCI and
 //! Docker schema 2), the config blob, and layer blobs streamed to a file while their size is
-//! held to the descriptor's and their digest checked. Built on `oci-client` (rustls).
+//! held to the descriptor's and their digest checked. Built on `oci-client` (rustls): its
+//! auth and blob requests; manifests are requested here, on the same `reqwest`, so that a
+//! manifest's body is read with a bound (oci-client reads a whole body before any check).
 
 use std::path::Path;
 
@@ -8,7 +10,7 @@ use futures_util::StreamExt;
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
-use oci_client::Reference;
+use oci_client::{Reference, RegistryOperation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -20,6 +22,10 @@ use super::{Connection, Platform, RegistryError};
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 /// An image config larger than this is refused.
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const USER_AGENT: &str = concat!("berth/", env!("CARGO_PKG_VERSION"));
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -74,10 +80,15 @@ struct EntryPlatform {
     variant: Option<String>,
 }
 
-/// A registry client for one pull.
+/// A registry client for one pull (one repository).
+#[derive(Clone)]
 pub struct Client {
     inner: oci_client::Client,
+    /// For manifest requests: same TLS settings as `inner`'s.
+    http: reqwest::Client,
     auth: RegistryAuth,
+    /// The bearer token oci-client's auth got for the repository (None: basic or anonymous).
+    token: std::sync::Arc<tokio::sync::OnceCell<Option<String>>>,
 }
 
 /// The error's sources too: reqwest's own text leaves out "connection refused".
@@ -154,32 +165,119 @@ impl Client {
                     data: pem.clone(),
                 })
                 .collect(),
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            read_timeout: Some(std::time::Duration::from_secs(60)),
-            user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
+            user_agent: USER_AGENT,
             ..Default::default()
         };
-        let inner = oci_client::Client::try_from(config)
-            .map_err(|e| RegistryError::InvalidArgument(format!("tls setup: {}", chain(&e))))?;
+        let tls_error = |e: &dyn std::error::Error| {
+            RegistryError::InvalidArgument(format!("tls setup: {}", chain(e)))
+        };
+        let mut roots = Vec::new();
+        for pem in &connection.extra_roots {
+            roots.push(reqwest::Certificate::from_pem(pem).map_err(|e| tls_error(&e))?);
+        }
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(!connection.tls_verify)
+            .tls_certs_merge(roots)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| tls_error(&e))?;
+        let inner = oci_client::Client::try_from(config).map_err(|e| tls_error(&e))?;
         let auth = match &connection.credentials {
             Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
             None => RegistryAuth::Anonymous,
         };
-        Ok(Client { inner, auth })
+        Ok(Client {
+            inner,
+            http,
+            auth,
+            token: Default::default(),
+        })
     }
 
-    /// One manifest document, bounded in size.
+    /// A manifest request (`GET`, or `HEAD` for the digest alone) with the repository's
+    /// credentials; a status other than success is the error it means.
+    async fn manifest_request(
+        &self,
+        method: reqwest::Method,
+        reference: &Reference,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let what = reference.whole();
+        let token = self
+            .token
+            .get_or_try_init(|| async {
+                self.inner
+                    .auth(reference, &self.auth, RegistryOperation::Pull)
+                    .await
+                    .map_err(|e| classify(&what, e))
+            })
+            .await?;
+        let mut request = self
+            .http
+            .request(method, manifest_url(reference))
+            .header(reqwest::header::ACCEPT, ACCEPTED.join(", "));
+        request = match (token, &self.auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            (None, _) => request,
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| RegistryError::Registry(format!("{what}: {}", chain(&e))))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = read_bounded(&what, response, 64 << 10)
+            .await
+            .unwrap_or_default();
+        let message = registry_message(&body);
+        Err(match status.as_u16() {
+            401 | 403 => RegistryError::Authentication(format!(
+                "{what}: the registry refused the credentials ({status}){message}"
+            )),
+            404 => RegistryError::ManifestUnknown(format!("{what}: {status}{message}")),
+            _ => {
+                RegistryError::Registry(format!("{what}: the registry answered {status}{message}"))
+            }
+        })
+    }
+
+    /// The digest the registry names for `reference` now, from a `HEAD` request (no manifest
+    /// travels); None when the registry does not say (`Docker-Content-Digest`).
+    pub async fn current_digest(
+        &self,
+        reference: &Reference,
+    ) -> Result<Option<String>, RegistryError> {
+        let response = self
+            .manifest_request(reqwest::Method::HEAD, reference)
+            .await?;
+        Ok(content_digest(&response))
+    }
+
+    /// One manifest document. Its body is read with a bound: one over [`MAX_MANIFEST_BYTES`]
+    /// is refused by its `Content-Length`, or once that many bytes have arrived — never
+    /// buffered whole.
     async fn document(&self, reference: &Reference) -> Result<(Document, String), RegistryError> {
         let what = reference.whole();
-        let (body, digest) = self
-            .inner
-            .pull_manifest_raw(reference, &self.auth, ACCEPTED)
-            .await
-            .map_err(|e| classify(&what, e))?;
-        if body.len() > MAX_MANIFEST_BYTES {
-            return Err(RegistryError::InvalidArgument(format!(
-                "{what}: the manifest is {} bytes, more than the {MAX_MANIFEST_BYTES} allowed",
-                body.len()
+        let response = self
+            .manifest_request(reqwest::Method::GET, reference)
+            .await?;
+        let named = content_digest(&response);
+        let body = read_bounded(&what, response, MAX_MANIFEST_BYTES).await?;
+        let digest = format!("sha256:{}", hex(&Sha256::digest(&body)));
+        let expected = [reference.digest().map(String::from), named];
+        if let Some(other) = expected
+            .iter()
+            .flatten()
+            .find(|d| d.starts_with("sha256:") && **d != digest)
+        {
+            return Err(RegistryError::Registry(format!(
+                "{what}: the manifest's digest is {digest}, not {other}"
             )));
         }
         let document: Document = serde_json::from_slice(&body)
@@ -357,6 +455,82 @@ impl Client {
     }
 }
 
+/// `https://<registry>/v2/<repository>/manifests/<digest or tag>`, as oci-client spells it.
+fn manifest_url(reference: &Reference) -> String {
+    let name = reference.digest().or(reference.tag()).unwrap_or("latest");
+    format!(
+        "https://{}/v2/{}/manifests/{name}",
+        reference.resolve_registry(),
+        reference.repository()
+    )
+}
+
+/// The `Docker-Content-Digest` header.
+fn content_digest(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.trim().to_string())
+}
+
+/// A response body of at most `limit` bytes: refused by its `Content-Length`, else as soon
+/// as more than `limit` arrived (the rest is never read).
+async fn read_bounded(
+    what: &str,
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, RegistryError> {
+    let too_large = || {
+        RegistryError::InvalidArgument(format!(
+            "{what}: the manifest is larger than the {limit} bytes allowed"
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| RegistryError::Registry(format!("{what}: {}", chain(&e))))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `: CODE: message; …` from a registry's error envelope, or "" when it sent none.
+fn registry_message(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Envelope {
+        errors: Vec<Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    match serde_json::from_slice::<Envelope>(body) {
+        Ok(envelope) if !envelope.errors.is_empty() => {
+            let entries: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|e| format!("{}: {}", e.code, e.message))
+                .collect();
+            format!(": {}", entries.join("; "))
+        }
+        _ => String::new(),
+    }
+}
+
 fn larger(blob: &Blob) -> RegistryError {
     RegistryError::InvalidArgument(format!(
         "blob {} is larger than the {} bytes its descriptor says",
@@ -450,6 +624,34 @@ mod tests {
         assert_eq!(pick("linux/arm/v7"), Some("d"));
         assert_eq!(pick("linux/arm"), Some("c"));
         assert_eq!(pick("windows/amd64"), None);
+    }
+
+    #[test]
+    fn manifest_urls_name_the_digest_else_the_tag() {
+        let url = |text: &str| manifest_url(&text.parse().unwrap());
+        assert_eq!(
+            url("127.0.0.1:5000/app:1"),
+            "https://127.0.0.1:5000/v2/app/manifests/1"
+        );
+        let digest = format!("sha256:{}", "0".repeat(64));
+        assert_eq!(
+            url(&format!("127.0.0.1:5000/team/app@{digest}")),
+            format!("https://127.0.0.1:5000/v2/team/app/manifests/{digest}")
+        );
+        assert_eq!(
+            url("docker.io/library/alpine"),
+            "https://index.docker.io/v2/library/alpine/manifests/latest"
+        );
+    }
+
+    #[test]
+    fn registry_error_envelopes_become_text() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+        assert_eq!(
+            registry_message(body),
+            ": MANIFEST_UNKNOWN: manifest unknown"
+        );
+        assert_eq!(registry_message(b"<html>not found</html>"), "");
     }
 
     #[test]
