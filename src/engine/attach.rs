@@ -10,7 +10,7 @@ use std::os::fd::OwnedFd;
 use nix::fcntl::OFlag;
 
 use super::lifecycle::{check_dependencies, start_with, RunStdio};
-use super::{control, event, Caller, Engine, EngineError, Locked, Result, State};
+use super::{control, event, Caller, Engine, EngineError, Locked, Result, State, Verb};
 use crate::monitor::control::Request;
 use crate::monitor::launcher::AttachEnds;
 
@@ -76,18 +76,7 @@ impl Engine {
         options: AttachOptions,
     ) -> Result<Attached> {
         let locked = self.inner().lock(id).await?;
-        let state = locked.status().state;
-        if !matches!(
-            state,
-            State::Created
-                | State::Running
-                | State::Stopping
-                | State::Paused
-                | State::Stopped
-                | State::Exited
-        ) {
-            return Err(locked.invalid("attach"));
-        }
+        let state = locked.check(Verb::Attach)?;
         let (attached, ends) = streams(wants_stdin(&locked, &options, false))?;
         if state.has_process() {
             send_ends(&locked, ends).await?;
@@ -108,10 +97,7 @@ impl Engine {
         options: AttachOptions,
     ) -> Result<Attached> {
         let locked = self.inner().lock(id).await?;
-        let state = locked.status().state;
-        if state != State::Running && !state.can_start() {
-            return Err(locked.invalid("start"));
-        }
+        let state = locked.check(Verb::Start)?;
         let (attached, ends) = streams(wants_stdin(&locked, &options, true))?;
         match state {
             State::Running => send_ends(&locked, ends).await?,
@@ -149,9 +135,7 @@ impl Engine {
                 "container {id} has no terminal"
             )));
         }
-        if !locked.status().state.has_process() {
-            return Err(locked.invalid("resize"));
-        }
+        locked.check(Verb::Resize)?;
         resize_locked(&locked, rows, cols).await
     }
 }
@@ -197,6 +181,6 @@ async fn send_ends(locked: &Locked<'_>, ends: AttachEnds) -> Result<()> {
 async fn resize_locked(locked: &Locked<'_>, rows: u16, cols: u16) -> Result<()> {
     match control(locked, Request::Resize { rows, cols }, Vec::new).await? {
         Some(_) => Ok(()),
-        None => Err(locked.invalid("resize")),
+        None => Err(locked.refused(Verb::Resize)),
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use super::lifecycle::{create_in_runtime, Launch, RunStdio};
-use super::{blocking, event, Caller, Engine, EngineError, Locked, NewEvent, Result, State};
+use super::{blocking, event, Caller, Engine, EngineError, Locked, NewEvent, Result, Verb};
 use crate::clock::now_micros;
 use crate::monitor::process::{RestoreArgs, CHECKPOINT_MARKER};
 use crate::runtime::CheckpointOptions;
@@ -86,10 +86,8 @@ impl Engine {
         request: CheckpointRequest,
     ) -> Result<()> {
         let locked = self.inner().lock(id).await?;
+        locked.check(Verb::Checkpoint)?;
         let status = locked.status();
-        if status.state != State::Running {
-            return Err(locked.invalid("checkpoint"));
-        }
         if locked.config().terminal {
             return Err(EngineError::NotSupported(
                 "checkpoint of a container with a terminal is not supported".into(),
@@ -163,9 +161,7 @@ impl Engine {
     /// Restores a stopped container from its last checkpoint, or from an imported one.
     pub async fn restore(&self, caller: Caller, id: &str, request: RestoreRequest) -> Result<()> {
         let locked = self.inner().lock(id).await?;
-        if !locked.status().state.can_init() {
-            return Err(locked.invalid("restore"));
-        }
+        locked.check(Verb::Restore)?;
         if let Some(reason) = blocking(|| Ok(criu_problem())).await? {
             return Err(EngineError::NotSupported(reason));
         }

@@ -250,6 +250,10 @@ pub struct ContainerStatus {
     /// What the current run holds of the network (namespace, addresses, host ports).
     #[serde(default)]
     pub network: crate::network::Attachment,
+    /// The run's exit is recorded and its cleanup (to `exited`) is under way: `Wait`
+    /// answers once it is done.
+    #[serde(default)]
+    pub cleanup_pending: bool,
 }
 
 /// One exec session of a container.
@@ -301,6 +305,7 @@ impl ContainerStatus {
             health_failing_streak: 0,
             health_recorded_at: 0,
             network: crate::network::Attachment::default(),
+            cleanup_pending: false,
         }
     }
 

@@ -7,7 +7,7 @@ use super::config::{
     is_valid_name, ContainerConfig, ContainerStatus, CreateRequest, RestartPolicy,
 };
 use super::{
-    blocking, event, Caller, Engine, EngineError, Entry, Locked, Notification, Result, State,
+    blocking, event, Caller, Engine, EngineError, Entry, Locked, Notification, Result, Verb,
 };
 use crate::clock::now_micros;
 use crate::db::{Change, ContainerRow};
@@ -334,10 +334,11 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
             dependents,
         });
     }
-    let state = locked.status().state;
-    if (state.has_process() || state == State::Unknown) && !force {
-        return Err(locked.invalid("remove (use force)"));
-    }
+    locked.check(if force {
+        Verb::ForceRemove
+    } else {
+        Verb::Remove
+    })?;
     locked
         .entry
         .restart_pending
@@ -349,7 +350,7 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
     crate::failpoint::hit("remove.after-runtime-release");
     let mut status = locked.status();
     super::networking::detach_into(locked, &mut status).await;
-    status.state = State::Removing;
+    status.removing()?;
     locked.commit(status, Vec::new()).await?;
     super::filesystem::unmount_all(locked).await?;
     crate::failpoint::hit("remove.after-unmount");

@@ -15,7 +15,7 @@ use super::config::ExecSession;
 use super::{
     blocking, control, event, Caller, ContainerConfig, ContainerStatus, Engine, EngineError,
 };
-use super::{Locked, NewEvent, Result, State};
+use super::{Locked, NewEvent, Result, Verb};
 use crate::clock::now_micros;
 use crate::monitor::control::{Reply, Request};
 use crate::monitor::protocol::{read_exit_file, ExitRecord};
@@ -72,10 +72,8 @@ impl Engine {
             ));
         }
         let locked = self.inner().lock(id).await?;
+        locked.check(Verb::Exec)?;
         let status = locked.status();
-        if status.state != State::Running {
-            return Err(locked.invalid("exec"));
-        }
         let session = new_session_id();
         let bundle = self.inner().paths.bundle(id);
         let process_file = bundle.join(format!("exec-{session}.json"));
@@ -153,7 +151,7 @@ impl Engine {
                 }
                 None => return Err(EngineError::Runtime(error)),
             },
-            Some((Reply::NotRunning, _)) | None => return Err(locked.invalid("exec")),
+            Some((Reply::NotRunning, _)) | None => return Err(locked.refused(Verb::Exec)),
             Some((other, _)) => {
                 return Err(EngineError::Runtime(format!(
                     "unexpected monitor reply {other:?}"

@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{
-    blocking, event, Caller, ContainerStatus, Engine, EngineError, Entry, Locked, NewEvent, Result,
-    State,
-};
+use super::state::RunEnd;
+use super::{blocking, event, Caller, Engine, EngineError, Entry, Locked, NewEvent, Result, State};
 use crate::clock::now_micros;
 use crate::monitor::protocol::read_exit_file;
 
@@ -100,7 +98,9 @@ pub(crate) async fn record_exit_locked(
     if record.checkpointed {
         // Not a death: no `died`, no `Exited`, and nothing for the caller's after-exit
         // handling (AutoRemove, restart policy) to do.
-        record_checkpointed(locked, caller, record.exited_at).await?;
+        let events = vec![super::checkpoint::checkpoint_event(locked, caller)];
+        let end = RunEnd::Checkpoint { at: now_micros() };
+        record_stopped(locked, end, record.exited_at, events).await?;
         return Ok(false);
     }
     let mut events = Vec::new();
@@ -114,55 +114,28 @@ pub(crate) async fn record_exit_locked(
         &[("exitCode", record.exit_code.to_string())],
     ));
     events.extend(also);
-    record_stopped(
-        locked,
-        record.exit_code,
-        record.oom_killed,
-        record.exited_at,
-        events,
-    )
-    .await?;
+    let end = RunEnd::Exit {
+        code: record.exit_code,
+        oom_killed: record.oom_killed,
+    };
+    record_stopped(locked, end, record.exited_at, events).await?;
     Ok(true)
 }
 
-/// Commits `stopped` with its exit code and events, announces `Exited`, then cleans up. A
-/// failed cleanup leaves the container `stopped` with the failure in `Error`; the exit itself
-/// is recorded either way.
+/// Commits `stopped` with its end and events (announcing `Exited` for an exit), then cleans
+/// up. A failed cleanup leaves the container `stopped` with the failure in `Error`; the end
+/// itself is recorded either way.
 pub(crate) async fn record_stopped(
     locked: &Locked<'_>,
-    exit_code: i32,
-    oom_killed: bool,
+    end: RunEnd,
     finished_at: u64,
     events: Vec<NewEvent>,
 ) -> Result<()> {
+    let exited = match end {
+        RunEnd::Exit { code, .. } => Some(code),
+        RunEnd::Checkpoint { .. } => None,
+    };
     let mut stopped = locked.status();
-    stopped.exit_code = exit_code;
-    stopped.oom_killed = oom_killed;
-    commit_stopped(locked, stopped, finished_at, events, Some(exit_code)).await
-}
-
-/// Commits `stopped` after a checkpoint took the process (with a `checkpoint` event, no
-/// `Exited`), then cleans up like any exit.
-async fn record_checkpointed(locked: &Locked<'_>, caller: Caller, finished_at: u64) -> Result<()> {
-    let mut stopped = locked.status();
-    stopped.checkpointed = true;
-    stopped.checkpointed_at = now_micros();
-    // What the user asked for: the restart policy leaves it alone.
-    stopped.stopped_by_user = true;
-    let events = vec![super::checkpoint::checkpoint_event(locked, caller)];
-    commit_stopped(locked, stopped, finished_at, events, None).await
-}
-
-/// The common end of a run: the container's sessions end with it (their exits recorded
-/// before its own events), `stopped` is committed (announcing `Exited` when given), then the
-/// runtime is released; a failed cleanup leaves the failure in `Error`.
-async fn commit_stopped(
-    locked: &Locked<'_>,
-    mut stopped: ContainerStatus,
-    finished_at: u64,
-    events: Vec<NewEvent>,
-    exited: Option<i32>,
-) -> Result<()> {
     let mut all = super::exec::apply_exec_exits(locked, &mut stopped, None).await?;
     all.extend(super::exec::end_unreported_sessions(
         locked.config(),
@@ -172,15 +145,12 @@ async fn commit_stopped(
     all.extend(events);
     // The network goes with the process, before anyone is told it stopped.
     super::networking::detach_into(locked, &mut stopped).await;
-    stopped.state = State::Stopped;
-    stopped.finished_at = finished_at;
-    stopped.pid = 0;
-    stopped.monitor_pid = 0;
+    stopped.stopped(end, finished_at)?;
     locked.commit_with(stopped, all, exited).await?;
     if let Err(error) = release_runtime(locked, Caller::ENGINE).await {
         tracing::warn!(id = %locked.id(), %error, "cleanup after an exit failed");
         let mut status = locked.status();
-        status.error = error.to_string();
+        status.cleanup_failed(error.to_string())?;
         locked.commit(status, Vec::new()).await?;
     }
     Ok(())
@@ -192,11 +162,9 @@ async fn commit_stopped(
 pub(crate) async fn release_runtime(locked: &Locked<'_>, caller: Caller) -> Result<bool> {
     let mut status = locked.status();
     // Only these are known to the runtime; `exited` and `configured` were released already.
-    let next = match status.state {
-        State::Stopped => State::Exited,
-        State::Created | State::Unknown => State::Configured,
-        _ => return Ok(false),
-    };
+    if status.state.released().is_none() {
+        return Ok(false);
+    }
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();
     blocking(move || Ok(runtime.delete(&id, true)?)).await?;
@@ -204,14 +172,11 @@ pub(crate) async fn release_runtime(locked: &Locked<'_>, caller: Caller) -> Resu
         // The killed process still gets its exit file; wait for it, so that it cannot be
         // taken for the exit of the next run.
         exit_file_written(&locked.entry, status.pid, MONITOR_REPORT_LIMIT).await;
-        status.pid = 0;
-        status.monitor_pid = 0;
     }
     super::networking::detach_into(locked, &mut status).await;
     super::filesystem::release_runtime_mount_into(locked, &mut status).await?;
     let _ = std::fs::remove_file(locked.engine().paths.exit_file(locked.id()));
-    status.state = next;
-    status.error.clear();
+    status.released()?;
     locked
         .commit(status, vec![event("cleanup", locked.config(), caller, &[])])
         .await?;

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use super::{blocking, event, Caller, ContainerStatus, Engine, EngineError, Locked, Result};
+use super::{blocking, event, Caller, ContainerStatus, Engine, EngineError, Locked, Result, Verb};
 use crate::storage::artifacts::Artifacts;
 
 struct Layout {
@@ -120,9 +120,7 @@ impl Engine {
     /// Mounts the rootfs for the caller and returns the mountpoint.
     pub async fn mount(&self, caller: Caller, id: &str) -> Result<String> {
         let locked = self.inner().lock(id).await?;
-        if !locked.status().state.can_mount() {
-            return Err(locked.invalid("mount"));
-        }
+        locked.check(Verb::Mount)?;
         let mut status = locked.status();
         let mountpoint = acquire_mount_into(&locked, &mut status).await?;
         status.user_mounts += 1;
@@ -192,13 +190,7 @@ impl Engine {
     /// `destination`. The storage is mounted for the duration, as the seed's Export does.
     pub async fn export(&self, caller: Caller, id: &str, destination: std::fs::File) -> Result<()> {
         check_writable(&destination)?;
-        if self.status(id)?.state == super::State::Removing {
-            return Err(EngineError::InvalidState {
-                id: id.to_string(),
-                state: super::State::Removing,
-                verb: "export",
-            });
-        }
+        Verb::Export.check(id, self.status(id)?.state)?;
         let mountpoint = PathBuf::from(self.mount(caller, id).await?);
         // The tree belongs to a possibly running container that can swap a directory for a
         // symlink at any moment: the walk runs chrooted into it (see `monitor::export`).

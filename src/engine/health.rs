@@ -240,13 +240,7 @@ impl Engine {
             )));
         };
         let status = self.status(id)?;
-        if status.state != super::State::Running {
-            return Err(EngineError::InvalidState {
-                id: id.to_string(),
-                state: status.state,
-                verb: "healthcheck",
-            });
-        }
+        super::Verb::Healthcheck.check(id, status.state)?;
         let runroot = self.inner().options.runroot.clone();
         let path = state_file(&runroot, id);
         let checks_before = SidecarState::read(&path).map_or(0, |s| s.checks);

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{blocking, event, Caller, Engine, EngineError, Locked, Result, State};
+use super::{
+    blocking, event, Caller, ContainerStatus, Engine, EngineError, Locked, Result, State, Verb,
+};
 use crate::clock::now_micros;
 use crate::monitor::launcher::{AttachEnds, LaunchRequest};
 use crate::runtime::signal::parse_signal;
@@ -51,11 +53,8 @@ impl Engine {
         let inner = self.inner().clone();
         let waited = {
             let locked = inner.lock(id).await?;
-            let state = locked.status().state;
-            if !state.can_restart() {
-                return Err(locked.invalid("restart"));
-            }
-            if !state.can_stop() {
+            let state = locked.check(Verb::Restart)?;
+            if !Verb::Stop.accepts(state) {
                 return restart_locked(&locked, caller, timeout).await;
             }
             let restarting = Restarting::mark(locked.entry.clone());
@@ -69,8 +68,8 @@ impl Engine {
         let _restarting = waited;
         finish_stop(&locked, caller, false).await?;
         crate::failpoint::hit("restart.after-stop");
-        if !locked.status().state.can_start() {
-            return Err(locked.invalid("restart"));
+        if !Verb::Start.accepts(locked.status().state) {
+            return Err(locked.refused(Verb::Restart));
         }
         start_locked(&locked, caller, false).await?;
         locked
@@ -93,8 +92,9 @@ impl Engine {
         unpause_locked(&locked, caller).await
     }
 
-    /// Replies once the container is not running (at once if it is not): event-driven,
-    /// holding no lock. Returns the exit code.
+    /// Replies once the container is not running (at once if it is not) and the cleanup of
+    /// its exit is done, so that a verb sent right after the reply finds it `exited`:
+    /// event-driven, holding no lock. Returns the exit code.
     ///
     /// Records nothing: `Wait` is open to every caller, and a durable event per call would
     /// let anyone grow the database without bound.
@@ -102,7 +102,7 @@ impl Engine {
         let entry = self.inner().entry(id)?;
         let mut receiver = entry.status.subscribe();
         receiver
-            .wait_for(|status| !status.state.is_running())
+            .wait_for(ContainerStatus::is_settled)
             .await
             .map(|status| status.exit_code)
             .map_err(|_| EngineError::Removed(id.to_string()))
@@ -186,14 +186,11 @@ pub(crate) async fn create_in_runtime(
     launch: Launch,
     stdio: RunStdio,
 ) -> Result<()> {
-    let state = locked.status().state;
     let (starting, restoring) = (
         matches!(launch, Launch::Run),
         matches!(launch, Launch::Restore(_)),
     );
-    if !state.can_init() {
-        return Err(locked.invalid(if restoring { "restore" } else { "init" }));
-    }
+    let state = locked.check(if restoring { Verb::Restore } else { Verb::Init })?;
     check_dependencies(locked, caller, false).await?;
     if state != State::Configured {
         // A previous run: make sure the runtime and storage are clean before re-creating.
@@ -292,23 +289,9 @@ pub(crate) async fn create_in_runtime(
         inner: locked.engine().clone(),
     }
     .watch_monitor(locked.id(), launched.monitor_pid);
-    status.state = State::Created;
-    status.pid = launched.pid;
-    status.monitor_pid = launched.monitor_pid;
-    status.exit_code = 0;
-    status.oom_killed = false;
-    status.finished_at = 0;
-    status.error.clear();
-    status.stopped_by_user = false;
-    // Sessions of an earlier run are history now, and so is a checkpoint once it runs again.
-    status.exec_sessions.clear();
-    status.checkpointed = false;
+    status.launched(launched.pid, launched.monitor_pid)?;
     if restoring {
-        let now = now_micros();
-        status.state = State::Running;
-        status.started_at = now;
-        status.restored_at = now;
-        status.checkpointed = false;
+        status.restored(now_micros())?;
         let restored = locked
             .commit(
                 status.clone(),
@@ -331,8 +314,7 @@ pub(crate) async fn create_in_runtime(
         return Err(error);
     }
     if starting {
-        status.state = State::Running;
-        status.started_at = now_micros();
+        status.started(now_micros())?;
         locked
             .commit(status, vec![event("start", locked.config(), caller, &[])])
             .await?;
@@ -343,7 +325,7 @@ pub(crate) async fn create_in_runtime(
 /// A run that could not be recorded (a full disk under `--root`) is taken down again, so the
 /// container stays as recorded: the runtime container deleted (its monitor then exits), the
 /// mount reference taken for it dropped.
-async fn undo_launch(locked: &Locked<'_>, mut status: super::ContainerStatus) {
+async fn undo_launch(locked: &Locked<'_>, mut status: ContainerStatus) {
     tracing::warn!(id = %locked.id(), "a run that could not be recorded is taken down");
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();
@@ -434,12 +416,9 @@ pub(crate) async fn start_with(
     recursive: bool,
     stdio: RunStdio,
 ) -> Result<()> {
-    let state = locked.status().state;
+    let state = locked.check(Verb::Start)?;
     if state == State::Running {
         return Ok(());
-    }
-    if !state.can_start() {
-        return Err(locked.invalid("start"));
     }
     check_dependencies(locked, caller, recursive).await?;
     // The user's start supersedes a restart the policy had scheduled.
@@ -460,9 +439,7 @@ pub(crate) async fn start_with(
     }
     crate::failpoint::hit("start.after-runc-start");
     let mut status = locked.status();
-    status.state = State::Running;
-    status.started_at = now_micros();
-    status.error.clear();
+    status.started(now_micros())?;
     locked
         .commit(status, vec![event("start", locked.config(), caller, &[])])
         .await
@@ -473,18 +450,16 @@ pub(crate) async fn start_with(
 /// (an exited container whose pending policy restart the stop cancelled).
 async fn begin_stop(locked: &Locked<'_>) -> Result<Option<u32>> {
     let before = locked.status();
-    if before.state.is_stopped() {
-        if locked
-            .entry
-            .restart_pending
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    if let Err(refused) = locked.check(Verb::Stop) {
+        if matches!(refused, EngineError::ContainerStopped(_))
+            && locked
+                .entry
+                .restart_pending
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
         {
             return Ok(None);
         }
-        return Err(EngineError::ContainerStopped(locked.id().to_string()));
-    }
-    if !before.state.can_stop() {
-        return Err(locked.invalid("stop"));
+        return Err(refused);
     }
     // A created process never ran the user's command; it has no handler for anything.
     let signal = if before.state == State::Created {
@@ -495,8 +470,7 @@ async fn begin_stop(locked: &Locked<'_>) -> Result<Option<u32>> {
             .unwrap_or(15)
     };
     let mut stopping = before.clone();
-    stopping.state = State::Stopping;
-    stopping.stopped_by_user = true;
+    stopping.stopping()?;
     locked.commit(stopping, Vec::new()).await?;
     if let Err(error) = send_signal(locked, signal).await {
         locked.commit(before, Vec::new()).await?;
@@ -592,11 +566,8 @@ pub(crate) async fn restart_locked(
     caller: Caller,
     timeout: u32,
 ) -> Result<()> {
-    let state = locked.status().state;
-    if !state.can_restart() {
-        return Err(locked.invalid("restart"));
-    }
-    if state.can_stop() {
+    let state = locked.check(Verb::Restart)?;
+    if Verb::Stop.accepts(state) {
         stop_locked(locked, caller, timeout).await?;
     }
     start_locked(locked, caller, false).await?;
@@ -608,9 +579,7 @@ pub(crate) async fn restart_locked(
 pub(crate) async fn kill_locked(locked: &Locked<'_>, caller: Caller, signal: &str) -> Result<()> {
     let (number, name) = parse_signal(signal)
         .ok_or_else(|| EngineError::InvalidArgument(format!("unknown signal {signal:?}")))?;
-    if !locked.status().state.can_kill() {
-        return Err(locked.invalid("kill"));
-    }
+    locked.check(Verb::Kill)?;
     send_signal(locked, number).await?;
     crate::failpoint::hit("kill.after-signal");
     locked
@@ -624,30 +593,26 @@ pub(crate) async fn kill_locked(locked: &Locked<'_>, caller: Caller, signal: &st
 }
 
 pub(crate) async fn pause_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
-    if !locked.status().state.can_pause() {
-        return Err(locked.invalid("pause"));
-    }
+    locked.check(Verb::Pause)?;
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();
     blocking(move || Ok(runtime.pause(&id)?)).await?;
     crate::failpoint::hit("pause.after-runc-pause");
     let mut status = locked.status();
-    status.state = State::Paused;
+    status.paused()?;
     locked
         .commit(status, vec![event("pause", locked.config(), caller, &[])])
         .await
 }
 
 pub(crate) async fn unpause_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
-    if !locked.status().state.can_unpause() {
-        return Err(locked.invalid("unpause"));
-    }
+    locked.check(Verb::Unpause)?;
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();
     blocking(move || Ok(runtime.resume(&id)?)).await?;
     crate::failpoint::hit("unpause.after-runc-resume");
     let mut status = locked.status();
-    status.state = State::Running;
+    status.resumed()?;
     locked
         .commit(status, vec![event("unpause", locked.config(), caller, &[])])
         .await

@@ -52,7 +52,7 @@ pub use logs::LogOptions;
 pub use maintenance::BatchOp;
 pub use networking::NetworkRequest;
 pub use pull::{PullOptions, PullPolicy};
-pub use state::State;
+pub use state::{State, Verb};
 
 use crate::clock::now_micros;
 use crate::db::{Change, Db, EventRecord, NewEvent};
@@ -556,12 +556,17 @@ impl Locked<'_> {
         self.engine
     }
 
-    pub fn invalid(&self, verb: &'static str) -> EngineError {
-        EngineError::InvalidState {
-            id: self.id().to_string(),
-            state: self.status().state,
-            verb,
-        }
+    /// The verb's guard on the current state: the state when the verb accepts it, else the
+    /// verb's typed error.
+    pub fn check(&self, verb: Verb) -> Result<State> {
+        let state = self.status().state;
+        verb.check(self.id(), state)?;
+        Ok(state)
+    }
+
+    /// `InvalidState` for `verb` in the current state: a refusal found once the verb ran.
+    pub fn refused(&self, verb: Verb) -> EngineError {
+        verb.refused(self.id(), self.status().state)
     }
 
     /// Commits a new status with its events in one transaction, then publishes both.

@@ -51,7 +51,7 @@ impl Engine {
             self.watch_monitor(id, status.monitor_pid);
             if status.state == State::Stopping {
                 let mut running = status.clone();
-                running.state = State::Running;
+                running.stop_abandoned()?;
                 locked.commit(running, Vec::new()).await?;
             }
             return super::recover::adopt_runtime_state(&locked).await;

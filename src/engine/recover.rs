@@ -193,25 +193,15 @@ async fn adopt(locked: &Locked<'_>, seen: RuntimeStatus, monitor_pid: u32, pid: 
         status.mount_count += 1;
         status.mountpoint = merged.display().to_string();
     }
-    status.state = State::Created;
-    status.pid = pid;
-    status.monitor_pid = monitor_pid;
-    status.exit_code = 0;
-    status.oom_killed = false;
-    status.finished_at = 0;
-    status.error.clear();
-    status.stopped_by_user = false;
-    status.exec_sessions.clear();
-    status.checkpointed = false;
+    status.launched(pid, monitor_pid)?;
     let config = locked.config();
     let mut events = vec![event("init", config, Caller::ENGINE, &[])];
     if matches!(seen, RuntimeStatus::Running | RuntimeStatus::Paused) {
-        status.state = State::Running;
-        status.started_at = now_micros();
+        status.started(now_micros())?;
         events.push(event("start", config, Caller::ENGINE, &[]));
     }
     if seen == RuntimeStatus::Paused {
-        status.state = State::Paused;
+        status.paused()?;
         events.push(event("pause", config, Caller::ENGINE, &[]));
     }
     locked.commit(status, events).await?;
@@ -255,16 +245,21 @@ pub(crate) async fn adopt_runtime_state(locked: &Locked<'_>) -> Result<()> {
     let seen = blocking(move || Ok(runtime.state(&id)?)).await?;
     let mut status = locked.status();
     let config = locked.config();
-    let (state, kind) = match (status.state, seen) {
-        (State::Created, Some(RuntimeStatus::Running)) => (State::Running, "start"),
-        (State::Running | State::Stopping, Some(RuntimeStatus::Paused)) => (State::Paused, "pause"),
-        (State::Paused, Some(RuntimeStatus::Running)) => (State::Running, "unpause"),
+    let kind = match (status.state, seen) {
+        (State::Created, Some(RuntimeStatus::Running)) => {
+            status.started(now_micros())?;
+            "start"
+        }
+        (State::Running | State::Stopping, Some(RuntimeStatus::Paused)) => {
+            status.paused()?;
+            "pause"
+        }
+        (State::Paused, Some(RuntimeStatus::Running)) => {
+            status.resumed()?;
+            "unpause"
+        }
         _ => return Ok(()),
     };
-    if kind == "start" {
-        status.started_at = now_micros();
-    }
-    status.state = state;
     locked
         .commit(status, vec![event(kind, config, Caller::ENGINE, &[])])
         .await
