@@ -9,6 +9,7 @@ use std::os::fd::OwnedFd;
 
 use nix::fcntl::OFlag;
 
+use super::config::check_window_size;
 use super::lifecycle::{check_dependencies, start_with, RunStdio};
 use super::{control, event, Caller, Engine, EngineError, Locked, Result, State, Verb};
 use crate::monitor::control::Request;
@@ -138,16 +139,6 @@ impl Engine {
         locked.check(Verb::Resize)?;
         resize_locked(&locked, rows, cols).await
     }
-}
-
-/// A window of no rows or no columns is refused, as the `TerminalSize` option is.
-pub(crate) fn check_window_size(rows: u16, cols: u16) -> Result<()> {
-    if rows == 0 || cols == 0 {
-        return Err(EngineError::InvalidArgument(format!(
-            "window size {rows}x{cols}: rows and cols must be > 0"
-        )));
-    }
-    Ok(())
 }
 
 /// Whether this client's input goes to the container: only where it has an input to

@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use super::lifecycle::{create_in_runtime, Launch, RunStdio};
-use super::{blocking, event, Caller, Engine, EngineError, Locked, NewEvent, Result, Verb};
+use super::{blocking, Caller, Engine, EngineError, Locked, Result, Verb};
 use crate::clock::now_micros;
 use crate::monitor::process::{RestoreArgs, CHECKPOINT_MARKER};
 use crate::runtime::CheckpointOptions;
@@ -134,7 +134,7 @@ impl Engine {
             let mut status = locked.status();
             status.checkpointed_at = now_micros();
             locked
-                .commit(status, vec![checkpoint_event(&locked, caller)])
+                .commit(status, vec![super::exit::checkpoint_event(&locked, caller)])
                 .await?;
         } else {
             // CRIU killed the process after the dump; its monitor marks the exit a
@@ -207,10 +207,6 @@ async fn restore_locked(locked: &Locked<'_>, caller: Caller, args: RestoreArgs) 
         }
         other => other,
     }
-}
-
-pub(crate) fn checkpoint_event(locked: &Locked<'_>, caller: Caller) -> NewEvent {
-    event("checkpoint", locked.config(), caller, &[])
 }
 
 /// An empty directory at `path` (whatever was there is removed).

@@ -3,11 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::config::{
-    is_valid_name, ContainerConfig, ContainerStatus, CreateRequest, RestartPolicy,
-};
+use super::config::{is_valid_name, ContainerConfig, CreateRequest, RestartPolicy};
 use super::{
-    blocking, event, Caller, Engine, EngineError, Entry, Locked, Notification, Result, Verb,
+    blocking, event, Caller, ContainerStatus, Engine, EngineError, Entry, Locked, Notification,
+    Result, Verb,
 };
 use crate::clock::now_micros;
 use crate::db::{Change, ContainerRow};
@@ -345,7 +344,7 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
         .store(false, std::sync::atomic::Ordering::SeqCst);
     // The process and the runtime go first, the normal way (died, cleanup); from here on the
     // `removing` mark lets a berthd that crashes midway finish the job at its next start.
-    super::lifecycle::kill_and_reap(locked, caller).await?;
+    super::exit::kill_and_reap(locked, caller).await?;
     super::exit::release_runtime(locked, caller).await?;
     crate::failpoint::hit("remove.after-runtime-release");
     let mut status = locked.status();

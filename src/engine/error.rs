@@ -1,6 +1,6 @@
 //! Engine errors: one variant per condition a caller can tell apart (DESIGN §2.4).
 
-use super::state::State;
+use super::state::{IllegalTransition, Refused, State};
 use crate::db::DbError;
 use crate::monitor::launcher::LaunchError;
 use crate::runtime::RuntimeError;
@@ -92,6 +92,23 @@ impl EngineError {
             }
             _ => self,
         }
+    }
+}
+
+impl From<Refused> for EngineError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::AlreadyStopped { id } => EngineError::ContainerStopped(id),
+            Refused::InvalidState { id, state, verb } => {
+                EngineError::InvalidState { id, state, verb }
+            }
+        }
+    }
+}
+
+impl From<IllegalTransition> for EngineError {
+    fn from(error: IllegalTransition) -> Self {
+        EngineError::Internal(error.to_string())
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use super::config::ExecSession;
+use super::state::ExecSession;
 use super::{
     blocking, control, event, Caller, ContainerConfig, ContainerStatus, Engine, EngineError,
 };
@@ -242,7 +242,7 @@ impl Engine {
     }
 
     pub async fn exec_resize(&self, id: &str, session: &str, rows: u16, cols: u16) -> Result<()> {
-        super::attach::check_window_size(rows, cols)?;
+        super::config::check_window_size(rows, cols)?;
         let locked = self.live_session(id, session).await?;
         let request = Request::ResizeExec {
             session: session.to_string(),

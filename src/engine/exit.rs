@@ -1,68 +1,16 @@
-//! Exits: learned from the monitors' exit files, recorded with their events, followed by
-//! cleanup, `AutoRemove` and the restart policy.
+//! Exits: ending a run (its signal, SIGKILL), recording the exit from the monitor's exit
+//! file with its events, and the cleanup that follows. What comes after (`AutoRemove`, the
+//! restart policy) is the lifecycle's; the exit watcher is in `monitors`.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use super::state::RunEnd;
-use super::{blocking, event, Caller, Engine, EngineError, Entry, Locked, NewEvent, Result, State};
+use super::{blocking, event, Caller, EngineError, Entry, Locked, NewEvent, Result, State};
 use crate::clock::now_micros;
 use crate::monitor::protocol::read_exit_file;
 
 /// How long cleanup of a created container waits for its monitor to report the kill.
 const MONITOR_REPORT_LIMIT: Duration = Duration::from_secs(5);
-
-impl Engine {
-    /// Handles every exit file the watcher reports, each in its own task.
-    pub(crate) async fn follow_exits(&self, mut exits: mpsc::UnboundedReceiver<String>) {
-        while let Some(name) = exits.recv().await {
-            // `<id>.<session>`: an exec session's exit.
-            if let Some((id, session)) = name.split_once('.') {
-                let (engine, id, session) = (self.clone(), id.to_string(), session.to_string());
-                let busy = self.busy();
-                tokio::spawn(async move {
-                    let _busy = busy;
-                    match engine.handle_exec_exit(&id, &session).await {
-                        Ok(()) | Err(EngineError::Removed(_) | EngineError::NoSuchContainer(_)) => {
-                        }
-                        Err(error) => {
-                            tracing::warn!(%id, %session, %error, "recording an exec exit failed")
-                        }
-                    }
-                });
-                continue;
-            }
-            let id = name;
-            let Ok(entry) = self.inner().entry(&id) else {
-                continue;
-            };
-            // Wakes a `Stop` waiting on this exit before the lock is free.
-            if let Ok(Some(record)) = read_exit_file(&self.inner().paths.exit_file(&id)) {
-                entry.exited_pid.send_replace(record.pid);
-            }
-            let engine = self.clone();
-            let busy = self.busy();
-            tokio::spawn(async move {
-                let _busy = busy;
-                match engine.handle_exit(&id).await {
-                    // A force-remove recorded it and took the container away meanwhile.
-                    Ok(()) | Err(EngineError::Removed(_) | EngineError::NoSuchContainer(_)) => {}
-                    Err(error) => tracing::warn!(id = %id, %error, "recording an exit failed"),
-                }
-            });
-        }
-    }
-
-    pub(crate) async fn handle_exit(&self, id: &str) -> Result<()> {
-        let locked = self.inner().lock(id).await?;
-        if record_exit_locked(&locked, Caller::ENGINE, Vec::new()).await? {
-            after_exit_locked(&locked).await?;
-        }
-        Ok(())
-    }
-}
 
 /// Waits until the monitor of the run with main process `pid` has written its exit file;
 /// false on timeout.
@@ -98,7 +46,7 @@ pub(crate) async fn record_exit_locked(
     if record.checkpointed {
         // Not a death: no `died`, no `Exited`, and nothing for the caller's after-exit
         // handling (AutoRemove, restart policy) to do.
-        let events = vec![super::checkpoint::checkpoint_event(locked, caller)];
+        let events = vec![checkpoint_event(locked, caller)];
         let end = RunEnd::Checkpoint { at: now_micros() };
         record_stopped(locked, end, record.exited_at, events).await?;
         return Ok(false);
@@ -183,60 +131,67 @@ pub(crate) async fn release_runtime(locked: &Locked<'_>, caller: Caller) -> Resu
     Ok(true)
 }
 
-/// After an exit has been recorded: `AutoRemove`, or the restart policy. Runs once per exit,
-/// from whoever recorded it (the exit watcher or a plain `Stop`), never inside a composite
-/// verb such as `Restart`.
-pub(crate) async fn after_exit_locked(locked: &Locked<'_>) -> Result<()> {
-    let status = locked.status();
-    if status.state != State::Exited || locked.entry.restarting.load(Ordering::SeqCst) {
-        return Ok(());
-    }
-    let config = locked.config();
-    if config.auto_remove {
-        return super::create::remove_locked(locked, Caller::ENGINE, false).await;
-    }
-    if !config.restart_policy.wants_restart(
-        status.exit_code,
-        status.restart_count,
-        status.stopped_by_user,
-    ) {
-        return Ok(());
-    }
-    // Back off as Docker does (100 ms doubling, at most ~25 s) so a crash loop cannot spin.
-    let delay = Duration::from_millis(100 << status.restart_count.min(8));
-    let engine = Engine {
-        inner: locked.engine().clone(),
-    };
+/// The `checkpoint` event of a dump that took the process.
+pub(crate) fn checkpoint_event(locked: &Locked<'_>, caller: Caller) -> NewEvent {
+    event("checkpoint", locked.config(), caller, &[])
+}
+
+/// How long a SIGKILLed process may take to be reaped before `Stop` gives up.
+const KILL_GRACE: Duration = Duration::from_secs(30);
+
+/// Signals the container's main process. A process that has just exited on its own (the
+/// runtime says it is gone, its exit file may still be on the way) is not a failure.
+pub(crate) async fn send_signal(locked: &Locked<'_>, signal: i32) -> Result<()> {
+    let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();
-    let busy = engine.busy();
-    locked.entry.restart_pending.store(true, Ordering::SeqCst);
-    tokio::spawn(async move {
-        let _busy = busy;
-        tokio::time::sleep(delay).await;
-        let Ok(locked) = engine.inner().lock(&id).await else {
-            return;
-        };
-        // A `Stop`, `Start` or `Remove` meanwhile cancels the pending restart.
-        if !locked.entry.restart_pending.swap(false, Ordering::SeqCst)
-            || locked.status().state != State::Exited
-        {
-            return;
-        }
-        let mut counted = locked.status();
-        counted.restart_count += 1;
-        if locked.commit(counted, Vec::new()).await.is_err() {
-            return;
-        }
-        match super::lifecycle::start_locked(&locked, Caller::ENGINE, false).await {
-            Ok(()) => {
-                let _ = locked
-                    .record(vec![event("restart", locked.config(), Caller::ENGINE, &[])])
-                    .await;
-            }
-            Err(error) => {
-                tracing::warn!(id = %id, %error, "restart policy could not start the container")
-            }
-        }
-    });
+    blocking(move || match runtime.kill(&id, signal) {
+        Ok(()) => Ok(()),
+        Err(error) => match runtime.state(&id) {
+            Ok(None | Some(crate::runtime::RuntimeStatus::Stopped)) => Ok(()),
+            _ => Err(error.into()),
+        },
+    })
+    .await
+}
+
+/// Waits for the exit file of the run with main pid `pid` up to `timeout` seconds, then
+/// SIGKILLs and waits again.
+pub(crate) async fn await_exit_or_kill(
+    backends: &super::Backends,
+    entry: &super::Entry,
+    pid: u32,
+    timeout: u32,
+) -> Result<()> {
+    if super::exit::exit_file_written(entry, pid, Duration::from_secs(u64::from(timeout))).await {
+        return Ok(());
+    }
+    let runtime = backends.runtime.clone();
+    let id = entry.config.id.clone();
+    let killed =
+        blocking(move || Ok(runtime.kill(&id, nix::sys::signal::Signal::SIGKILL as i32)?)).await;
+    if super::exit::exit_file_written(entry, pid, KILL_GRACE).await {
+        return Ok(());
+    }
+    killed.and(Err(EngineError::Runtime(format!(
+        "container {} did not exit {}s after SIGKILL",
+        entry.config.id,
+        KILL_GRACE.as_secs()
+    ))))
+}
+
+/// SIGKILLs a live container and records its exit (force-remove); no-op for others.
+pub(crate) async fn kill_and_reap(locked: &Locked<'_>, caller: Caller) -> Result<()> {
+    let status = locked.status();
+    if status.pid == 0 {
+        return Ok(());
+    }
+    if status.state == State::Paused {
+        let runtime = locked.engine().backends.runtime.clone();
+        let id = locked.id().to_string();
+        let _ = blocking(move || Ok(runtime.resume(&id)?)).await;
+    }
+    let _ = send_signal(locked, nix::sys::signal::Signal::SIGKILL as i32).await;
+    await_exit_or_kill(&locked.engine().backends, &locked.entry, status.pid, 0).await?;
+    super::exit::record_exit_locked(locked, caller, Vec::new()).await?;
     Ok(())
 }

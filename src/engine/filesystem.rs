@@ -4,7 +4,7 @@
 //! References: the runtime holds one from Init until cleanup; each `Mount()` adds one that
 //! only `Unmount` drops. The overlay is mounted on the first and unmounted on the last.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{blocking, event, Caller, ContainerStatus, Engine, EngineError, Locked, Result, Verb};
 use crate::storage::artifacts::Artifacts;
@@ -110,7 +110,7 @@ async fn unmount(locked: &Locked<'_>) -> Result<()> {
 /// Drops every reference (Remove); also an overlay left mounted without a recorded reference
 /// (berthd died between mounting and recording it).
 pub(crate) async fn unmount_all(locked: &Locked<'_>) -> Result<()> {
-    if locked.status().mount_count > 0 || super::recover::is_mounted(&layout(locked).merged) {
+    if locked.status().mount_count > 0 || is_mounted(&layout(locked).merged) {
         unmount(locked).await?;
     }
     Ok(())
@@ -224,4 +224,16 @@ fn check_writable(destination: &std::fs::File) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Whether `path` is a mount point (`/proc/self/mountinfo`'s fifth field).
+pub(crate) fn is_mounted(path: &Path) -> bool {
+    let wanted = path.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|table| {
+            table
+                .lines()
+                .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+        })
+        .unwrap_or(false)
 }

@@ -9,23 +9,13 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::config::ContainerConfig;
+use super::config::{ContainerConfig, HealthRequest};
 use super::{Caller, Engine, EngineError, Result};
 use crate::db::NewEvent;
 use crate::monitor::sidecar::{
     self, HealthConfig, SidecarConfig, SidecarState, CONFIG_FILE, NOTIFY_DIR,
     NOTIFY_DIR_IN_CONTAINER, NOTIFY_SOCKET_NAME,
 };
-
-/// The `Health*` spec keys as given (times in microseconds).
-#[derive(Debug, Clone, Default)]
-pub struct HealthRequest {
-    pub command: Vec<String>,
-    pub interval: Option<u64>,
-    pub timeout: Option<u64>,
-    pub retries: Option<u32>,
-    pub start_period: Option<u64>,
-}
 
 /// Validates the `Health*` keys: a command is needed for any of the others.
 pub(crate) fn health_config(request: &HealthRequest) -> Result<Option<HealthConfig>> {

@@ -1,8 +1,11 @@
-//! The lifecycle verbs: Init, Start, Stop, Restart, Kill, Pause, Unpause, Wait.
+//! The lifecycle verbs: Init, Start, Stop, Restart, Kill, Pause, Unpause, Wait; and what
+//! follows an exit (`AutoRemove`, the restart policy).
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::exit::{await_exit_or_kill, send_signal};
 use super::{
     blocking, event, Caller, ContainerStatus, Engine, EngineError, Locked, Result, State, Verb,
 };
@@ -11,9 +14,6 @@ use crate::monitor::launcher::{AttachEnds, LaunchRequest};
 use crate::runtime::signal::parse_signal;
 use crate::runtime::spec::{self, SpecInput};
 use crate::storage::users;
-
-/// How long a SIGKILLed process may take to be reaped before `Stop` gives up.
-const KILL_GRACE: Duration = Duration::from_secs(30);
 
 impl Engine {
     pub async fn init(&self, caller: Caller, id: &str) -> Result<()> {
@@ -480,46 +480,6 @@ async fn begin_stop(locked: &Locked<'_>) -> Result<Option<u32>> {
     Ok(Some(before.pid))
 }
 
-/// Signals the container's main process. A process that has just exited on its own (the
-/// runtime says it is gone, its exit file may still be on the way) is not a failure.
-async fn send_signal(locked: &Locked<'_>, signal: i32) -> Result<()> {
-    let runtime = locked.engine().backends.runtime.clone();
-    let id = locked.id().to_string();
-    blocking(move || match runtime.kill(&id, signal) {
-        Ok(()) => Ok(()),
-        Err(error) => match runtime.state(&id) {
-            Ok(None | Some(crate::runtime::RuntimeStatus::Stopped)) => Ok(()),
-            _ => Err(error.into()),
-        },
-    })
-    .await
-}
-
-/// Waits for the exit file of the run with main pid `pid` up to `timeout` seconds, then
-/// SIGKILLs and waits again.
-async fn await_exit_or_kill(
-    backends: &super::Backends,
-    entry: &super::Entry,
-    pid: u32,
-    timeout: u32,
-) -> Result<()> {
-    if super::exit::exit_file_written(entry, pid, Duration::from_secs(u64::from(timeout))).await {
-        return Ok(());
-    }
-    let runtime = backends.runtime.clone();
-    let id = entry.config.id.clone();
-    let killed =
-        blocking(move || Ok(runtime.kill(&id, nix::sys::signal::Signal::SIGKILL as i32)?)).await;
-    if super::exit::exit_file_written(entry, pid, KILL_GRACE).await {
-        return Ok(());
-    }
-    killed.and(Err(EngineError::Runtime(format!(
-        "container {} did not exit {}s after SIGKILL",
-        entry.config.id,
-        KILL_GRACE.as_secs()
-    ))))
-}
-
 /// Last half of `Stop`: records the exit with the `stop` event in one transaction (unless
 /// the exit watcher recorded it first). `after_exit` runs AutoRemove/restart handling, which
 /// a composite verb must not do midway.
@@ -527,7 +487,7 @@ async fn finish_stop(locked: &Locked<'_>, caller: Caller, after_exit: bool) -> R
     let stop = event("stop", locked.config(), caller, &[]);
     if super::exit::record_exit_locked(locked, caller, vec![stop.clone()]).await? {
         if after_exit {
-            super::exit::after_exit_locked(locked).await?;
+            after_exit_locked(locked).await?;
         }
         return Ok(());
     }
@@ -541,23 +501,6 @@ pub(crate) async fn stop_locked(locked: &Locked<'_>, caller: Caller, timeout: u3
         await_exit_or_kill(&locked.engine().backends, &locked.entry, pid, timeout).await?;
         finish_stop(locked, caller, false).await?;
     }
-    Ok(())
-}
-
-/// SIGKILLs a live container and records its exit (force-remove); no-op for others.
-pub(crate) async fn kill_and_reap(locked: &Locked<'_>, caller: Caller) -> Result<()> {
-    let status = locked.status();
-    if status.pid == 0 {
-        return Ok(());
-    }
-    if status.state == State::Paused {
-        let runtime = locked.engine().backends.runtime.clone();
-        let id = locked.id().to_string();
-        let _ = blocking(move || Ok(runtime.resume(&id)?)).await;
-    }
-    let _ = send_signal(locked, nix::sys::signal::Signal::SIGKILL as i32).await;
-    await_exit_or_kill(&locked.engine().backends, &locked.entry, status.pid, 0).await?;
-    super::exit::record_exit_locked(locked, caller, Vec::new()).await?;
     Ok(())
 }
 
@@ -616,4 +559,62 @@ pub(crate) async fn unpause_locked(locked: &Locked<'_>, caller: Caller) -> Resul
     locked
         .commit(status, vec![event("unpause", locked.config(), caller, &[])])
         .await
+}
+
+/// After an exit has been recorded: `AutoRemove`, or the restart policy. Runs once per exit,
+/// from whoever recorded it (the exit watcher or a plain `Stop`), never inside a composite
+/// verb such as `Restart`.
+pub(crate) async fn after_exit_locked(locked: &Locked<'_>) -> Result<()> {
+    let status = locked.status();
+    if status.state != State::Exited || locked.entry.restarting.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    let config = locked.config();
+    if config.auto_remove {
+        return super::create::remove_locked(locked, Caller::ENGINE, false).await;
+    }
+    if !config.restart_policy.wants_restart(
+        status.exit_code,
+        status.restart_count,
+        status.stopped_by_user,
+    ) {
+        return Ok(());
+    }
+    // Back off as Docker does (100 ms doubling, at most ~25 s) so a crash loop cannot spin.
+    let delay = Duration::from_millis(100 << status.restart_count.min(8));
+    let engine = Engine {
+        inner: locked.engine().clone(),
+    };
+    let id = locked.id().to_string();
+    let busy = engine.busy();
+    locked.entry.restart_pending.store(true, Ordering::SeqCst);
+    tokio::spawn(async move {
+        let _busy = busy;
+        tokio::time::sleep(delay).await;
+        let Ok(locked) = engine.inner().lock(&id).await else {
+            return;
+        };
+        // A `Stop`, `Start` or `Remove` meanwhile cancels the pending restart.
+        if !locked.entry.restart_pending.swap(false, Ordering::SeqCst)
+            || locked.status().state != State::Exited
+        {
+            return;
+        }
+        let mut counted = locked.status();
+        counted.restart_count += 1;
+        if locked.commit(counted, Vec::new()).await.is_err() {
+            return;
+        }
+        match super::lifecycle::start_locked(&locked, Caller::ENGINE, false).await {
+            Ok(()) => {
+                let _ = locked
+                    .record(vec![event("restart", locked.config(), Caller::ENGINE, &[])])
+                    .await;
+            }
+            Err(error) => {
+                tracing::warn!(id = %id, %error, "restart policy could not start the container")
+            }
+        }
+    });
+    Ok(())
 }

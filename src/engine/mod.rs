@@ -44,15 +44,14 @@ use tokio::sync::{mpsc, watch, Mutex, OwnedMutexGuard};
 pub use crate::storage::images::{ImageRecord, ImportOptions};
 pub use attach::{AttachOptions, Attached};
 pub use checkpoint::{criu_problem, CheckpointRequest, RestoreRequest};
-pub use config::{ContainerConfig, ContainerStatus, CreateRequest, ExecSession, MountSpec};
+pub use config::{ContainerConfig, CreateRequest, HealthRequest, MountSpec};
 pub use error::EngineError;
 pub use exec::ExecRequest;
-pub use health::HealthRequest;
 pub use logs::LogOptions;
 pub use maintenance::BatchOp;
 pub use networking::NetworkRequest;
 pub use pull::{PullOptions, PullPolicy};
-pub use state::{State, Verb};
+pub use state::{ContainerStatus, ExecSession, State, Verb};
 
 use crate::clock::now_micros;
 use crate::db::{Change, Db, EventRecord, NewEvent};
@@ -566,7 +565,7 @@ impl Locked<'_> {
 
     /// `InvalidState` for `verb` in the current state: a refusal found once the verb ran.
     pub fn refused(&self, verb: Verb) -> EngineError {
-        verb.refused(self.id(), self.status().state)
+        verb.refused(self.id(), self.status().state).into()
     }
 
     /// Commits a new status with its events in one transaction, then publishes both.

@@ -25,7 +25,7 @@ impl Engine {
             // The exit was recorded but not cleaned up (berthd died, or a reboot wiped
             // `--runroot`): release the runtime and the mount now.
             super::exit::release_runtime(&locked, Caller::ENGINE).await?;
-            return super::exit::after_exit_locked(&locked).await;
+            return super::lifecycle::after_exit_locked(&locked).await;
         }
         if !status.state.has_process() && !super::recover::recover_unrecorded_run(&locked).await? {
             return Ok(());
@@ -39,7 +39,7 @@ impl Engine {
         }
         // An exit that happened while berthd was away: record it now, in order.
         if super::exit::record_exit_locked(&locked, Caller::ENGINE, Vec::new()).await? {
-            return super::exit::after_exit_locked(&locked).await;
+            return super::lifecycle::after_exit_locked(&locked).await;
         }
         if self
             .inner()
@@ -58,6 +58,6 @@ impl Engine {
         }
         // The monitor is gone: the runtime tells whether the process went too.
         super::maintenance::sync_locked(&locked, Caller::ENGINE).await?;
-        super::exit::after_exit_locked(&locked).await
+        super::lifecycle::after_exit_locked(&locked).await
     }
 }

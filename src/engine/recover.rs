@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use super::filesystem::is_mounted;
 use super::{blocking, event, Caller, Engine, Locked, Result, State};
 use crate::clock::now_micros;
 use crate::runtime::RuntimeStatus;
@@ -20,18 +21,6 @@ fn entries(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Whether `path` is a mount point (`/proc/self/mountinfo`'s fifth field).
-pub(crate) fn is_mounted(path: &Path) -> bool {
-    let wanted = path.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|table| {
-            table
-                .lines()
-                .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
-        })
-        .unwrap_or(false)
 }
 
 /// How long recovery waits for a monitor's launch that was in flight when berthd died.

@@ -2,11 +2,11 @@
 //! accepts, and the typed error otherwise), and the transitions — the only place a
 //! container's state is written.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use super::config::ContainerStatus;
-use super::error::EngineError;
+use serde::{Deserialize, Serialize};
 
 /// A container's lifecycle state, as libpod names them (the `State` property in
 /// `dbus/org.berth.Engine1.Container.xml`).
@@ -96,6 +96,125 @@ impl FromStr for State {
             .into_iter()
             .find(|state| state.as_str() == s)
             .ok_or_else(|| format!("unknown state {s:?}"))
+    }
+}
+
+/// The mutable half of a container, rewritten by every transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    pub state: State,
+    /// Host pid of the container's main process (0 when none).
+    pub pid: u32,
+    /// Host pid of its berth-monitor (0 when none).
+    pub monitor_pid: u32,
+    pub exit_code: i32,
+    pub oom_killed: bool,
+    pub started_at: u64,
+    pub finished_at: u64,
+    pub restart_count: u32,
+    /// Mount references: one for the runtime while created/running, one per `Mount` call.
+    pub mount_count: u32,
+    pub mountpoint: String,
+    pub error: String,
+    /// The last exit was asked for (`Stop`, `Kill`); the restart policy leaves it alone.
+    pub stopped_by_user: bool,
+    /// `Mount()` calls not yet matched by `Unmount`.
+    pub user_mounts: u32,
+    /// Exec sessions by id, kept after they exit until removed (libpod keeps them in the
+    /// container's state the same way).
+    #[serde(default)]
+    pub exec_sessions: BTreeMap<String, ExecSession>,
+    /// Stopped by a checkpoint that has not been restored yet.
+    #[serde(default)]
+    pub checkpointed: bool,
+    #[serde(default)]
+    pub checkpointed_at: u64,
+    #[serde(default)]
+    pub restored_at: u64,
+    /// The container sent `READY=1` (`Notify`).
+    #[serde(default)]
+    pub ready: bool,
+    /// Its last `STATUS=` text.
+    #[serde(default)]
+    pub status_text: String,
+    /// `""`, `starting`, `healthy` or `unhealthy`.
+    #[serde(default)]
+    pub health: String,
+    #[serde(default)]
+    pub health_failing_streak: u32,
+    /// Health transitions up to this time (µs) have their `health_status` event.
+    #[serde(default)]
+    pub health_recorded_at: u64,
+    /// What the current run holds of the network (namespace, addresses, host ports).
+    #[serde(default)]
+    pub network: crate::network::Attachment,
+    /// The run's exit is recorded and its cleanup (to `exited`) is under way: `Wait`
+    /// answers once it is done.
+    #[serde(default)]
+    pub cleanup_pending: bool,
+}
+
+/// One exec session of a container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecSession {
+    pub command: Vec<String>,
+    pub terminal: bool,
+    pub running: bool,
+    /// Host pid of the session's process (0 before it ran).
+    pub pid: u32,
+    pub exit_code: i32,
+    pub started_at: u64,
+    pub finished_at: u64,
+}
+
+impl ExecSession {
+    pub fn state(&self) -> &'static str {
+        if self.running {
+            "running"
+        } else {
+            "exited"
+        }
+    }
+}
+
+impl ContainerStatus {
+    pub fn new() -> ContainerStatus {
+        ContainerStatus {
+            state: State::Configured,
+            pid: 0,
+            monitor_pid: 0,
+            exit_code: 0,
+            oom_killed: false,
+            started_at: 0,
+            finished_at: 0,
+            restart_count: 0,
+            mount_count: 0,
+            mountpoint: String::new(),
+            error: String::new(),
+            stopped_by_user: false,
+            user_mounts: 0,
+            exec_sessions: BTreeMap::new(),
+            checkpointed: false,
+            checkpointed_at: 0,
+            restored_at: 0,
+            ready: false,
+            status_text: String::new(),
+            health: String::new(),
+            health_failing_streak: 0,
+            health_recorded_at: 0,
+            network: crate::network::Attachment::default(),
+            cleanup_pending: false,
+        }
+    }
+
+    pub fn mounted(&self) -> bool {
+        self.mount_count > 0
+    }
+}
+
+impl Default for ContainerStatus {
+    fn default() -> Self {
+        ContainerStatus::new()
     }
 }
 
@@ -200,27 +319,41 @@ impl Verb {
         }
     }
 
-    /// The guard: `Ok` when the verb accepts `state`, else its typed error — `Stop` of a
-    /// stopped container is `ContainerStopped`, anything else `InvalidState` naming the state.
-    pub fn check(self, id: &str, state: State) -> Result<(), EngineError> {
+    /// The guard: `Ok` when the verb accepts `state`, else why not — `Stop` of a stopped
+    /// container is [`Refused::AlreadyStopped`], anything else [`Refused::InvalidState`]
+    /// (the engine's typed errors `ContainerStopped` and `InvalidState`).
+    pub fn check(self, id: &str, state: State) -> Result<(), Refused> {
         if self.accepts(state) {
             return Ok(());
         }
         if self == Verb::Stop && matches!(state, State::Stopped | State::Exited) {
-            return Err(EngineError::ContainerStopped(id.to_string()));
+            return Err(Refused::AlreadyStopped { id: id.to_string() });
         }
         Err(self.refused(id, state))
     }
 
-    /// The `InvalidState` error of this verb in `state` (also for a refusal found later, e.g.
-    /// the process ended while the verb ran).
-    pub fn refused(self, id: &str, state: State) -> EngineError {
-        EngineError::InvalidState {
+    /// This verb refused in `state` (also for a refusal found later, e.g. the process ended
+    /// while the verb ran).
+    pub fn refused(self, id: &str, state: State) -> Refused {
+        Refused::InvalidState {
             id: id.to_string(),
             state,
             verb: self.name(),
         }
     }
+}
+
+/// Why a verb's guard refused it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// `Stop` of a container that is already stopped.
+    AlreadyStopped { id: String },
+    /// The verb does not run in the container's state.
+    InvalidState {
+        id: String,
+        state: State,
+        verb: &'static str,
+    },
 }
 
 /// A transition the state machine does not have. The guards keep users from asking for one,
@@ -230,12 +363,6 @@ impl Verb {
 pub struct IllegalTransition {
     pub from: State,
     pub to: State,
-}
-
-impl From<IllegalTransition> for EngineError {
-    fn from(error: IllegalTransition) -> Self {
-        EngineError::Internal(error.to_string())
-    }
 }
 
 /// How a run ended.
@@ -463,21 +590,19 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_verb_names_the_state_and_stop_of_a_stopped_container_is_its_own_error() {
-        assert!(matches!(
+    fn a_refused_verb_names_the_state_and_stop_of_a_stopped_container_is_its_own_refusal() {
+        assert_eq!(
             Verb::Stop.check("c", Exited),
-            Err(EngineError::ContainerStopped(id)) if id == "c"
-        ));
-        assert!(matches!(
+            Err(Refused::AlreadyStopped { id: "c".into() })
+        );
+        assert_eq!(
             Verb::Stop.check("c", Paused),
-            Err(EngineError::InvalidState {
+            Err(Refused::InvalidState {
+                id: "c".into(),
                 state: Paused,
-                verb: "stop",
-                ..
+                verb: "stop"
             })
-        ));
-        let message = Verb::Pause.check("c", Exited).unwrap_err().to_string();
-        assert_eq!(message, "container c is exited: cannot pause");
+        );
     }
 
     fn in_state(state: State) -> ContainerStatus {
