@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::lifecycle::{create_in_runtime, Launch, RunStdio};
 use super::{blocking, Caller, Engine, EngineError, Locked, Result, Verb};
 use crate::clock::now_micros;
-use crate::monitor::process::{RestoreArgs, CHECKPOINT_MARKER};
+use crate::monitor::process::RestoreArgs;
 use crate::runtime::CheckpointOptions;
 
 /// How long the process may take to go once CRIU has dumped it.
@@ -74,10 +74,6 @@ pub fn criu_problem() -> Option<String> {
 }
 
 impl Engine {
-    fn checkpoint_dir(&self, id: &str) -> PathBuf {
-        self.inner().container_dir(id).join("checkpoint")
-    }
-
     /// Dumps a running container with CRIU; it stops unless `keep_running`.
     pub async fn checkpoint(
         &self,
@@ -96,9 +92,12 @@ impl Engine {
         if let Some(reason) = blocking(|| Ok(criu_problem())).await? {
             return Err(EngineError::NotSupported(reason));
         }
-        let image = self.checkpoint_dir(id);
-        let work = self.inner().container_dir(id).join("checkpoint-work");
-        let marker = self.inner().paths.bundle(id).join(CHECKPOINT_MARKER);
+        let paths = locked.paths();
+        let (image, work, marker) = (
+            paths.checkpoint(),
+            paths.checkpoint_work(),
+            paths.checkpoint_marker(),
+        );
         let options = CheckpointOptions {
             image_path: image.clone(),
             work_path: work.clone(),
@@ -165,8 +164,8 @@ impl Engine {
         if let Some(reason) = blocking(|| Ok(criu_problem())).await? {
             return Err(EngineError::NotSupported(reason));
         }
-        let image = self.checkpoint_dir(id);
-        let work = self.inner().container_dir(id).join("restore-work");
+        let paths = locked.paths();
+        let (image, work) = (paths.checkpoint(), paths.restore_work());
         {
             let (image, work) = (image.clone(), work.clone());
             let import = request.import;

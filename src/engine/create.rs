@@ -55,7 +55,7 @@ impl Engine {
                 .map_err(|e| EngineError::Internal(e.to_string()))?,
         };
         let events = vec![event("create", &config, caller, &[])];
-        let dir = inner.container_dir(&id);
+        let dir = inner.paths.container(&id).dir().to_path_buf();
         let created = blocking(move || {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
@@ -355,11 +355,11 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
     crate::failpoint::hit("remove.after-unmount");
 
     let inner: Arc<super::Inner> = locked.engine().clone();
+    let paths = locked.paths();
     let events = vec![event("remove", locked.config(), caller, &[])];
     let removed = blocking(move || {
-        let dir = inner.container_dir(&id);
-        for path in [dir.clone(), inner.paths.bundle(&id)] {
-            match std::fs::remove_dir_all(&path) {
+        for path in [paths.dir(), paths.bundle()] {
+            match std::fs::remove_dir_all(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -370,7 +370,7 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
                 }
             }
         }
-        let _ = std::fs::remove_file(inner.paths.exit_file(&id));
+        let _ = std::fs::remove_file(paths.exit_file());
         inner
             .db
             .commit(&id, Change::Delete(&id), &events, now_micros(), |records| {

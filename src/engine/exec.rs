@@ -57,11 +57,6 @@ fn new_session_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A session's exit file.
-pub(crate) fn exit_file(exits_dir: &Path, id: &str, session: &str) -> PathBuf {
-    exits_dir.join(format!("{id}.{session}"))
-}
-
 impl Engine {
     /// Starts a session; returns its id once its process runs (or has already failed to: a
     /// command not found is a session with exit code 127, as podman reports it).
@@ -75,8 +70,9 @@ impl Engine {
         locked.check(Verb::Exec)?;
         let status = locked.status();
         let session = new_session_id();
-        let bundle = self.inner().paths.bundle(id);
-        let process_file = bundle.join(format!("exec-{session}.json"));
+        let paths = locked.paths();
+        let bundle = paths.bundle().to_path_buf();
+        let process_file = paths.exec_process(&session);
         let ExecRequest {
             command,
             env,
@@ -106,7 +102,7 @@ impl Engine {
             session: session.clone(),
             process: process_file.clone(),
             terminal,
-            exit_file: exit_file(&self.inner().paths.exits_dir(), id, &session),
+            exit_file: paths.exec_exit_file(&session),
         };
         let fds = move || {
             if terminal {
@@ -201,7 +197,7 @@ impl Engine {
         if !status.exec_sessions.contains_key(session) {
             // A session whose Exec failed after the monitor started it (a lost reply): no
             // record to update, and its exit file must not linger.
-            let path = exit_file(&self.inner().paths.exits_dir(), id, session);
+            let path = locked.paths().exec_exit_file(session);
             return blocking(move || {
                 let _ = std::fs::remove_file(path);
                 Ok(())
@@ -335,7 +331,7 @@ pub(crate) async fn apply_exec_exits(
     status: &mut ContainerStatus,
     only: Option<&str>,
 ) -> Result<Vec<NewEvent>> {
-    let exits_dir = locked.engine().paths.exits_dir();
+    let paths = locked.paths();
     let id = locked.id().to_string();
     let running: Vec<(String, u32)> = status
         .exec_sessions
@@ -349,7 +345,7 @@ pub(crate) async fn apply_exec_exits(
     let records: BTreeMap<String, ExitRecord> = blocking(move || {
         let mut records = BTreeMap::new();
         for (session, pid) in running {
-            let path = exit_file(&exits_dir, &id, &session);
+            let path = paths.exec_exit_file(&session);
             match read_exit_file(&path) {
                 Ok(Some(record)) if record.pid == pid => {
                     records.insert(session, record);

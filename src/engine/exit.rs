@@ -31,7 +31,7 @@ pub(crate) async fn record_exit_locked(
     also: Vec<NewEvent>,
 ) -> Result<bool> {
     let status = locked.status();
-    let path = locked.engine().paths.exit_file(locked.id());
+    let path = locked.paths().exit_file();
     let record = blocking(move || {
         read_exit_file(&path).map_err(|e| EngineError::Internal(format!("exit file: {e}")))
     })
@@ -123,7 +123,7 @@ pub(crate) async fn release_runtime(locked: &Locked<'_>, caller: Caller) -> Resu
     }
     super::networking::detach_into(locked, &mut status).await;
     super::filesystem::release_runtime_mount_into(locked, &mut status).await?;
-    let _ = std::fs::remove_file(locked.engine().paths.exit_file(locked.id()));
+    let _ = std::fs::remove_file(locked.paths().exit_file());
     status.released()?;
     locked
         .commit(status, vec![event("cleanup", locked.config(), caller, &[])])

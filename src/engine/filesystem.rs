@@ -33,13 +33,12 @@ pub(crate) fn lower_dirs(engine: &super::Inner, config: &super::ContainerConfig)
 }
 
 fn layout(locked: &Locked<'_>) -> Layout {
-    let dir = locked.engine().container_dir(locked.id());
-    let config = locked.config();
+    let paths = locked.paths();
     Layout {
-        lowers: lower_dirs(locked.engine(), config),
-        upper: dir.join("upper"),
-        work: dir.join("work"),
-        merged: dir.join("merged"),
+        lowers: lower_dirs(locked.engine(), locked.config()),
+        upper: paths.upper(),
+        work: paths.work(),
+        merged: paths.merged(),
     }
 }
 
@@ -157,7 +156,7 @@ impl Engine {
     }
 
     fn artifacts(&self, id: &str) -> Artifacts {
-        Artifacts::new(&self.inner().container_dir(id).join("artifacts"))
+        Artifacts::new(&self.inner().paths.container(id).artifacts())
     }
 
     pub async fn add_artifact(&self, id: &str, name: String, data: Vec<u8>) -> Result<()> {

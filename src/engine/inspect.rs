@@ -16,10 +16,9 @@ impl Engine {
         let restarting = entry
             .restart_pending
             .load(std::sync::atomic::Ordering::SeqCst);
-        let dir = self.inner().container_dir(id);
-        let runroot_bundle = self.inner().paths.bundle(id);
+        let paths = self.inner().paths.container(id);
         let lowers = super::filesystem::lower_dirs(self.inner(), &config);
-        let merged = dir.join("merged");
+        let merged = paths.merged();
         // The driver really used: a copy of the layers (vfs, or overlay's fallback) or an
         // overlay mount.
         let driver = if crate::storage::rootfs::is_copy(&merged) {
@@ -37,8 +36,8 @@ impl Engine {
             let graph_data = if driver == "overlay" {
                 json!({
                     "LowerDir": lower_dir,
-                    "UpperDir": dir.join("upper").display().to_string(),
-                    "WorkDir": dir.join("work").display().to_string(),
+                    "UpperDir": paths.upper().display().to_string(),
+                    "WorkDir": paths.work().display().to_string(),
                     "MergedDir": merged.display().to_string(),
                 })
             } else {
@@ -50,7 +49,7 @@ impl Engine {
                 other => (other.to_string(), 0),
             };
             let log_path = if config.log_driver == "k8s-file" {
-                dir.join("ctr.log").display().to_string()
+                paths.log().display().to_string()
             } else {
                 String::new()
             };
@@ -87,7 +86,7 @@ impl Engine {
                 "Mounted": status.mounted(),
                 "Mountpoint": status.mountpoint,
                 "LogPath": log_path,
-                "BundlePath": runroot_bundle.display().to_string(),
+                "BundlePath": paths.bundle().display().to_string(),
                 "Dependencies": config.dependencies,
                 "NetworkSettings": super::networking::network_settings(&status.network),
                 "GraphDriver": { "Name": driver, "Data": graph_data },
@@ -133,7 +132,7 @@ impl Engine {
                 // changes in the upper directory over the layers.
                 let (changes, layers) = if driver == "overlay" {
                     let layers = lowers.iter().map(|p| disk_usage(p)).sum::<u64>();
-                    (disk_usage(&dir.join("upper")), layers)
+                    (disk_usage(&paths.upper()), layers)
                 } else {
                     let layers = lowers.iter().map(|p| disk_usage(p)).sum::<u64>();
                     (disk_usage(&merged).saturating_sub(layers), layers)

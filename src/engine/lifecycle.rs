@@ -211,13 +211,11 @@ pub(crate) async fn create_in_runtime(
     };
     let inner = locked.engine().clone();
     let config = locked.config().clone();
-    let id = config.id.clone();
-    let bundle = inner.paths.bundle(&id);
-    let exit_file = inner.paths.exit_file(&id);
-    let log_path =
-        (config.log_driver == "k8s-file").then(|| inner.container_dir(&id).join("ctr.log"));
+    let paths = locked.paths();
+    let bundle = paths.bundle().to_path_buf();
+    let exit_file = paths.exit_file();
+    let log_path = (config.log_driver == "k8s-file").then(|| paths.log());
     let systemd_cgroups = inner.options.systemd_cgroups;
-    let runroot = inner.options.runroot.clone();
     let init_binary = if config.init {
         inner.options.init_binary.clone()
     } else {
@@ -233,10 +231,7 @@ pub(crate) async fn create_in_runtime(
                 .map_err(|e| EngineError::InvalidArgument(format!("User: {e}")))?;
             let mut input = spec_input(&config, &mountpoint, &user, init_binary);
             input.mounts = inner.runtime_mounts(&config, &mountpoint)?;
-            if systemd_cgroups {
-                // runc's systemd driver: slice, prefix and name of the container's scope.
-                input.cgroups_path = format!("machine.slice:berth:{}", config.id);
-            }
+            input.cgroups_path = paths.cgroups_path(systemd_cgroups);
             input.console_size = stdio.console_size;
             if let Some(network) = network {
                 input.network_namespace = Some(network.netns);
@@ -245,16 +240,16 @@ pub(crate) async fn create_in_runtime(
             let mut built = spec::build(&input).map_err(|e| EngineError::Runtime(e.to_string()))?;
             std::fs::create_dir_all(&bundle)
                 .map_err(|e| EngineError::Internal(format!("create {}: {e}", bundle.display())))?;
-            super::health::prepare(&config, &mut built, &bundle, &runroot)?;
+            super::health::prepare(&config, &mut built, &paths)?;
             spec::write(&built, &bundle).map_err(|e| EngineError::Internal(e.to_string()))?;
             let _ = std::fs::remove_file(&exit_file);
-            let _ = std::fs::remove_file(bundle.join("pid"));
+            let _ = std::fs::remove_file(paths.pid_file());
             let request = LaunchRequest {
                 id: config.id.clone(),
                 bundle,
                 exit_file,
                 log_path,
-                oom_file: Some(oom_file(&config.id, systemd_cgroups)),
+                oom_file: Some(paths.oom_file(systemd_cgroups)),
                 start: matches!(launch, Launch::Run),
                 terminal: config.terminal,
                 stdin: config.stdin,
@@ -337,21 +332,6 @@ async fn undo_launch(locked: &Locked<'_>, mut status: ContainerStatus) {
     }
 }
 
-/// The container's OOM counter (cgroupfs driver): `memory.events` on cgroup v2, the memory
-/// controller's `memory.oom_control` on v1.
-fn oom_file(id: &str, systemd: bool) -> PathBuf {
-    let group = if systemd {
-        format!("machine.slice/berth-{id}.scope")
-    } else {
-        format!("berth/{id}")
-    };
-    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        PathBuf::from(format!("/sys/fs/cgroup/{group}/memory.events"))
-    } else {
-        PathBuf::from(format!("/sys/fs/cgroup/memory/{group}/memory.oom_control"))
-    }
-}
-
 fn spec_input(
     config: &super::ContainerConfig,
     rootfs: &std::path::Path,
@@ -389,7 +369,8 @@ fn spec_input(
         memory_max: config.memory_max,
         pids_max: config.pids_max,
         cpu_quota: config.cpu_quota,
-        cgroups_path: format!("/berth/{}", config.id),
+        // Set by the caller from the container's paths.
+        cgroups_path: String::new(),
         mounts: config.mounts.clone(),
         init_binary,
         annotations: config.annotations.clone().into_iter().collect(),

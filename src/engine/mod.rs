@@ -24,6 +24,7 @@ mod logs;
 mod maintenance;
 mod monitors;
 mod networking;
+mod paths;
 mod pull;
 mod reconcile;
 mod recover;
@@ -57,7 +58,6 @@ use crate::clock::now_micros;
 use crate::db::{Change, Db, EventRecord, NewEvent};
 use crate::monitor::control::{ControlError, Reply, Request};
 use crate::monitor::launcher::MonitorLauncher;
-use crate::monitor::protocol::RunPaths;
 use crate::runtime::OciRuntime;
 use crate::storage::rootfs::Mounter;
 
@@ -194,7 +194,7 @@ pub(crate) struct Inner {
     db: Arc<Db>,
     backends: Backends,
     options: EngineOptions,
-    paths: RunPaths,
+    paths: paths::Paths,
     containers: RwLock<HashMap<String, Arc<Entry>>>,
     notify: Arc<Notifier>,
     /// Image records by id; their layers are in `layers`.
@@ -238,13 +238,8 @@ impl Engine {
         options: EngineOptions,
         backends: Backends,
     ) -> Result<(Engine, mpsc::UnboundedReceiver<Notification>)> {
-        let paths = RunPaths::new(&options.runroot);
-        for dir in [
-            options.root.join("containers"),
-            paths.exits_dir(),
-            paths.runtime_root(),
-            options.runroot.join("containers"),
-        ] {
+        let paths = paths::Paths::new(&options.root, &options.runroot);
+        for dir in paths.dirs_to_create() {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
         }
@@ -474,10 +469,6 @@ impl Inner {
         })
         .await
     }
-
-    pub(crate) fn container_dir(&self, id: &str) -> PathBuf {
-        self.options.root.join("containers").join(id)
-    }
 }
 
 /// Runs blocking work (SQLite with fsync, runtime commands) off the async workers.
@@ -498,7 +489,7 @@ pub(crate) async fn control(
     fds: impl FnOnce() -> Vec<OwnedFd> + Send + 'static,
 ) -> Result<Option<(Reply, Vec<OwnedFd>)>> {
     let launcher = locked.engine().backends.launcher.clone();
-    let bundle = locked.engine().paths.bundle(locked.id());
+    let bundle = locked.paths().bundle().to_path_buf();
     blocking(move || {
         let fds = fds();
         let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
@@ -553,6 +544,11 @@ impl Locked<'_> {
 
     pub fn engine(&self) -> &Arc<Inner> {
         self.engine
+    }
+
+    /// Where the container's files are.
+    pub fn paths(&self) -> paths::ContainerPaths {
+        self.engine.paths.container(self.id())
     }
 
     /// The verb's guard on the current state: the state when the verb accepts it, else the

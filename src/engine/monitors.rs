@@ -39,7 +39,8 @@ impl Engine {
                 continue;
             };
             // Wakes a `Stop` waiting on this exit before the lock is free.
-            if let Ok(Some(record)) = read_exit_file(&self.inner().paths.exit_file(&id)) {
+            if let Ok(Some(record)) = read_exit_file(&self.inner().paths.container(&id).exit_file())
+            {
                 entry.exited_pid.send_replace(record.pid);
             }
             let engine = self.clone();
@@ -97,7 +98,7 @@ impl Engine {
         }
         // A monitor writes the exit file before it exits: an ordinary exit is left to the
         // exit watcher, which records it with its own follow-up.
-        let exit_file = self.inner().paths.exit_file(id);
+        let exit_file = self.inner().paths.container(id).exit_file();
         let written = blocking(move || Ok(read_exit_file(&exit_file).ok().flatten())).await?;
         if written.is_some_and(|record| record.pid == status.pid) {
             return Ok(());

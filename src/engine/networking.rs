@@ -528,11 +528,7 @@ fn setup(inner: &Inner, config: &ContainerConfig) -> Result<(Attachment, Prepare
             }
         }
     }
-    let netns = inner
-        .options
-        .runroot
-        .join("netns")
-        .join(format!("netns-{}", config.id));
+    let netns = inner.paths.container(&config.id).netns();
     if let Err(error) = state.driver.create_namespace(&netns) {
         let _ = inner.db.release_leases(&config.id);
         return Err(EngineError::Runtime(error.to_string()));
@@ -604,7 +600,7 @@ fn write_files(
     attachment: &Attachment,
     aardvark: &[String],
 ) -> Result<Vec<MountSpec>> {
-    let dir = inner.container_dir(&config.id);
+    let paths = inner.paths.container(&config.id);
     let host_resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let contents = [
         (
@@ -629,7 +625,7 @@ fn write_files(
     ];
     let mut mounts = Vec::new();
     for (file, destination, text) in contents {
-        let path = dir.join(file);
+        let path = paths.network_file(file);
         std::fs::write(&path, text)
             .map_err(|e| EngineError::Internal(format!("write {}: {e}", path.display())))?;
         mounts.push(MountSpec {
