@@ -154,9 +154,15 @@ impl Engine {
                 )))
             }
         }
+        let running = record.running;
         let mut status = locked.status();
         status.exec_sessions.insert(session.clone(), record);
-        locked.commit(status, events).await?;
+        if let Err(error) = locked.commit(status, events).await {
+            if running {
+                abandon_session(&locked, &session).await;
+            }
+            return Err(error);
+        }
         Ok(session)
     }
 
@@ -309,6 +315,20 @@ impl Engine {
             ))),
             Some(_) => Ok(locked),
         }
+    }
+}
+
+/// A session whose process runs but could not be recorded (a full disk under `--root`) is
+/// killed, so that nothing is left half-made: the caller got an error, and the exit file its
+/// monitor writes belongs to no session and is removed when it comes.
+async fn abandon_session(locked: &Locked<'_>, session: &str) {
+    tracing::warn!(id = %locked.id(), %session, "an exec session that could not be recorded is killed");
+    let request = Request::KillExec {
+        session: session.to_string(),
+        signal: nix::sys::signal::Signal::SIGKILL as i32,
+    };
+    if let Err(error) = control(locked, request, Vec::new).await {
+        tracing::warn!(id = %locked.id(), %session, %error, "killing an unrecorded exec session failed");
     }
 }
 

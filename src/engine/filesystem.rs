@@ -54,11 +54,11 @@ pub(crate) async fn acquire_mount_into(
         blocking(move || {
             for dir in [&layout.upper, &layout.work, &layout.merged] {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
+                    .map_err(|e| EngineError::io(format_args!("create {}", dir.display()), e))?;
             }
             mounter
                 .mount_overlay(&layout.lowers, &layout.upper, &layout.work, &layout.merged)
-                .map_err(|e| EngineError::Internal(e.to_string()))
+                .map_err(|e| EngineError::io("mount the rootfs", e))
         })
         .await?;
     }
