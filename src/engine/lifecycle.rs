@@ -200,79 +200,13 @@ pub(crate) async fn create_in_runtime(
     let mountpoint = super::filesystem::acquire_mount_into(locked, &mut status).await?;
     let network = match super::networking::attach(locked, &mut status).await {
         Ok(network) => network,
-        Err(error) => {
-            status.error = error.to_string();
-            if let Err(unmount) = super::filesystem::release_mount_into(locked, &mut status).await {
-                tracing::warn!(id = %locked.id(), error = %unmount, "unmount after a failed network setup failed");
-            }
-            locked.commit(status, Vec::new()).await?;
-            return Err(error);
-        }
+        Err(error) => return abandon_setup(locked, status, error).await,
     };
-    let inner = locked.engine().clone();
-    let config = locked.config().clone();
-    let paths = locked.paths();
-    let bundle = paths.bundle().to_path_buf();
-    let exit_file = paths.exit_file();
-    let log_path = (config.log_driver == "k8s-file").then(|| paths.log());
-    let systemd_cgroups = inner.options.systemd_cgroups;
-    let init_binary = if config.init {
-        inner.options.init_binary.clone()
-    } else {
-        None
-    };
-    let launched = {
-        let bundle = bundle.clone();
-        let launcher = inner.backends.launcher.clone();
-        let mountpoint = PathBuf::from(&mountpoint);
-        let inner = inner.clone();
-        blocking(move || {
-            let user = users::lookup(&mountpoint, &config.user)
-                .map_err(|e| EngineError::InvalidArgument(format!("User: {e}")))?;
-            let mut input = spec_input(&config, &mountpoint, &user, init_binary);
-            input.mounts = inner.runtime_mounts(&config, &mountpoint)?;
-            input.cgroups_path = paths.cgroups_path(systemd_cgroups);
-            input.console_size = stdio.console_size;
-            if let Some(network) = network {
-                input.network_namespace = Some(network.netns);
-                input.mounts.extend(network.mounts);
-            }
-            let mut built = spec::build(&input).map_err(|e| EngineError::Runtime(e.to_string()))?;
-            std::fs::create_dir_all(&bundle)
-                .map_err(|e| EngineError::Internal(format!("create {}: {e}", bundle.display())))?;
-            super::health::prepare(&config, &mut built, &paths)?;
-            spec::write(&built, &bundle).map_err(|e| EngineError::Internal(e.to_string()))?;
-            let _ = std::fs::remove_file(&exit_file);
-            let _ = std::fs::remove_file(paths.pid_file());
-            let request = LaunchRequest {
-                id: config.id.clone(),
-                bundle,
-                exit_file,
-                log_path,
-                oom_file: Some(paths.oom_file(systemd_cgroups)),
-                start: matches!(launch, Launch::Run),
-                terminal: config.terminal,
-                stdin: config.stdin,
-                attach: stdio.attach,
-                restore: match launch {
-                    Launch::Restore(args) => Some(args),
-                    Launch::Create | Launch::Run => None,
-                },
-            };
-            Ok(launcher.launch(&request)?)
-        })
-        .await
-    };
-    let launched = match launched {
+    let launched = match launch_monitor(locked, launch, stdio, mountpoint, network).await {
         Ok(launched) => launched,
         Err(error) => {
-            status.error = error.to_string();
             super::networking::detach_into(locked, &mut status).await;
-            if let Err(unmount) = super::filesystem::release_mount_into(locked, &mut status).await {
-                tracing::warn!(id = %locked.id(), error = %unmount, "unmount after a failed init failed");
-            }
-            locked.commit(status, Vec::new()).await?;
-            return Err(error);
+            return abandon_setup(locked, status, error).await;
         }
     };
     crate::failpoint::hit(if starting {
@@ -285,6 +219,94 @@ pub(crate) async fn create_in_runtime(
     }
     .watch_monitor(locked.id(), launched.monitor_pid);
     status.launched(launched.pid, launched.monitor_pid)?;
+    record_launch(locked, caller, status, starting, restoring).await
+}
+
+/// A run that failed before its monitor was launched: the storage reference taken for it is
+/// dropped and the failure recorded in `Error`; `error` is returned.
+async fn abandon_setup(
+    locked: &Locked<'_>,
+    mut status: ContainerStatus,
+    error: EngineError,
+) -> Result<()> {
+    status.error = error.to_string();
+    if let Err(unmount) = super::filesystem::release_mount_into(locked, &mut status).await {
+        tracing::warn!(id = %locked.id(), error = %unmount, "unmount after a failed init failed");
+    }
+    locked.commit(status, Vec::new()).await?;
+    Err(error)
+}
+
+/// Writes the bundle (the OCI spec over `mountpoint`, the sidecar's files) and launches the
+/// monitor, which runs the runtime's `create` (`run`, `restore`).
+async fn launch_monitor(
+    locked: &Locked<'_>,
+    launch: Launch,
+    stdio: RunStdio,
+    mountpoint: String,
+    network: Option<super::networking::Prepared>,
+) -> Result<crate::monitor::launcher::Launched> {
+    let inner = locked.engine().clone();
+    let config = locked.config().clone();
+    let paths = locked.paths();
+    let systemd_cgroups = inner.options.systemd_cgroups;
+    let init_binary = if config.init {
+        inner.options.init_binary.clone()
+    } else {
+        None
+    };
+    let launcher = inner.backends.launcher.clone();
+    let mountpoint = PathBuf::from(&mountpoint);
+    blocking(move || {
+        let user = users::lookup(&mountpoint, &config.user)
+            .map_err(|e| EngineError::InvalidArgument(format!("User: {e}")))?;
+        let mut input = spec_input(&config, &mountpoint, &user, init_binary);
+        input.mounts = inner.runtime_mounts(&config, &mountpoint)?;
+        input.cgroups_path = paths.cgroups_path(systemd_cgroups);
+        input.console_size = stdio.console_size;
+        if let Some(network) = network {
+            input.network_namespace = Some(network.netns);
+            input.mounts.extend(network.mounts);
+        }
+        let mut built = spec::build(&input).map_err(|e| EngineError::Runtime(e.to_string()))?;
+        let bundle = paths.bundle().to_path_buf();
+        std::fs::create_dir_all(&bundle)
+            .map_err(|e| EngineError::io(format_args!("create {}", bundle.display()), e))?;
+        super::health::prepare(&config, &mut built, &paths)?;
+        spec::write(&built, &bundle).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let exit_file = paths.exit_file();
+        let _ = std::fs::remove_file(&exit_file);
+        let _ = std::fs::remove_file(paths.pid_file());
+        let request = LaunchRequest {
+            id: config.id.clone(),
+            bundle,
+            exit_file,
+            log_path: (config.log_driver == "k8s-file").then(|| paths.log()),
+            oom_file: Some(paths.oom_file(systemd_cgroups)),
+            start: matches!(launch, Launch::Run),
+            terminal: config.terminal,
+            stdin: config.stdin,
+            attach: stdio.attach,
+            restore: match launch {
+                Launch::Restore(args) => Some(args),
+                Launch::Create | Launch::Run => None,
+            },
+        };
+        Ok(launcher.launch(&request)?)
+    })
+    .await
+}
+
+/// Records a launched run — `created` with `init`, then `running` with `start` when it was
+/// started; `running` with `restore` for a restore. A run that cannot be recorded is taken
+/// down again.
+async fn record_launch(
+    locked: &Locked<'_>,
+    caller: Caller,
+    mut status: ContainerStatus,
+    starting: bool,
+    restoring: bool,
+) -> Result<()> {
     if restoring {
         status.restored(now_micros())?;
         let restored = locked

@@ -51,6 +51,7 @@ pub use exec::ExecRequest;
 pub use logs::LogOptions;
 pub use maintenance::BatchOp;
 pub use networking::NetworkRequest;
+pub use paths::{ContainerPaths, Paths};
 pub use pull::{PullOptions, PullPolicy};
 pub use state::{ContainerStatus, ExecSession, State, Verb};
 
@@ -194,7 +195,7 @@ pub(crate) struct Inner {
     db: Arc<Db>,
     backends: Backends,
     options: EngineOptions,
-    paths: paths::Paths,
+    paths: Paths,
     containers: RwLock<HashMap<String, Arc<Entry>>>,
     notify: Arc<Notifier>,
     /// Image records by id; their layers are in `layers`.
@@ -238,7 +239,7 @@ impl Engine {
         options: EngineOptions,
         backends: Backends,
     ) -> Result<(Engine, mpsc::UnboundedReceiver<Notification>)> {
-        let paths = paths::Paths::new(&options.root, &options.runroot);
+        let paths = Paths::new(&options.root, &options.runroot);
         for dir in paths.dirs_to_create() {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
@@ -547,7 +548,7 @@ impl Locked<'_> {
     }
 
     /// Where the container's files are.
-    pub fn paths(&self) -> paths::ContainerPaths {
+    pub fn paths(&self) -> ContainerPaths {
         self.engine.paths.container(self.id())
     }
 

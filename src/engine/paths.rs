@@ -8,7 +8,7 @@ use crate::monitor::process::CHECKPOINT_MARKER;
 
 /// The engine's directories.
 #[derive(Debug, Clone)]
-pub(crate) struct Paths {
+pub struct Paths {
     root: PathBuf,
     runroot: PathBuf,
 }
@@ -69,7 +69,7 @@ impl Paths {
 
 /// Every file of one container, on the host.
 #[derive(Debug, Clone)]
-pub(crate) struct ContainerPaths {
+pub struct ContainerPaths {
     id: String,
     dir: PathBuf,
     bundle: PathBuf,
