@@ -95,6 +95,13 @@ pub(crate) async fn record_stopped(
     super::networking::detach_into(locked, &mut stopped).await;
     stopped.stopped(end, finished_at)?;
     locked.commit_with(stopped, all, exited).await?;
+    clean_up_exit(locked).await
+}
+
+/// The cleanup after a recorded exit: the runtime released (`exited`). A failure is recorded
+/// in `Error` rather than returned: the container stays `stopped`, settled, until a verb
+/// (Cleanup, Start, Remove) tries again.
+pub(crate) async fn clean_up_exit(locked: &Locked<'_>) -> Result<()> {
     if let Err(error) = release_runtime(locked, Caller::ENGINE).await {
         tracing::warn!(id = %locked.id(), %error, "cleanup after an exit failed");
         let mut status = locked.status();

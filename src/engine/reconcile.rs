@@ -24,7 +24,7 @@ impl Engine {
         if status.state == State::Stopped {
             // The exit was recorded but not cleaned up (berthd died, or a reboot wiped
             // `--runroot`): release the runtime and the mount now.
-            super::exit::release_runtime(&locked, Caller::ENGINE).await?;
+            super::exit::clean_up_exit(&locked).await?;
             return super::lifecycle::after_exit_locked(&locked).await;
         }
         if !status.state.has_process() && !super::recover::recover_unrecorded_run(&locked).await? {
