@@ -22,6 +22,19 @@ fn fill(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// How many host processes run exactly `command`.
+fn processes(command: &[&str]) -> usize {
+    let wanted: Vec<u8> = command
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .filter(|cmdline| *cmdline == wanted)
+        .count()
+}
+
 fn rootfs_spec(h: &common::Harness, name: &str) -> HashMap<&'static str, zbus::Variant<'static>> {
     let mut spec = HashMap::new();
     spec.insert(
@@ -75,11 +88,22 @@ async fn a_full_disk_under_root_is_no_space_and_changes_nothing() {
         assert_eq!(waiting.state().await.unwrap(), "configured");
         assert_eq!(h.monitors().len(), 1, "the unrecorded run was taken down");
 
-        let executed = running.exec(&["true"], HashMap::new()).await;
+        // A session that would outlive the call: the monitor starts it, the commit fails.
+        let executed = running.exec(&["sleep", "1001"], HashMap::new()).await;
         assert_eq!(
             common::error_name(&executed.expect_err("exec on a full disk")),
             NO_SPACE
         );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while processes(&["sleep", "1001"]) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(
+            processes(&["sleep", "1001"]),
+            0,
+            "the unrecorded exec session was killed"
+        );
+        assert!(running.exec_sessions().await.unwrap().is_empty());
 
         let fd: std::os::fd::OwnedFd = std::fs::File::open(&tar).unwrap().into();
         let imported = manager

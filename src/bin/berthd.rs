@@ -8,7 +8,6 @@ use anyhow::Context;
 use berth::bus::{serve, BusAddress};
 use berth::engine::{Backends, Engine, EngineOptions};
 use berth::monitor::launcher::ProcessLauncher;
-use berth::monitor::protocol::RunPaths;
 use berth::runtime::{RuncCli, RuncCommand};
 use berth::storage::rootfs::OverlayMounter;
 use clap::Parser;
@@ -128,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
         BusAddress::Session => "session".to_string(),
         BusAddress::Address(address) => address.clone(),
     };
-    let paths = RunPaths::new(&args.runroot);
+    let paths = berth::engine::Paths::new(&args.root, &args.runroot);
     let runc = RuncCommand::new(runtime, paths.runtime_root(), systemd);
     let backends = Backends {
         runtime: Arc::new(RuncCli::new(runc.clone())),

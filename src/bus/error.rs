@@ -63,7 +63,6 @@ impl BusError {
 
 impl From<EngineError> for BusError {
     fn from(error: EngineError) -> BusError {
-        let error = error.classify();
         let message = error.to_string();
         match error {
             EngineError::NoSuchContainer(_) => BusError::berth("NoSuchContainer", message),
@@ -173,16 +172,6 @@ mod tests {
             ),
             (
                 EngineError::NoSpace("k".into()),
-                "org.berth.Engine1.Error.NoSpace",
-            ),
-            (
-                EngineError::Internal("write x: No space left on device (os error 28)".into()),
-                "org.berth.Engine1.Error.NoSpace",
-            ),
-            (
-                EngineError::InvalidArgument(
-                    "import: unpacking \"a\": No space left on device".into(),
-                ),
                 "org.berth.Engine1.Error.NoSpace",
             ),
         ];

@@ -9,8 +9,9 @@ use std::os::fd::OwnedFd;
 
 use nix::fcntl::OFlag;
 
+use super::config::check_window_size;
 use super::lifecycle::{check_dependencies, start_with, RunStdio};
-use super::{control, event, Caller, Engine, EngineError, Locked, Result, State};
+use super::{control, event, Caller, Engine, EngineError, Locked, Result, State, Verb};
 use crate::monitor::control::Request;
 use crate::monitor::launcher::AttachEnds;
 
@@ -76,18 +77,7 @@ impl Engine {
         options: AttachOptions,
     ) -> Result<Attached> {
         let locked = self.inner().lock(id).await?;
-        let state = locked.status().state;
-        if !matches!(
-            state,
-            State::Created
-                | State::Running
-                | State::Stopping
-                | State::Paused
-                | State::Stopped
-                | State::Exited
-        ) {
-            return Err(locked.invalid("attach"));
-        }
+        let state = locked.check(Verb::Attach)?;
         let (attached, ends) = streams(wants_stdin(&locked, &options, false))?;
         if state.has_process() {
             send_ends(&locked, ends).await?;
@@ -108,10 +98,7 @@ impl Engine {
         options: AttachOptions,
     ) -> Result<Attached> {
         let locked = self.inner().lock(id).await?;
-        let state = locked.status().state;
-        if state != State::Running && !state.can_start() {
-            return Err(locked.invalid("start"));
-        }
+        let state = locked.check(Verb::Start)?;
         let (attached, ends) = streams(wants_stdin(&locked, &options, true))?;
         match state {
             State::Running => send_ends(&locked, ends).await?,
@@ -149,21 +136,9 @@ impl Engine {
                 "container {id} has no terminal"
             )));
         }
-        if !locked.status().state.has_process() {
-            return Err(locked.invalid("resize"));
-        }
+        locked.check(Verb::Resize)?;
         resize_locked(&locked, rows, cols).await
     }
-}
-
-/// A window of no rows or no columns is refused, as the `TerminalSize` option is.
-pub(crate) fn check_window_size(rows: u16, cols: u16) -> Result<()> {
-    if rows == 0 || cols == 0 {
-        return Err(EngineError::InvalidArgument(format!(
-            "window size {rows}x{cols}: rows and cols must be > 0"
-        )));
-    }
-    Ok(())
 }
 
 /// Whether this client's input goes to the container: only where it has an input to
@@ -197,6 +172,6 @@ async fn send_ends(locked: &Locked<'_>, ends: AttachEnds) -> Result<()> {
 async fn resize_locked(locked: &Locked<'_>, rows: u16, cols: u16) -> Result<()> {
     match control(locked, Request::Resize { rows, cols }, Vec::new).await? {
         Some(_) => Ok(()),
-        None => Err(locked.invalid("resize")),
+        None => Err(locked.refused(Verb::Resize)),
     }
 }

@@ -11,9 +11,9 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use super::lifecycle::{create_in_runtime, Launch, RunStdio};
-use super::{blocking, event, Caller, Engine, EngineError, Locked, NewEvent, Result, State};
+use super::{blocking, Caller, Engine, EngineError, Locked, Result, Verb};
 use crate::clock::now_micros;
-use crate::monitor::process::{RestoreArgs, CHECKPOINT_MARKER};
+use crate::monitor::process::RestoreArgs;
 use crate::runtime::CheckpointOptions;
 
 /// How long the process may take to go once CRIU has dumped it.
@@ -74,10 +74,6 @@ pub fn criu_problem() -> Option<String> {
 }
 
 impl Engine {
-    fn checkpoint_dir(&self, id: &str) -> PathBuf {
-        self.inner().container_dir(id).join("checkpoint")
-    }
-
     /// Dumps a running container with CRIU; it stops unless `keep_running`.
     pub async fn checkpoint(
         &self,
@@ -86,10 +82,8 @@ impl Engine {
         request: CheckpointRequest,
     ) -> Result<()> {
         let locked = self.inner().lock(id).await?;
+        locked.check(Verb::Checkpoint)?;
         let status = locked.status();
-        if status.state != State::Running {
-            return Err(locked.invalid("checkpoint"));
-        }
         if locked.config().terminal {
             return Err(EngineError::NotSupported(
                 "checkpoint of a container with a terminal is not supported".into(),
@@ -98,9 +92,12 @@ impl Engine {
         if let Some(reason) = blocking(|| Ok(criu_problem())).await? {
             return Err(EngineError::NotSupported(reason));
         }
-        let image = self.checkpoint_dir(id);
-        let work = self.inner().container_dir(id).join("checkpoint-work");
-        let marker = self.inner().paths.bundle(id).join(CHECKPOINT_MARKER);
+        let paths = locked.paths();
+        let (image, work, marker) = (
+            paths.checkpoint(),
+            paths.checkpoint_work(),
+            paths.checkpoint_marker(),
+        );
         let options = CheckpointOptions {
             image_path: image.clone(),
             work_path: work.clone(),
@@ -136,7 +133,7 @@ impl Engine {
             let mut status = locked.status();
             status.checkpointed_at = now_micros();
             locked
-                .commit(status, vec![checkpoint_event(&locked, caller)])
+                .commit(status, vec![super::exit::checkpoint_event(&locked, caller)])
                 .await?;
         } else {
             // CRIU killed the process after the dump; its monitor marks the exit a
@@ -163,14 +160,12 @@ impl Engine {
     /// Restores a stopped container from its last checkpoint, or from an imported one.
     pub async fn restore(&self, caller: Caller, id: &str, request: RestoreRequest) -> Result<()> {
         let locked = self.inner().lock(id).await?;
-        if !locked.status().state.can_init() {
-            return Err(locked.invalid("restore"));
-        }
+        locked.check(Verb::Restore)?;
         if let Some(reason) = blocking(|| Ok(criu_problem())).await? {
             return Err(EngineError::NotSupported(reason));
         }
-        let image = self.checkpoint_dir(id);
-        let work = self.inner().container_dir(id).join("restore-work");
+        let paths = locked.paths();
+        let (image, work) = (paths.checkpoint(), paths.restore_work());
         {
             let (image, work) = (image.clone(), work.clone());
             let import = request.import;
@@ -211,10 +206,6 @@ async fn restore_locked(locked: &Locked<'_>, caller: Caller, args: RestoreArgs) 
         }
         other => other,
     }
-}
-
-pub(crate) fn checkpoint_event(locked: &Locked<'_>, caller: Caller) -> NewEvent {
-    event("checkpoint", locked.config(), caller, &[])
 }
 
 /// An empty directory at `path` (whatever was there is removed).

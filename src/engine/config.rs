@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::state::State;
+use super::{EngineError, Result};
+
 pub use crate::names::is_valid_name;
 pub use crate::runtime::spec::MountSpec;
 
@@ -131,7 +132,7 @@ pub struct CreateRequest {
     pub log_driver: Option<String>,
     /// `Notify`: the container gets a `NOTIFY_SOCKET`.
     pub notify: bool,
-    pub health: super::health::HealthRequest,
+    pub health: HealthRequest,
     /// `unconfined` or the path of a seccomp profile in podman's format.
     pub seccomp_profile: Option<String>,
 }
@@ -190,6 +191,16 @@ pub struct ContainerConfig {
     pub seccomp_profile: Option<String>,
 }
 
+/// The `Health*` spec keys as given (times in microseconds).
+#[derive(Debug, Clone, Default)]
+pub struct HealthRequest {
+    pub command: Vec<String>,
+    pub interval: Option<u64>,
+    pub timeout: Option<u64>,
+    pub retries: Option<u32>,
+    pub start_period: Option<u64>,
+}
+
 impl ContainerConfig {
     /// The process arguments: entrypoint followed by command, as OCI image configs combine them.
     pub fn process_args(&self) -> Vec<String> {
@@ -201,118 +212,14 @@ impl ContainerConfig {
     }
 }
 
-/// The mutable half of a container, rewritten by every transition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ContainerStatus {
-    pub state: State,
-    /// Host pid of the container's main process (0 when none).
-    pub pid: u32,
-    /// Host pid of its berth-monitor (0 when none).
-    pub monitor_pid: u32,
-    pub exit_code: i32,
-    pub oom_killed: bool,
-    pub started_at: u64,
-    pub finished_at: u64,
-    pub restart_count: u32,
-    /// Mount references: one for the runtime while created/running, one per `Mount` call.
-    pub mount_count: u32,
-    pub mountpoint: String,
-    pub error: String,
-    /// The last exit was asked for (`Stop`, `Kill`); the restart policy leaves it alone.
-    pub stopped_by_user: bool,
-    /// `Mount()` calls not yet matched by `Unmount`.
-    pub user_mounts: u32,
-    /// Exec sessions by id, kept after they exit until removed (libpod keeps them in the
-    /// container's state the same way).
-    #[serde(default)]
-    pub exec_sessions: BTreeMap<String, ExecSession>,
-    /// Stopped by a checkpoint that has not been restored yet.
-    #[serde(default)]
-    pub checkpointed: bool,
-    #[serde(default)]
-    pub checkpointed_at: u64,
-    #[serde(default)]
-    pub restored_at: u64,
-    /// The container sent `READY=1` (`Notify`).
-    #[serde(default)]
-    pub ready: bool,
-    /// Its last `STATUS=` text.
-    #[serde(default)]
-    pub status_text: String,
-    /// `""`, `starting`, `healthy` or `unhealthy`.
-    #[serde(default)]
-    pub health: String,
-    #[serde(default)]
-    pub health_failing_streak: u32,
-    /// Health transitions up to this time (µs) have their `health_status` event.
-    #[serde(default)]
-    pub health_recorded_at: u64,
-    /// What the current run holds of the network (namespace, addresses, host ports).
-    #[serde(default)]
-    pub network: crate::network::Attachment,
-}
-
-/// One exec session of a container.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExecSession {
-    pub command: Vec<String>,
-    pub terminal: bool,
-    pub running: bool,
-    /// Host pid of the session's process (0 before it ran).
-    pub pid: u32,
-    pub exit_code: i32,
-    pub started_at: u64,
-    pub finished_at: u64,
-}
-
-impl ExecSession {
-    pub fn state(&self) -> &'static str {
-        if self.running {
-            "running"
-        } else {
-            "exited"
-        }
+/// A window of no rows or no columns is refused, as the `TerminalSize` option is.
+pub(crate) fn check_window_size(rows: u16, cols: u16) -> Result<()> {
+    if rows == 0 || cols == 0 {
+        return Err(EngineError::InvalidArgument(format!(
+            "window size {rows}x{cols}: rows and cols must be > 0"
+        )));
     }
-}
-
-impl ContainerStatus {
-    pub fn new() -> ContainerStatus {
-        ContainerStatus {
-            state: State::Configured,
-            pid: 0,
-            monitor_pid: 0,
-            exit_code: 0,
-            oom_killed: false,
-            started_at: 0,
-            finished_at: 0,
-            restart_count: 0,
-            mount_count: 0,
-            mountpoint: String::new(),
-            error: String::new(),
-            stopped_by_user: false,
-            user_mounts: 0,
-            exec_sessions: BTreeMap::new(),
-            checkpointed: false,
-            checkpointed_at: 0,
-            restored_at: 0,
-            ready: false,
-            status_text: String::new(),
-            health: String::new(),
-            health_failing_streak: 0,
-            health_recorded_at: 0,
-            network: crate::network::Attachment::default(),
-        }
-    }
-
-    pub fn mounted(&self) -> bool {
-        self.mount_count > 0
-    }
-}
-
-impl Default for ContainerStatus {
-    fn default() -> Self {
-        ContainerStatus::new()
-    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,11 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::config::{
-    is_valid_name, ContainerConfig, ContainerStatus, CreateRequest, RestartPolicy,
-};
+use super::config::{is_valid_name, ContainerConfig, CreateRequest, RestartPolicy};
 use super::{
-    blocking, event, Caller, Engine, EngineError, Entry, Locked, Notification, Result, State,
+    blocking, event, Caller, ContainerStatus, Engine, EngineError, Entry, Locked, Notification,
+    Result, Verb,
 };
 use crate::clock::now_micros;
 use crate::db::{Change, ContainerRow};
@@ -56,10 +55,10 @@ impl Engine {
                 .map_err(|e| EngineError::Internal(e.to_string()))?,
         };
         let events = vec![event("create", &config, caller, &[])];
-        let dir = inner.container_dir(&id);
+        let dir = inner.paths.container(&id).dir().to_path_buf();
         let created = blocking(move || {
             std::fs::create_dir_all(&dir)
-                .map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
+                .map_err(|e| EngineError::io(format_args!("create {}", dir.display()), e))?;
             crate::failpoint::hit("create.after-directory");
             let entry = Entry::new(config.clone(), ContainerStatus::new());
             let result = inner.db.commit(
@@ -89,60 +88,14 @@ impl Engine {
         created
     }
 
+    /// Checks every key of the request and builds the container's config, the image's
+    /// config filling what the request leaves out.
     fn validate(&self, mut request: CreateRequest) -> Result<ContainerConfig> {
         let id = new_id();
-        let name = match request.name {
-            Some(name) if !is_valid_name(&name) => {
-                return Err(invalid(format!(
-                    "Name: {name:?} does not match [a-zA-Z0-9][a-zA-Z0-9_.-]{{0,127}}"
-                )))
-            }
-            Some(name) => name,
-            None => id[..12].to_string(),
-        };
-        let names_taken = self
-            .inner()
-            .read_containers()
-            .values()
-            .any(|e| e.config.name == name);
-        if names_taken {
-            return Err(EngineError::NameInUse(name));
-        }
-        let source = match (request.rootfs.take(), request.image.take()) {
-            (Some(_), Some(_)) => return Err(invalid("Image and Rootfs: give exactly one")),
-            (None, None) => return Err(invalid("Image or Rootfs: one is required")),
-            (None, Some(reference)) => {
-                let image = self.image(&self.lookup_image(&reference)?)?;
-                Source::Image(reference, Box::new(image))
-            }
-            (Some(rootfs), None) => {
-                let path = Path::new(&rootfs);
-                if !path.is_absolute() || !path.is_dir() {
-                    return Err(invalid(format!(
-                        "Rootfs: {rootfs:?} is not an absolute path to a directory"
-                    )));
-                }
-                if !is_mountable_path(path) {
-                    return Err(invalid(format!(
-                        "Rootfs: {rootfs:?} contains ',' or ':', which overlayfs cannot take"
-                    )));
-                }
-                Source::Rootfs(rootfs)
-            }
-        };
-        let stop_signal = match request.stop_signal {
-            None => "TERM".to_string(),
-            Some(text) => {
-                parse_signal(&text)
-                    .ok_or_else(|| invalid(format!("StopSignal: unknown signal {text:?}")))?
-                    .1
-            }
-        };
-        let restart_policy = match request.restart_policy {
-            None => RestartPolicy::No,
-            Some(text) => RestartPolicy::parse(&text)
-                .ok_or_else(|| invalid(format!("RestartPolicy: unknown policy {text:?}")))?,
-        };
+        let name = self.unused_name(request.name.take(), &id)?;
+        let source = self.source(request.rootfs.take(), request.image.take())?;
+        let stop_signal = stop_signal(request.stop_signal.as_deref())?;
+        let restart_policy = restart_policy(request.restart_policy.as_deref())?;
         let (network, network_options) = self.network_request(
             request.network.take(),
             std::mem::take(&mut request.networks),
@@ -153,74 +106,9 @@ impl Engine {
                 dns_servers: std::mem::take(&mut request.dns_servers),
             },
         )?;
-        let log_driver = match request.log_driver.as_deref() {
-            None | Some("k8s-file") => "k8s-file".to_string(),
-            Some("none") => "none".to_string(),
-            Some(other) => {
-                return Err(invalid(format!(
-                    "LogDriver: unknown driver {other:?} (k8s-file or none)"
-                )))
-            }
-        };
-        if let Some(bad) = request
-            .env
-            .iter()
-            .find(|e| !e.contains('=') || e.starts_with('='))
-        {
-            return Err(invalid(format!("Env: {bad:?} is not K=V")));
-        }
-        for mount in &request.mounts {
-            if !mount.destination.starts_with('/') {
-                return Err(invalid(format!(
-                    "Mounts: destination {:?} is not absolute",
-                    mount.destination
-                )));
-            }
-            match mount.kind.as_str() {
-                "bind"
-                    if !Path::new(&mount.source).is_absolute()
-                        || !Path::new(&mount.source).exists() =>
-                {
-                    return Err(invalid(format!(
-                        "Mounts: bind source {:?} does not exist",
-                        mount.source
-                    )))
-                }
-                "bind" | "tmpfs" | "volume" => {}
-                other => {
-                    return Err(invalid(format!(
-                        "Mounts: unknown type {other:?} (bind, tmpfs or volume)"
-                    )))
-                }
-            }
-        }
-        capability_set(request.privileged, &request.cap_add, &request.cap_drop)
-            .map_err(|e| invalid(format!("CapAdd/CapDrop: {e}")))?;
-        if request.pids_max == Some(0) {
-            return Err(invalid(
-                "PidsMax: 0 would forbid every process (leave it out for no limit)",
-            ));
-        }
-        if let Some(profile) = request
-            .seccomp_profile
-            .as_deref()
-            .filter(|p| *p != crate::runtime::seccomp::UNCONFINED)
-        {
-            if !Path::new(profile).is_absolute() {
-                return Err(invalid(format!(
-                    "SeccompProfile: {profile:?} is neither \"unconfined\" nor an absolute path"
-                )));
-            }
-            crate::runtime::seccomp::check(Path::new(profile))
-                .map_err(|e| invalid(format!("SeccompProfile: {e}")))?;
-        }
-        if let Some(cpus) = request.cpu_quota {
-            if !(cpus > 0.0 && cpus.is_finite()) {
-                return Err(invalid(format!(
-                    "CpuQuota: {cpus} is not a positive number of CPUs"
-                )));
-            }
-        }
+        let log_driver = log_driver(request.log_driver.as_deref())?;
+        check_env_and_mounts(&request)?;
+        check_confinement_and_limits(&request)?;
         if request.init && self.inner().options.init_binary.is_none() {
             return Err(EngineError::NotSupported(
                 "Init: no init binary (catatonit) is installed".into(),
@@ -309,6 +197,55 @@ impl Engine {
         })
     }
 
+    /// The requested name, or the id's first 12 characters: valid and not taken.
+    fn unused_name(&self, name: Option<String>, id: &str) -> Result<String> {
+        let name = match name {
+            Some(name) if !is_valid_name(&name) => {
+                return Err(invalid(format!(
+                    "Name: {name:?} does not match [a-zA-Z0-9][a-zA-Z0-9_.-]{{0,127}}"
+                )))
+            }
+            Some(name) => name,
+            None => id[..12].to_string(),
+        };
+        let names_taken = self
+            .inner()
+            .read_containers()
+            .values()
+            .any(|e| e.config.name == name);
+        if names_taken {
+            return Err(EngineError::NameInUse(name));
+        }
+        Ok(name)
+    }
+
+    /// The `Rootfs` or `Image` key: exactly one, naming a directory overlayfs can take or a
+    /// known image.
+    fn source(&self, rootfs: Option<String>, image: Option<String>) -> Result<Source> {
+        match (rootfs, image) {
+            (Some(_), Some(_)) => Err(invalid("Image and Rootfs: give exactly one")),
+            (None, None) => Err(invalid("Image or Rootfs: one is required")),
+            (None, Some(reference)) => {
+                let image = self.image(&self.lookup_image(&reference)?)?;
+                Ok(Source::Image(reference, Box::new(image)))
+            }
+            (Some(rootfs), None) => {
+                let path = Path::new(&rootfs);
+                if !path.is_absolute() || !path.is_dir() {
+                    return Err(invalid(format!(
+                        "Rootfs: {rootfs:?} is not an absolute path to a directory"
+                    )));
+                }
+                if !is_mountable_path(path) {
+                    return Err(invalid(format!(
+                        "Rootfs: {rootfs:?} contains ',' or ':', which overlayfs cannot take"
+                    )));
+                }
+                Ok(Source::Rootfs(rootfs))
+            }
+        }
+    }
+
     /// Removes a container; `force` stops a live one first (SIGKILL, as podman rm -f).
     pub async fn remove(&self, caller: Caller, id: &str, force: bool) -> Result<()> {
         let inner = self.inner().clone();
@@ -334,32 +271,33 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
             dependents,
         });
     }
-    let state = locked.status().state;
-    if (state.has_process() || state == State::Unknown) && !force {
-        return Err(locked.invalid("remove (use force)"));
-    }
+    locked.check(if force {
+        Verb::ForceRemove
+    } else {
+        Verb::Remove
+    })?;
     locked
         .entry
         .restart_pending
         .store(false, std::sync::atomic::Ordering::SeqCst);
     // The process and the runtime go first, the normal way (died, cleanup); from here on the
     // `removing` mark lets a berthd that crashes midway finish the job at its next start.
-    super::lifecycle::kill_and_reap(locked, caller).await?;
+    super::exit::kill_and_reap(locked, caller).await?;
     super::exit::release_runtime(locked, caller).await?;
     crate::failpoint::hit("remove.after-runtime-release");
     let mut status = locked.status();
     super::networking::detach_into(locked, &mut status).await;
-    status.state = State::Removing;
+    status.removing()?;
     locked.commit(status, Vec::new()).await?;
     super::filesystem::unmount_all(locked).await?;
     crate::failpoint::hit("remove.after-unmount");
 
     let inner: Arc<super::Inner> = locked.engine().clone();
+    let paths = locked.paths();
     let events = vec![event("remove", locked.config(), caller, &[])];
     let removed = blocking(move || {
-        let dir = inner.container_dir(&id);
-        for path in [dir.clone(), inner.paths.bundle(&id)] {
-            match std::fs::remove_dir_all(&path) {
+        for path in [paths.dir(), paths.bundle()] {
+            match std::fs::remove_dir_all(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -370,7 +308,7 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
                 }
             }
         }
-        let _ = std::fs::remove_file(inner.paths.exit_file(&id));
+        let _ = std::fs::remove_file(paths.exit_file());
         inner
             .db
             .commit(&id, Change::Delete(&id), &events, now_micros(), |records| {
@@ -388,4 +326,104 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
         locked.engine().release_volumes(locked.config()).await;
     }
     removed
+}
+
+/// The `StopSignal` key as a canonical name without `SIG`; `TERM` by default.
+fn stop_signal(requested: Option<&str>) -> Result<String> {
+    match requested {
+        None => Ok("TERM".to_string()),
+        Some(text) => Ok(parse_signal(text)
+            .ok_or_else(|| invalid(format!("StopSignal: unknown signal {text:?}")))?
+            .1),
+    }
+}
+
+/// The `RestartPolicy` key; `no` by default.
+fn restart_policy(requested: Option<&str>) -> Result<RestartPolicy> {
+    match requested {
+        None => Ok(RestartPolicy::No),
+        Some(text) => RestartPolicy::parse(text)
+            .ok_or_else(|| invalid(format!("RestartPolicy: unknown policy {text:?}"))),
+    }
+}
+
+/// The `LogDriver` key: `k8s-file` (the default) or `none`.
+fn log_driver(requested: Option<&str>) -> Result<String> {
+    match requested {
+        None | Some("k8s-file") => Ok("k8s-file".to_string()),
+        Some("none") => Ok("none".to_string()),
+        Some(other) => Err(invalid(format!(
+            "LogDriver: unknown driver {other:?} (k8s-file or none)"
+        ))),
+    }
+}
+
+/// `Env` entries are `K=V`; mounts have an absolute destination, a known type, and a bind
+/// source that exists.
+fn check_env_and_mounts(request: &CreateRequest) -> Result<()> {
+    if let Some(bad) = request
+        .env
+        .iter()
+        .find(|e| !e.contains('=') || e.starts_with('='))
+    {
+        return Err(invalid(format!("Env: {bad:?} is not K=V")));
+    }
+    for mount in &request.mounts {
+        if !mount.destination.starts_with('/') {
+            return Err(invalid(format!(
+                "Mounts: destination {:?} is not absolute",
+                mount.destination
+            )));
+        }
+        match mount.kind.as_str() {
+            "bind"
+                if !Path::new(&mount.source).is_absolute()
+                    || !Path::new(&mount.source).exists() =>
+            {
+                return Err(invalid(format!(
+                    "Mounts: bind source {:?} does not exist",
+                    mount.source
+                )))
+            }
+            "bind" | "tmpfs" | "volume" => {}
+            other => {
+                return Err(invalid(format!(
+                    "Mounts: unknown type {other:?} (bind, tmpfs or volume)"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Capabilities, `PidsMax`, `SeccompProfile` and `CpuQuota` as the runtime can take them.
+fn check_confinement_and_limits(request: &CreateRequest) -> Result<()> {
+    capability_set(request.privileged, &request.cap_add, &request.cap_drop)
+        .map_err(|e| invalid(format!("CapAdd/CapDrop: {e}")))?;
+    if request.pids_max == Some(0) {
+        return Err(invalid(
+            "PidsMax: 0 would forbid every process (leave it out for no limit)",
+        ));
+    }
+    if let Some(profile) = request
+        .seccomp_profile
+        .as_deref()
+        .filter(|p| *p != crate::runtime::seccomp::UNCONFINED)
+    {
+        if !Path::new(profile).is_absolute() {
+            return Err(invalid(format!(
+                "SeccompProfile: {profile:?} is neither \"unconfined\" nor an absolute path"
+            )));
+        }
+        crate::runtime::seccomp::check(Path::new(profile))
+            .map_err(|e| invalid(format!("SeccompProfile: {e}")))?;
+    }
+    if let Some(cpus) = request.cpu_quota {
+        if !(cpus > 0.0 && cpus.is_finite()) {
+            return Err(invalid(format!(
+                "CpuQuota: {cpus} is not a positive number of CPUs"
+            )));
+        }
+    }
+    Ok(())
 }

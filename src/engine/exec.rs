@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use super::config::ExecSession;
+use super::state::ExecSession;
 use super::{
     blocking, control, event, Caller, ContainerConfig, ContainerStatus, Engine, EngineError,
 };
-use super::{Locked, NewEvent, Result, State};
+use super::{Locked, NewEvent, Result, Verb};
 use crate::clock::now_micros;
 use crate::monitor::control::{Reply, Request};
 use crate::monitor::protocol::{read_exit_file, ExitRecord};
@@ -57,11 +57,6 @@ fn new_session_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A session's exit file.
-pub(crate) fn exit_file(exits_dir: &Path, id: &str, session: &str) -> PathBuf {
-    exits_dir.join(format!("{id}.{session}"))
-}
-
 impl Engine {
     /// Starts a session; returns its id once its process runs (or has already failed to: a
     /// command not found is a session with exit code 127, as podman reports it).
@@ -72,13 +67,12 @@ impl Engine {
             ));
         }
         let locked = self.inner().lock(id).await?;
+        locked.check(Verb::Exec)?;
         let status = locked.status();
-        if status.state != State::Running {
-            return Err(locked.invalid("exec"));
-        }
         let session = new_session_id();
-        let bundle = self.inner().paths.bundle(id);
-        let process_file = bundle.join(format!("exec-{session}.json"));
+        let paths = locked.paths();
+        let bundle = paths.bundle().to_path_buf();
+        let process_file = paths.exec_process(&session);
         let ExecRequest {
             command,
             env,
@@ -108,7 +102,7 @@ impl Engine {
             session: session.clone(),
             process: process_file.clone(),
             terminal,
-            exit_file: exit_file(&self.inner().paths.exits_dir(), id, &session),
+            exit_file: paths.exec_exit_file(&session),
         };
         let fds = move || {
             if terminal {
@@ -153,16 +147,22 @@ impl Engine {
                 }
                 None => return Err(EngineError::Runtime(error)),
             },
-            Some((Reply::NotRunning, _)) | None => return Err(locked.invalid("exec")),
+            Some((Reply::NotRunning, _)) | None => return Err(locked.refused(Verb::Exec)),
             Some((other, _)) => {
                 return Err(EngineError::Runtime(format!(
                     "unexpected monitor reply {other:?}"
                 )))
             }
         }
+        let running = record.running;
         let mut status = locked.status();
         status.exec_sessions.insert(session.clone(), record);
-        locked.commit(status, events).await?;
+        if let Err(error) = locked.commit(status, events).await {
+            if running {
+                abandon_session(&locked, &session).await;
+            }
+            return Err(error);
+        }
         Ok(session)
     }
 
@@ -203,7 +203,7 @@ impl Engine {
         if !status.exec_sessions.contains_key(session) {
             // A session whose Exec failed after the monitor started it (a lost reply): no
             // record to update, and its exit file must not linger.
-            let path = exit_file(&self.inner().paths.exits_dir(), id, session);
+            let path = locked.paths().exec_exit_file(session);
             return blocking(move || {
                 let _ = std::fs::remove_file(path);
                 Ok(())
@@ -244,7 +244,7 @@ impl Engine {
     }
 
     pub async fn exec_resize(&self, id: &str, session: &str, rows: u16, cols: u16) -> Result<()> {
-        super::attach::check_window_size(rows, cols)?;
+        super::config::check_window_size(rows, cols)?;
         let locked = self.live_session(id, session).await?;
         let request = Request::ResizeExec {
             session: session.to_string(),
@@ -318,6 +318,20 @@ impl Engine {
     }
 }
 
+/// A session whose process runs but could not be recorded (a full disk under `--root`) is
+/// killed, so that nothing is left half-made: the caller got an error, and the exit file its
+/// monitor writes belongs to no session and is removed when it comes.
+async fn abandon_session(locked: &Locked<'_>, session: &str) {
+    tracing::warn!(id = %locked.id(), %session, "an exec session that could not be recorded is killed");
+    let request = Request::KillExec {
+        session: session.to_string(),
+        signal: nix::sys::signal::Signal::SIGKILL as i32,
+    };
+    if let Err(error) = control(locked, request, Vec::new).await {
+        tracing::warn!(id = %locked.id(), %session, %error, "killing an unrecorded exec session failed");
+    }
+}
+
 fn exec_died(config: &ContainerConfig, session: &str, code: i32) -> NewEvent {
     event(
         "exec_died",
@@ -337,7 +351,7 @@ pub(crate) async fn apply_exec_exits(
     status: &mut ContainerStatus,
     only: Option<&str>,
 ) -> Result<Vec<NewEvent>> {
-    let exits_dir = locked.engine().paths.exits_dir();
+    let paths = locked.paths();
     let id = locked.id().to_string();
     let running: Vec<(String, u32)> = status
         .exec_sessions
@@ -351,7 +365,7 @@ pub(crate) async fn apply_exec_exits(
     let records: BTreeMap<String, ExitRecord> = blocking(move || {
         let mut records = BTreeMap::new();
         for (session, pid) in running {
-            let path = exit_file(&exits_dir, &id, &session);
+            let path = paths.exec_exit_file(&session);
             match read_exit_file(&path) {
                 Ok(Some(record)) if record.pid == pid => {
                     records.insert(session, record);

@@ -1,70 +1,16 @@
-//! Exits: learned from the monitors' exit files, recorded with their events, followed by
-//! cleanup, `AutoRemove` and the restart policy.
+//! Exits: ending a run (its signal, SIGKILL), recording the exit from the monitor's exit
+//! file with its events, and the cleanup that follows. What comes after (`AutoRemove`, the
+//! restart policy) is the lifecycle's; the exit watcher is in `monitors`.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
-use super::{
-    blocking, event, Caller, ContainerStatus, Engine, EngineError, Entry, Locked, NewEvent, Result,
-    State,
-};
+use super::state::RunEnd;
+use super::{blocking, event, Caller, EngineError, Entry, Locked, NewEvent, Result, State};
 use crate::clock::now_micros;
 use crate::monitor::protocol::read_exit_file;
 
 /// How long cleanup of a created container waits for its monitor to report the kill.
 const MONITOR_REPORT_LIMIT: Duration = Duration::from_secs(5);
-
-impl Engine {
-    /// Handles every exit file the watcher reports, each in its own task.
-    pub(crate) async fn follow_exits(&self, mut exits: mpsc::UnboundedReceiver<String>) {
-        while let Some(name) = exits.recv().await {
-            // `<id>.<session>`: an exec session's exit.
-            if let Some((id, session)) = name.split_once('.') {
-                let (engine, id, session) = (self.clone(), id.to_string(), session.to_string());
-                let busy = self.busy();
-                tokio::spawn(async move {
-                    let _busy = busy;
-                    match engine.handle_exec_exit(&id, &session).await {
-                        Ok(()) | Err(EngineError::Removed(_) | EngineError::NoSuchContainer(_)) => {
-                        }
-                        Err(error) => {
-                            tracing::warn!(%id, %session, %error, "recording an exec exit failed")
-                        }
-                    }
-                });
-                continue;
-            }
-            let id = name;
-            let Ok(entry) = self.inner().entry(&id) else {
-                continue;
-            };
-            // Wakes a `Stop` waiting on this exit before the lock is free.
-            if let Ok(Some(record)) = read_exit_file(&self.inner().paths.exit_file(&id)) {
-                entry.exited_pid.send_replace(record.pid);
-            }
-            let engine = self.clone();
-            let busy = self.busy();
-            tokio::spawn(async move {
-                let _busy = busy;
-                match engine.handle_exit(&id).await {
-                    // A force-remove recorded it and took the container away meanwhile.
-                    Ok(()) | Err(EngineError::Removed(_) | EngineError::NoSuchContainer(_)) => {}
-                    Err(error) => tracing::warn!(id = %id, %error, "recording an exit failed"),
-                }
-            });
-        }
-    }
-
-    pub(crate) async fn handle_exit(&self, id: &str) -> Result<()> {
-        let locked = self.inner().lock(id).await?;
-        if record_exit_locked(&locked, Caller::ENGINE, Vec::new()).await? {
-            after_exit_locked(&locked).await?;
-        }
-        Ok(())
-    }
-}
 
 /// Waits until the monitor of the run with main process `pid` has written its exit file;
 /// false on timeout.
@@ -85,7 +31,7 @@ pub(crate) async fn record_exit_locked(
     also: Vec<NewEvent>,
 ) -> Result<bool> {
     let status = locked.status();
-    let path = locked.engine().paths.exit_file(locked.id());
+    let path = locked.paths().exit_file();
     let record = blocking(move || {
         read_exit_file(&path).map_err(|e| EngineError::Internal(format!("exit file: {e}")))
     })
@@ -100,7 +46,9 @@ pub(crate) async fn record_exit_locked(
     if record.checkpointed {
         // Not a death: no `died`, no `Exited`, and nothing for the caller's after-exit
         // handling (AutoRemove, restart policy) to do.
-        record_checkpointed(locked, caller, record.exited_at).await?;
+        let events = vec![checkpoint_event(locked, caller)];
+        let end = RunEnd::Checkpoint { at: now_micros() };
+        record_stopped(locked, end, record.exited_at, events).await?;
         return Ok(false);
     }
     let mut events = Vec::new();
@@ -114,55 +62,28 @@ pub(crate) async fn record_exit_locked(
         &[("exitCode", record.exit_code.to_string())],
     ));
     events.extend(also);
-    record_stopped(
-        locked,
-        record.exit_code,
-        record.oom_killed,
-        record.exited_at,
-        events,
-    )
-    .await?;
+    let end = RunEnd::Exit {
+        code: record.exit_code,
+        oom_killed: record.oom_killed,
+    };
+    record_stopped(locked, end, record.exited_at, events).await?;
     Ok(true)
 }
 
-/// Commits `stopped` with its exit code and events, announces `Exited`, then cleans up. A
-/// failed cleanup leaves the container `stopped` with the failure in `Error`; the exit itself
-/// is recorded either way.
+/// Commits `stopped` with its end and events (announcing `Exited` for an exit), then cleans
+/// up. A failed cleanup leaves the container `stopped` with the failure in `Error`; the end
+/// itself is recorded either way.
 pub(crate) async fn record_stopped(
     locked: &Locked<'_>,
-    exit_code: i32,
-    oom_killed: bool,
+    end: RunEnd,
     finished_at: u64,
     events: Vec<NewEvent>,
 ) -> Result<()> {
+    let exited = match end {
+        RunEnd::Exit { code, .. } => Some(code),
+        RunEnd::Checkpoint { .. } => None,
+    };
     let mut stopped = locked.status();
-    stopped.exit_code = exit_code;
-    stopped.oom_killed = oom_killed;
-    commit_stopped(locked, stopped, finished_at, events, Some(exit_code)).await
-}
-
-/// Commits `stopped` after a checkpoint took the process (with a `checkpoint` event, no
-/// `Exited`), then cleans up like any exit.
-async fn record_checkpointed(locked: &Locked<'_>, caller: Caller, finished_at: u64) -> Result<()> {
-    let mut stopped = locked.status();
-    stopped.checkpointed = true;
-    stopped.checkpointed_at = now_micros();
-    // What the user asked for: the restart policy leaves it alone.
-    stopped.stopped_by_user = true;
-    let events = vec![super::checkpoint::checkpoint_event(locked, caller)];
-    commit_stopped(locked, stopped, finished_at, events, None).await
-}
-
-/// The common end of a run: the container's sessions end with it (their exits recorded
-/// before its own events), `stopped` is committed (announcing `Exited` when given), then the
-/// runtime is released; a failed cleanup leaves the failure in `Error`.
-async fn commit_stopped(
-    locked: &Locked<'_>,
-    mut stopped: ContainerStatus,
-    finished_at: u64,
-    events: Vec<NewEvent>,
-    exited: Option<i32>,
-) -> Result<()> {
     let mut all = super::exec::apply_exec_exits(locked, &mut stopped, None).await?;
     all.extend(super::exec::end_unreported_sessions(
         locked.config(),
@@ -172,15 +93,19 @@ async fn commit_stopped(
     all.extend(events);
     // The network goes with the process, before anyone is told it stopped.
     super::networking::detach_into(locked, &mut stopped).await;
-    stopped.state = State::Stopped;
-    stopped.finished_at = finished_at;
-    stopped.pid = 0;
-    stopped.monitor_pid = 0;
+    stopped.stopped(end, finished_at)?;
     locked.commit_with(stopped, all, exited).await?;
+    clean_up_exit(locked).await
+}
+
+/// The cleanup after a recorded exit: the runtime released (`exited`). A failure is recorded
+/// in `Error` rather than returned: the container stays `stopped`, settled, until a verb
+/// (Cleanup, Start, Remove) tries again.
+pub(crate) async fn clean_up_exit(locked: &Locked<'_>) -> Result<()> {
     if let Err(error) = release_runtime(locked, Caller::ENGINE).await {
         tracing::warn!(id = %locked.id(), %error, "cleanup after an exit failed");
         let mut status = locked.status();
-        status.error = error.to_string();
+        status.cleanup_failed(error.to_string())?;
         locked.commit(status, Vec::new()).await?;
     }
     Ok(())
@@ -192,11 +117,9 @@ async fn commit_stopped(
 pub(crate) async fn release_runtime(locked: &Locked<'_>, caller: Caller) -> Result<bool> {
     let mut status = locked.status();
     // Only these are known to the runtime; `exited` and `configured` were released already.
-    let next = match status.state {
-        State::Stopped => State::Exited,
-        State::Created | State::Unknown => State::Configured,
-        _ => return Ok(false),
-    };
+    if status.state.released().is_none() {
+        return Ok(false);
+    }
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();
     blocking(move || Ok(runtime.delete(&id, true)?)).await?;
@@ -204,74 +127,78 @@ pub(crate) async fn release_runtime(locked: &Locked<'_>, caller: Caller) -> Resu
         // The killed process still gets its exit file; wait for it, so that it cannot be
         // taken for the exit of the next run.
         exit_file_written(&locked.entry, status.pid, MONITOR_REPORT_LIMIT).await;
-        status.pid = 0;
-        status.monitor_pid = 0;
     }
     super::networking::detach_into(locked, &mut status).await;
     super::filesystem::release_runtime_mount_into(locked, &mut status).await?;
-    let _ = std::fs::remove_file(locked.engine().paths.exit_file(locked.id()));
-    status.state = next;
-    status.error.clear();
+    let _ = std::fs::remove_file(locked.paths().exit_file());
+    status.released()?;
     locked
         .commit(status, vec![event("cleanup", locked.config(), caller, &[])])
         .await?;
     Ok(true)
 }
 
-/// After an exit has been recorded: `AutoRemove`, or the restart policy. Runs once per exit,
-/// from whoever recorded it (the exit watcher or a plain `Stop`), never inside a composite
-/// verb such as `Restart`.
-pub(crate) async fn after_exit_locked(locked: &Locked<'_>) -> Result<()> {
-    let status = locked.status();
-    if status.state != State::Exited || locked.entry.restarting.load(Ordering::SeqCst) {
-        return Ok(());
-    }
-    let config = locked.config();
-    if config.auto_remove {
-        return super::create::remove_locked(locked, Caller::ENGINE, false).await;
-    }
-    if !config.restart_policy.wants_restart(
-        status.exit_code,
-        status.restart_count,
-        status.stopped_by_user,
-    ) {
-        return Ok(());
-    }
-    // Back off as Docker does (100 ms doubling, at most ~25 s) so a crash loop cannot spin.
-    let delay = Duration::from_millis(100 << status.restart_count.min(8));
-    let engine = Engine {
-        inner: locked.engine().clone(),
-    };
+/// The `checkpoint` event of a dump that took the process.
+pub(crate) fn checkpoint_event(locked: &Locked<'_>, caller: Caller) -> NewEvent {
+    event("checkpoint", locked.config(), caller, &[])
+}
+
+/// How long a SIGKILLed process may take to be reaped before `Stop` gives up.
+const KILL_GRACE: Duration = Duration::from_secs(30);
+
+/// Signals the container's main process. A process that has just exited on its own (the
+/// runtime says it is gone, its exit file may still be on the way) is not a failure.
+pub(crate) async fn send_signal(locked: &Locked<'_>, signal: i32) -> Result<()> {
+    let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();
-    let busy = engine.busy();
-    locked.entry.restart_pending.store(true, Ordering::SeqCst);
-    tokio::spawn(async move {
-        let _busy = busy;
-        tokio::time::sleep(delay).await;
-        let Ok(locked) = engine.inner().lock(&id).await else {
-            return;
-        };
-        // A `Stop`, `Start` or `Remove` meanwhile cancels the pending restart.
-        if !locked.entry.restart_pending.swap(false, Ordering::SeqCst)
-            || locked.status().state != State::Exited
-        {
-            return;
-        }
-        let mut counted = locked.status();
-        counted.restart_count += 1;
-        if locked.commit(counted, Vec::new()).await.is_err() {
-            return;
-        }
-        match super::lifecycle::start_locked(&locked, Caller::ENGINE, false).await {
-            Ok(()) => {
-                let _ = locked
-                    .record(vec![event("restart", locked.config(), Caller::ENGINE, &[])])
-                    .await;
-            }
-            Err(error) => {
-                tracing::warn!(id = %id, %error, "restart policy could not start the container")
-            }
-        }
-    });
+    blocking(move || match runtime.kill(&id, signal) {
+        Ok(()) => Ok(()),
+        Err(error) => match runtime.state(&id) {
+            Ok(None | Some(crate::runtime::RuntimeStatus::Stopped)) => Ok(()),
+            _ => Err(error.into()),
+        },
+    })
+    .await
+}
+
+/// Waits for the exit file of the run with main pid `pid` up to `timeout` seconds, then
+/// SIGKILLs and waits again.
+pub(crate) async fn await_exit_or_kill(
+    backends: &super::Backends,
+    entry: &super::Entry,
+    pid: u32,
+    timeout: u32,
+) -> Result<()> {
+    if super::exit::exit_file_written(entry, pid, Duration::from_secs(u64::from(timeout))).await {
+        return Ok(());
+    }
+    let runtime = backends.runtime.clone();
+    let id = entry.config.id.clone();
+    let killed =
+        blocking(move || Ok(runtime.kill(&id, nix::sys::signal::Signal::SIGKILL as i32)?)).await;
+    if super::exit::exit_file_written(entry, pid, KILL_GRACE).await {
+        return Ok(());
+    }
+    killed.and(Err(EngineError::Runtime(format!(
+        "container {} did not exit {}s after SIGKILL",
+        entry.config.id,
+        KILL_GRACE.as_secs()
+    ))))
+}
+
+/// SIGKILLs a live container and records its exit (force-remove); no-op for others.
+pub(crate) async fn kill_and_reap(locked: &Locked<'_>, caller: Caller) -> Result<()> {
+    let status = locked.status();
+    if status.pid == 0 {
+        return Ok(());
+    }
+    if status.state == State::Paused {
+        let runtime = locked.engine().backends.runtime.clone();
+        let id = locked.id().to_string();
+        let _ = blocking(move || Ok(runtime.resume(&id)?)).await;
+    }
+    let _ = send_signal(locked, nix::sys::signal::Signal::SIGKILL as i32).await;
+    await_exit_or_kill(&locked.engine().backends, &locked.entry, status.pid, 0).await?;
+    super::exit::record_exit_locked(locked, caller, Vec::new()).await?;
     Ok(())
 }

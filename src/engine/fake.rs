@@ -30,6 +30,8 @@ pub struct FakeWorld {
     /// Makes `delete` fail (to hold a container in `stopped`).
     pub fail_delete: Mutex<bool>,
     pub mounts: Mutex<Vec<PathBuf>>,
+    /// Makes `unmount` fail (a busy mount).
+    pub fail_unmount: Mutex<bool>,
     /// Containers whose monitor has been killed.
     pub dead_monitors: Mutex<Vec<String>>,
     /// Exec sessions started: session id → (pid, exit file).
@@ -302,6 +304,11 @@ impl Mounter for FakeMounter {
     }
 
     fn unmount(&self, target: &Path) -> std::io::Result<()> {
+        if *self.0.fail_unmount.lock().unwrap() {
+            return Err(std::io::Error::from_raw_os_error(
+                nix::errno::Errno::EBUSY as i32,
+            ));
+        }
         self.0.mounts.lock().unwrap().retain(|m| m != target);
         Ok(())
     }

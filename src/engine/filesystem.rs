@@ -4,9 +4,9 @@
 //! References: the runtime holds one from Init until cleanup; each `Mount()` adds one that
 //! only `Unmount` drops. The overlay is mounted on the first and unmounted on the last.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::{blocking, event, Caller, ContainerStatus, Engine, EngineError, Locked, Result};
+use super::{blocking, event, Caller, ContainerStatus, Engine, EngineError, Locked, Result, Verb};
 use crate::storage::artifacts::Artifacts;
 
 struct Layout {
@@ -33,13 +33,12 @@ pub(crate) fn lower_dirs(engine: &super::Inner, config: &super::ContainerConfig)
 }
 
 fn layout(locked: &Locked<'_>) -> Layout {
-    let dir = locked.engine().container_dir(locked.id());
-    let config = locked.config();
+    let paths = locked.paths();
     Layout {
-        lowers: lower_dirs(locked.engine(), config),
-        upper: dir.join("upper"),
-        work: dir.join("work"),
-        merged: dir.join("merged"),
+        lowers: lower_dirs(locked.engine(), locked.config()),
+        upper: paths.upper(),
+        work: paths.work(),
+        merged: paths.merged(),
     }
 }
 
@@ -55,11 +54,11 @@ pub(crate) async fn acquire_mount_into(
         blocking(move || {
             for dir in [&layout.upper, &layout.work, &layout.merged] {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
+                    .map_err(|e| EngineError::io(format_args!("create {}", dir.display()), e))?;
             }
             mounter
                 .mount_overlay(&layout.lowers, &layout.upper, &layout.work, &layout.merged)
-                .map_err(|e| EngineError::Internal(e.to_string()))
+                .map_err(|e| EngineError::io("mount the rootfs", e))
         })
         .await?;
     }
@@ -110,7 +109,7 @@ async fn unmount(locked: &Locked<'_>) -> Result<()> {
 /// Drops every reference (Remove); also an overlay left mounted without a recorded reference
 /// (berthd died between mounting and recording it).
 pub(crate) async fn unmount_all(locked: &Locked<'_>) -> Result<()> {
-    if locked.status().mount_count > 0 || super::recover::is_mounted(&layout(locked).merged) {
+    if locked.status().mount_count > 0 || is_mounted(&layout(locked).merged) {
         unmount(locked).await?;
     }
     Ok(())
@@ -120,9 +119,7 @@ impl Engine {
     /// Mounts the rootfs for the caller and returns the mountpoint.
     pub async fn mount(&self, caller: Caller, id: &str) -> Result<String> {
         let locked = self.inner().lock(id).await?;
-        if !locked.status().state.can_mount() {
-            return Err(locked.invalid("mount"));
-        }
+        locked.check(Verb::Mount)?;
         let mut status = locked.status();
         let mountpoint = acquire_mount_into(&locked, &mut status).await?;
         status.user_mounts += 1;
@@ -159,7 +156,7 @@ impl Engine {
     }
 
     fn artifacts(&self, id: &str) -> Artifacts {
-        Artifacts::new(&self.inner().container_dir(id).join("artifacts"))
+        Artifacts::new(&self.inner().paths.container(id).artifacts())
     }
 
     pub async fn add_artifact(&self, id: &str, name: String, data: Vec<u8>) -> Result<()> {
@@ -192,13 +189,7 @@ impl Engine {
     /// `destination`. The storage is mounted for the duration, as the seed's Export does.
     pub async fn export(&self, caller: Caller, id: &str, destination: std::fs::File) -> Result<()> {
         check_writable(&destination)?;
-        if self.status(id)?.state == super::State::Removing {
-            return Err(EngineError::InvalidState {
-                id: id.to_string(),
-                state: super::State::Removing,
-                verb: "export",
-            });
-        }
+        Verb::Export.check(id, self.status(id)?.state)?;
         let mountpoint = PathBuf::from(self.mount(caller, id).await?);
         // The tree belongs to a possibly running container that can swap a directory for a
         // symlink at any moment: the walk runs chrooted into it (see `monitor::export`).
@@ -232,4 +223,16 @@ fn check_writable(destination: &std::fs::File) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Whether `path` is a mount point (`/proc/self/mountinfo`'s fifth field).
+pub(crate) fn is_mounted(path: &Path) -> bool {
+    let wanted = path.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|table| {
+            table
+                .lines()
+                .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+        })
+        .unwrap_or(false)
 }

@@ -4,28 +4,20 @@
 //! events, recorded in order also for what happened while berthd was away.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use super::paths::ContainerPaths;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::config::ContainerConfig;
+use super::config::{ContainerConfig, HealthRequest};
 use super::{Caller, Engine, EngineError, Result};
 use crate::db::NewEvent;
 use crate::monitor::sidecar::{
     self, HealthConfig, SidecarConfig, SidecarState, CONFIG_FILE, NOTIFY_DIR,
     NOTIFY_DIR_IN_CONTAINER, NOTIFY_SOCKET_NAME,
 };
-
-/// The `Health*` spec keys as given (times in microseconds).
-#[derive(Debug, Clone, Default)]
-pub struct HealthRequest {
-    pub command: Vec<String>,
-    pub interval: Option<u64>,
-    pub timeout: Option<u64>,
-    pub retries: Option<u32>,
-    pub start_period: Option<u64>,
-}
 
 /// Validates the `Health*` keys: a command is needed for any of the others.
 pub(crate) fn health_config(request: &HealthRequest) -> Result<Option<HealthConfig>> {
@@ -63,34 +55,27 @@ pub(crate) fn health_config(request: &HealthRequest) -> Result<Option<HealthConf
     Ok(Some(health))
 }
 
-/// Where the sidecar of a container writes its state.
-pub(crate) fn state_file(runroot: &Path, id: &str) -> PathBuf {
-    sidecar_dir(runroot).join(id)
-}
-
-pub(crate) fn sidecar_dir(runroot: &Path) -> PathBuf {
-    runroot.join("sidecar")
-}
-
 /// Prepares the bundle for the sidecar before the monitor starts: its config file and,
 /// with `Notify`, the socket directory bind-mounted at /run/notify and `NOTIFY_SOCKET` in
 /// the process's environment (podman's layout). Without either, no sidecar runs.
 pub(crate) fn prepare(
     config: &ContainerConfig,
     spec: &mut oci_spec::runtime::Spec,
-    bundle: &Path,
-    runroot: &Path,
+    paths: &ContainerPaths,
 ) -> Result<()> {
     let internal =
         |what: &str, e: &dyn std::fmt::Display| EngineError::Internal(format!("{what}: {e}"));
+    let bundle = paths.bundle();
     let config_file = bundle.join(CONFIG_FILE);
-    let state = state_file(runroot, &config.id);
+    let state = paths.sidecar_state();
     let _ = std::fs::remove_file(&state);
     if !config.notify && config.health.is_none() {
         let _ = std::fs::remove_file(&config_file);
         return Ok(());
     }
-    std::fs::create_dir_all(sidecar_dir(runroot)).map_err(|e| internal("sidecar dir", &e))?;
+    if let Some(dir) = state.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| internal("sidecar dir", &e))?;
+    }
     let sidecar = SidecarConfig {
         notify: config.notify,
         health: config.health.clone(),
@@ -177,7 +162,7 @@ impl Engine {
     /// Follows the sidecars' state files (inotify), and reads those written while berthd
     /// was away.
     pub(crate) async fn follow_sidecars(&self) -> Result<()> {
-        let dir = sidecar_dir(&self.inner().options.runroot);
+        let dir = self.inner().paths.sidecar_dir();
         std::fs::create_dir_all(&dir)
             .map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
         let mut changes: mpsc::UnboundedReceiver<String> = crate::monitor::exits::watch(&dir)
@@ -204,7 +189,7 @@ impl Engine {
 
     async fn sidecar_changed(&self, id: &str) {
         let _busy = self.busy();
-        let path = state_file(&self.inner().options.runroot, id);
+        let path = self.inner().paths.container(id).sidecar_state();
         let Some(state) = SidecarState::read(&path) else {
             return;
         };
@@ -240,18 +225,11 @@ impl Engine {
             )));
         };
         let status = self.status(id)?;
-        if status.state != super::State::Running {
-            return Err(EngineError::InvalidState {
-                id: id.to_string(),
-                state: status.state,
-                verb: "healthcheck",
-            });
-        }
-        let runroot = self.inner().options.runroot.clone();
-        let path = state_file(&runroot, id);
+        super::Verb::Healthcheck.check(id, status.state)?;
+        let paths = self.inner().paths.container(id);
+        let path = paths.sidecar_state();
         let checks_before = SidecarState::read(&path).map_or(0, |s| s.checks);
-        let bundle = self.inner().paths.bundle(id);
-        sidecar::send(&bundle, sidecar::RUN_CHECK)
+        sidecar::send(paths.bundle(), sidecar::RUN_CHECK)
             .map_err(|e| EngineError::Internal(format!("reach the health checker: {e}")))?;
         // The sidecar runs it at once; it writes its state when done.
         let deadline = tokio::time::Instant::now()

@@ -14,6 +14,9 @@ use crate::storage::images::{
 
 impl From<ImportError> for EngineError {
     fn from(error: ImportError) -> Self {
+        if super::error::is_no_space(&error) {
+            return EngineError::NoSpace(format!("import: {error}"));
+        }
         match error {
             ImportError::Io(io) => EngineError::Internal(format!("image store: {io}")),
             other => EngineError::InvalidArgument(format!("import: {other}")),

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use super::config::RestartPolicy;
-use super::{blocking, Engine, Result, State};
+use super::{blocking, ContainerConfig, ContainerStatus, Engine, Result, State};
 use crate::clock::rfc3339_micros;
 
 impl Engine {
@@ -16,10 +16,9 @@ impl Engine {
         let restarting = entry
             .restart_pending
             .load(std::sync::atomic::Ordering::SeqCst);
-        let dir = self.inner().container_dir(id);
-        let runroot_bundle = self.inner().paths.bundle(id);
+        let paths = self.inner().paths.container(id);
         let lowers = super::filesystem::lower_dirs(self.inner(), &config);
-        let merged = dir.join("merged");
+        let merged = paths.merged();
         // The driver really used: a copy of the layers (vfs, or overlay's fallback) or an
         // overlay mount.
         let driver = if crate::storage::rootfs::is_copy(&merged) {
@@ -37,20 +36,16 @@ impl Engine {
             let graph_data = if driver == "overlay" {
                 json!({
                     "LowerDir": lower_dir,
-                    "UpperDir": dir.join("upper").display().to_string(),
-                    "WorkDir": dir.join("work").display().to_string(),
+                    "UpperDir": paths.upper().display().to_string(),
+                    "WorkDir": paths.work().display().to_string(),
                     "MergedDir": merged.display().to_string(),
                 })
             } else {
                 json!({ "LowerDir": lower_dir, "Dir": merged.display().to_string() })
             };
             let args = config.process_args();
-            let (restart_name, retries) = match &config.restart_policy {
-                RestartPolicy::OnFailure { max_retries } => ("on-failure".to_string(), *max_retries),
-                other => (other.to_string(), 0),
-            };
             let log_path = if config.log_driver == "k8s-file" {
-                dir.join("ctr.log").display().to_string()
+                paths.log().display().to_string()
             } else {
                 String::new()
             };
@@ -59,24 +54,7 @@ impl Engine {
                 "Created": rfc3339_micros(config.created_at),
                 "Path": args.first().cloned().unwrap_or_default(),
                 "Args": args.iter().skip(1).collect::<Vec<_>>(),
-                "State": {
-                    "Status": status.state.as_str(),
-                    "Running": status.state == State::Running,
-                    "Paused": status.state == State::Paused,
-                    "Restarting": restarting,
-                    "OOMKilled": status.oom_killed,
-                    // As docker: being removed, or in a state berth cannot tell.
-                    "Dead": matches!(status.state, State::Removing | State::Unknown),
-                    "Pid": status.pid,
-                    "MonitorPid": status.monitor_pid,
-                    "ExitCode": status.exit_code,
-                    "Error": status.error,
-                    "StartedAt": rfc3339_micros(status.started_at),
-                    "FinishedAt": rfc3339_micros(status.finished_at),
-                    "Checkpointed": status.checkpointed,
-                    "CheckpointedAt": rfc3339_micros(status.checkpointed_at),
-                    "RestoredAt": rfc3339_micros(status.restored_at),
-                },
+                "State": state_json(&status, restarting),
                 "ExecIDs": status.exec_sessions.keys().collect::<Vec<_>>(),
                 "Image": config.image_id,
                 "ImageName": config.image,
@@ -87,40 +65,13 @@ impl Engine {
                 "Mounted": status.mounted(),
                 "Mountpoint": status.mountpoint,
                 "LogPath": log_path,
-                "BundlePath": runroot_bundle.display().to_string(),
+                "BundlePath": paths.bundle().display().to_string(),
                 "Dependencies": config.dependencies,
                 "NetworkSettings": super::networking::network_settings(&status.network),
                 "GraphDriver": { "Name": driver, "Data": graph_data },
                 "Mounts": mounts,
-                "Config": {
-                    "Hostname": config.hostname,
-                    "User": config.user,
-                    "Env": config.env,
-                    "Cmd": config.command,
-                    "Entrypoint": config.entrypoint,
-                    "WorkingDir": config.working_dir,
-                    "Labels": config.labels,
-                    "Annotations": config.annotations,
-                    "StopSignal": config.stop_signal,
-                    "StopTimeout": config.stop_timeout,
-                    "Tty": config.terminal,
-                    "OpenStdin": config.stdin,
-                },
-                "HostConfig": {
-                    "RestartPolicy": { "Name": restart_name, "MaximumRetryCount": retries },
-                    "AutoRemove": config.auto_remove,
-                    "NetworkMode": super::networking::network_mode(&config),
-                    "PortBindings": super::networking::port_bindings(&config.network_options.port_mappings),
-                    "Memory": config.memory_max.unwrap_or(0),
-                    "PidsLimit": config.pids_max.unwrap_or(0),
-                    "NanoCpus": config.cpu_quota.map(|c| (c * 1e9) as u64).unwrap_or(0),
-                    "ReadonlyRootfs": config.read_only_rootfs,
-                    "Privileged": config.privileged,
-                    "CapAdd": config.cap_add,
-                    "CapDrop": config.cap_drop,
-                    "Init": config.init,
-                    "LogConfig": { "Type": config.log_driver },
-                },
+                "Config": config_json(&config),
+                "HostConfig": host_config_json(&config),
             });
             super::health::inspect_into(&mut document, &config, &status);
             if !environment {
@@ -133,7 +84,7 @@ impl Engine {
                 // changes in the upper directory over the layers.
                 let (changes, layers) = if driver == "overlay" {
                     let layers = lowers.iter().map(|p| disk_usage(p)).sum::<u64>();
-                    (disk_usage(&dir.join("upper")), layers)
+                    (disk_usage(&paths.upper()), layers)
                 } else {
                     let layers = lowers.iter().map(|p| disk_usage(p)).sum::<u64>();
                     (disk_usage(&merged).saturating_sub(layers), layers)
@@ -145,6 +96,70 @@ impl Engine {
         })
         .await
     }
+}
+
+/// `State`: the status as podman shows it; `restarting` while the restart policy waits to
+/// start it again.
+fn state_json(status: &ContainerStatus, restarting: bool) -> Value {
+    json!({
+        "Status": status.state.as_str(),
+        "Running": status.state == State::Running,
+        "Paused": status.state == State::Paused,
+        "Restarting": restarting,
+        "OOMKilled": status.oom_killed,
+        // As docker: being removed, or in a state berth cannot tell.
+        "Dead": matches!(status.state, State::Removing | State::Unknown),
+        "Pid": status.pid,
+        "MonitorPid": status.monitor_pid,
+        "ExitCode": status.exit_code,
+        "Error": status.error,
+        "StartedAt": rfc3339_micros(status.started_at),
+        "FinishedAt": rfc3339_micros(status.finished_at),
+        "Checkpointed": status.checkpointed,
+        "CheckpointedAt": rfc3339_micros(status.checkpointed_at),
+        "RestoredAt": rfc3339_micros(status.restored_at),
+    })
+}
+
+/// `Config`: what the container runs, as created.
+fn config_json(config: &ContainerConfig) -> Value {
+    json!({
+        "Hostname": config.hostname,
+        "User": config.user,
+        "Env": config.env,
+        "Cmd": config.command,
+        "Entrypoint": config.entrypoint,
+        "WorkingDir": config.working_dir,
+        "Labels": config.labels,
+        "Annotations": config.annotations,
+        "StopSignal": config.stop_signal,
+        "StopTimeout": config.stop_timeout,
+        "Tty": config.terminal,
+        "OpenStdin": config.stdin,
+    })
+}
+
+/// `HostConfig`: what the host gives the container.
+fn host_config_json(config: &ContainerConfig) -> Value {
+    let (restart_name, retries) = match &config.restart_policy {
+        RestartPolicy::OnFailure { max_retries } => ("on-failure".to_string(), *max_retries),
+        other => (other.to_string(), 0),
+    };
+    json!({
+        "RestartPolicy": { "Name": restart_name, "MaximumRetryCount": retries },
+        "AutoRemove": config.auto_remove,
+        "NetworkMode": super::networking::network_mode(config),
+        "PortBindings": super::networking::port_bindings(&config.network_options.port_mappings),
+        "Memory": config.memory_max.unwrap_or(0),
+        "PidsLimit": config.pids_max.unwrap_or(0),
+        "NanoCpus": config.cpu_quota.map(|c| (c * 1e9) as u64).unwrap_or(0),
+        "ReadonlyRootfs": config.read_only_rootfs,
+        "Privileged": config.privileged,
+        "CapAdd": config.cap_add,
+        "CapDrop": config.cap_drop,
+        "Init": config.init,
+        "LogConfig": { "Type": config.log_driver },
+    })
 }
 
 /// Bytes of regular files under `path`, not following symlinks.

@@ -253,8 +253,7 @@ impl Engine {
         let engine = self.clone();
         tokio::spawn(async move {
             let busy = engine.busy();
-            // A full disk is `NoSpace`, however deep the I/O error was wrapped.
-            let outcome = work.await.map_err(EngineError::classify);
+            let outcome = work.await;
             if let Err(error) = &outcome {
                 tracing::info!(job = job.id, target = %job.target, %error, "job failed");
             }

@@ -1,17 +1,19 @@
-//! The lifecycle verbs: Init, Start, Stop, Restart, Kill, Pause, Unpause, Wait.
+//! The lifecycle verbs: Init, Start, Stop, Restart, Kill, Pause, Unpause, Wait; and what
+//! follows an exit (`AutoRemove`, the restart policy).
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{blocking, event, Caller, Engine, EngineError, Locked, Result, State};
+use super::exit::{await_exit_or_kill, send_signal};
+use super::{
+    blocking, event, Caller, ContainerStatus, Engine, EngineError, Locked, Result, State, Verb,
+};
 use crate::clock::now_micros;
 use crate::monitor::launcher::{AttachEnds, LaunchRequest};
 use crate::runtime::signal::parse_signal;
 use crate::runtime::spec::{self, SpecInput};
 use crate::storage::users;
-
-/// How long a SIGKILLed process may take to be reaped before `Stop` gives up.
-const KILL_GRACE: Duration = Duration::from_secs(30);
 
 impl Engine {
     pub async fn init(&self, caller: Caller, id: &str) -> Result<()> {
@@ -51,11 +53,8 @@ impl Engine {
         let inner = self.inner().clone();
         let waited = {
             let locked = inner.lock(id).await?;
-            let state = locked.status().state;
-            if !state.can_restart() {
-                return Err(locked.invalid("restart"));
-            }
-            if !state.can_stop() {
+            let state = locked.check(Verb::Restart)?;
+            if !Verb::Stop.accepts(state) {
                 return restart_locked(&locked, caller, timeout).await;
             }
             let restarting = Restarting::mark(locked.entry.clone());
@@ -69,8 +68,8 @@ impl Engine {
         let _restarting = waited;
         finish_stop(&locked, caller, false).await?;
         crate::failpoint::hit("restart.after-stop");
-        if !locked.status().state.can_start() {
-            return Err(locked.invalid("restart"));
+        if !Verb::Start.accepts(locked.status().state) {
+            return Err(locked.refused(Verb::Restart));
         }
         start_locked(&locked, caller, false).await?;
         locked
@@ -93,8 +92,9 @@ impl Engine {
         unpause_locked(&locked, caller).await
     }
 
-    /// Replies once the container is not running (at once if it is not): event-driven,
-    /// holding no lock. Returns the exit code.
+    /// Replies once the container is not running (at once if it is not) and the cleanup of
+    /// its exit is done, so that a verb sent right after the reply finds it `exited`:
+    /// event-driven, holding no lock. Returns the exit code.
     ///
     /// Records nothing: `Wait` is open to every caller, and a durable event per call would
     /// let anyone grow the database without bound.
@@ -102,7 +102,7 @@ impl Engine {
         let entry = self.inner().entry(id)?;
         let mut receiver = entry.status.subscribe();
         receiver
-            .wait_for(|status| !status.state.is_running())
+            .wait_for(ContainerStatus::is_settled)
             .await
             .map(|status| status.exit_code)
             .map_err(|_| EngineError::Removed(id.to_string()))
@@ -186,14 +186,11 @@ pub(crate) async fn create_in_runtime(
     launch: Launch,
     stdio: RunStdio,
 ) -> Result<()> {
-    let state = locked.status().state;
     let (starting, restoring) = (
         matches!(launch, Launch::Run),
         matches!(launch, Launch::Restore(_)),
     );
-    if !state.can_init() {
-        return Err(locked.invalid(if restoring { "restore" } else { "init" }));
-    }
+    let state = locked.check(if restoring { Verb::Restore } else { Verb::Init })?;
     check_dependencies(locked, caller, false).await?;
     if state != State::Configured {
         // A previous run: make sure the runtime and storage are clean before re-creating.
@@ -203,83 +200,13 @@ pub(crate) async fn create_in_runtime(
     let mountpoint = super::filesystem::acquire_mount_into(locked, &mut status).await?;
     let network = match super::networking::attach(locked, &mut status).await {
         Ok(network) => network,
-        Err(error) => {
-            status.error = error.to_string();
-            if let Err(unmount) = super::filesystem::release_mount_into(locked, &mut status).await {
-                tracing::warn!(id = %locked.id(), error = %unmount, "unmount after a failed network setup failed");
-            }
-            locked.commit(status, Vec::new()).await?;
-            return Err(error);
-        }
+        Err(error) => return abandon_setup(locked, status, error).await,
     };
-    let inner = locked.engine().clone();
-    let config = locked.config().clone();
-    let id = config.id.clone();
-    let bundle = inner.paths.bundle(&id);
-    let exit_file = inner.paths.exit_file(&id);
-    let log_path =
-        (config.log_driver == "k8s-file").then(|| inner.container_dir(&id).join("ctr.log"));
-    let systemd_cgroups = inner.options.systemd_cgroups;
-    let runroot = inner.options.runroot.clone();
-    let init_binary = if config.init {
-        inner.options.init_binary.clone()
-    } else {
-        None
-    };
-    let launched = {
-        let bundle = bundle.clone();
-        let launcher = inner.backends.launcher.clone();
-        let mountpoint = PathBuf::from(&mountpoint);
-        let inner = inner.clone();
-        blocking(move || {
-            let user = users::lookup(&mountpoint, &config.user)
-                .map_err(|e| EngineError::InvalidArgument(format!("User: {e}")))?;
-            let mut input = spec_input(&config, &mountpoint, &user, init_binary);
-            input.mounts = inner.runtime_mounts(&config, &mountpoint)?;
-            if systemd_cgroups {
-                // runc's systemd driver: slice, prefix and name of the container's scope.
-                input.cgroups_path = format!("machine.slice:berth:{}", config.id);
-            }
-            input.console_size = stdio.console_size;
-            if let Some(network) = network {
-                input.network_namespace = Some(network.netns);
-                input.mounts.extend(network.mounts);
-            }
-            let mut built = spec::build(&input).map_err(|e| EngineError::Runtime(e.to_string()))?;
-            std::fs::create_dir_all(&bundle)
-                .map_err(|e| EngineError::Internal(format!("create {}: {e}", bundle.display())))?;
-            super::health::prepare(&config, &mut built, &bundle, &runroot)?;
-            spec::write(&built, &bundle).map_err(|e| EngineError::Internal(e.to_string()))?;
-            let _ = std::fs::remove_file(&exit_file);
-            let _ = std::fs::remove_file(bundle.join("pid"));
-            let request = LaunchRequest {
-                id: config.id.clone(),
-                bundle,
-                exit_file,
-                log_path,
-                oom_file: Some(oom_file(&config.id, systemd_cgroups)),
-                start: matches!(launch, Launch::Run),
-                terminal: config.terminal,
-                stdin: config.stdin,
-                restore: match launch {
-                    Launch::Restore(args) => Some(args),
-                    Launch::Create | Launch::Run => None,
-                },
-            };
-            Ok(launcher.launch(&request, stdio.attach)?)
-        })
-        .await
-    };
-    let launched = match launched {
+    let launched = match launch_monitor(locked, launch, stdio, mountpoint, network).await {
         Ok(launched) => launched,
         Err(error) => {
-            status.error = error.to_string();
             super::networking::detach_into(locked, &mut status).await;
-            if let Err(unmount) = super::filesystem::release_mount_into(locked, &mut status).await {
-                tracing::warn!(id = %locked.id(), error = %unmount, "unmount after a failed init failed");
-            }
-            locked.commit(status, Vec::new()).await?;
-            return Err(error);
+            return abandon_setup(locked, status, error).await;
         }
     };
     crate::failpoint::hit(if starting {
@@ -291,23 +218,96 @@ pub(crate) async fn create_in_runtime(
         inner: locked.engine().clone(),
     }
     .watch_monitor(locked.id(), launched.monitor_pid);
-    status.state = State::Created;
-    status.pid = launched.pid;
-    status.monitor_pid = launched.monitor_pid;
-    status.exit_code = 0;
-    status.oom_killed = false;
-    status.finished_at = 0;
-    status.error.clear();
-    status.stopped_by_user = false;
-    // Sessions of an earlier run are history now, and so is a checkpoint once it runs again.
-    status.exec_sessions.clear();
-    status.checkpointed = false;
+    status.launched(launched.pid, launched.monitor_pid)?;
+    record_launch(locked, caller, status, starting, restoring).await
+}
+
+/// A run that failed before its monitor was launched: the storage reference taken for it is
+/// dropped and the failure recorded in `Error`; `error` is returned.
+async fn abandon_setup(
+    locked: &Locked<'_>,
+    mut status: ContainerStatus,
+    error: EngineError,
+) -> Result<()> {
+    status.error = error.to_string();
+    if let Err(unmount) = super::filesystem::release_mount_into(locked, &mut status).await {
+        tracing::warn!(id = %locked.id(), error = %unmount, "unmount after a failed init failed");
+    }
+    locked.commit(status, Vec::new()).await?;
+    Err(error)
+}
+
+/// Writes the bundle (the OCI spec over `mountpoint`, the sidecar's files) and launches the
+/// monitor, which runs the runtime's `create` (`run`, `restore`).
+async fn launch_monitor(
+    locked: &Locked<'_>,
+    launch: Launch,
+    stdio: RunStdio,
+    mountpoint: String,
+    network: Option<super::networking::Prepared>,
+) -> Result<crate::monitor::launcher::Launched> {
+    let inner = locked.engine().clone();
+    let config = locked.config().clone();
+    let paths = locked.paths();
+    let systemd_cgroups = inner.options.systemd_cgroups;
+    let init_binary = if config.init {
+        inner.options.init_binary.clone()
+    } else {
+        None
+    };
+    let launcher = inner.backends.launcher.clone();
+    let mountpoint = PathBuf::from(&mountpoint);
+    blocking(move || {
+        let user = users::lookup(&mountpoint, &config.user)
+            .map_err(|e| EngineError::InvalidArgument(format!("User: {e}")))?;
+        let mut input = spec_input(&config, &mountpoint, &user, init_binary);
+        input.mounts = inner.runtime_mounts(&config, &mountpoint)?;
+        input.cgroups_path = paths.cgroups_path(systemd_cgroups);
+        input.console_size = stdio.console_size;
+        if let Some(network) = network {
+            input.network_namespace = Some(network.netns);
+            input.mounts.extend(network.mounts);
+        }
+        let mut built = spec::build(&input).map_err(|e| EngineError::Runtime(e.to_string()))?;
+        let bundle = paths.bundle().to_path_buf();
+        std::fs::create_dir_all(&bundle)
+            .map_err(|e| EngineError::io(format_args!("create {}", bundle.display()), e))?;
+        super::health::prepare(&config, &mut built, &paths)?;
+        spec::write(&built, &bundle).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let exit_file = paths.exit_file();
+        let _ = std::fs::remove_file(&exit_file);
+        let _ = std::fs::remove_file(paths.pid_file());
+        let request = LaunchRequest {
+            id: config.id.clone(),
+            bundle,
+            exit_file,
+            log_path: (config.log_driver == "k8s-file").then(|| paths.log()),
+            oom_file: Some(paths.oom_file(systemd_cgroups)),
+            start: matches!(launch, Launch::Run),
+            terminal: config.terminal,
+            stdin: config.stdin,
+            restore: match launch {
+                Launch::Restore(args) => Some(args),
+                Launch::Create | Launch::Run => None,
+            },
+        };
+        Ok(launcher.launch(&request, stdio.attach)?)
+    })
+    .await
+}
+
+/// Records a launched run — `created` with `init`, then `running` with `start` when it was
+/// started; `running` with `restore` for a restore. A run that cannot be recorded is taken
+/// down again.
+async fn record_launch(
+    locked: &Locked<'_>,
+    caller: Caller,
+    mut status: ContainerStatus,
+    starting: bool,
+    restoring: bool,
+) -> Result<()> {
     if restoring {
-        let now = now_micros();
-        status.state = State::Running;
-        status.started_at = now;
-        status.restored_at = now;
-        status.checkpointed = false;
+        status.restored(now_micros())?;
         let restored = locked
             .commit(
                 status.clone(),
@@ -330,8 +330,7 @@ pub(crate) async fn create_in_runtime(
         return Err(error);
     }
     if starting {
-        status.state = State::Running;
-        status.started_at = now_micros();
+        status.started(now_micros())?;
         locked
             .commit(status, vec![event("start", locked.config(), caller, &[])])
             .await?;
@@ -342,7 +341,7 @@ pub(crate) async fn create_in_runtime(
 /// A run that could not be recorded (a full disk under `--root`) is taken down again, so the
 /// container stays as recorded: the runtime container deleted (its monitor then exits), the
 /// mount reference taken for it dropped.
-async fn undo_launch(locked: &Locked<'_>, mut status: super::ContainerStatus) {
+async fn undo_launch(locked: &Locked<'_>, mut status: ContainerStatus) {
     tracing::warn!(id = %locked.id(), "a run that could not be recorded is taken down");
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();
@@ -351,21 +350,6 @@ async fn undo_launch(locked: &Locked<'_>, mut status: super::ContainerStatus) {
     }
     if let Err(error) = super::filesystem::release_mount_into(locked, &mut status).await {
         tracing::warn!(id = %locked.id(), %error, "unmounting after an unrecorded run failed");
-    }
-}
-
-/// The container's OOM counter (cgroupfs driver): `memory.events` on cgroup v2, the memory
-/// controller's `memory.oom_control` on v1.
-fn oom_file(id: &str, systemd: bool) -> PathBuf {
-    let group = if systemd {
-        format!("machine.slice/berth-{id}.scope")
-    } else {
-        format!("berth/{id}")
-    };
-    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        PathBuf::from(format!("/sys/fs/cgroup/{group}/memory.events"))
-    } else {
-        PathBuf::from(format!("/sys/fs/cgroup/memory/{group}/memory.oom_control"))
     }
 }
 
@@ -406,7 +390,8 @@ fn spec_input(
         memory_max: config.memory_max,
         pids_max: config.pids_max,
         cpu_quota: config.cpu_quota,
-        cgroups_path: format!("/berth/{}", config.id),
+        // Set by the caller from the container's paths.
+        cgroups_path: String::new(),
         mounts: config.mounts.clone(),
         init_binary,
         annotations: config.annotations.clone().into_iter().collect(),
@@ -433,12 +418,9 @@ pub(crate) async fn start_with(
     recursive: bool,
     stdio: RunStdio,
 ) -> Result<()> {
-    let state = locked.status().state;
+    let state = locked.check(Verb::Start)?;
     if state == State::Running {
         return Ok(());
-    }
-    if !state.can_start() {
-        return Err(locked.invalid("start"));
     }
     check_dependencies(locked, caller, recursive).await?;
     // The user's start supersedes a restart the policy had scheduled.
@@ -459,9 +441,7 @@ pub(crate) async fn start_with(
     }
     crate::failpoint::hit("start.after-runc-start");
     let mut status = locked.status();
-    status.state = State::Running;
-    status.started_at = now_micros();
-    status.error.clear();
+    status.started(now_micros())?;
     locked
         .commit(status, vec![event("start", locked.config(), caller, &[])])
         .await
@@ -472,18 +452,16 @@ pub(crate) async fn start_with(
 /// (an exited container whose pending policy restart the stop cancelled).
 async fn begin_stop(locked: &Locked<'_>) -> Result<Option<u32>> {
     let before = locked.status();
-    if before.state.is_stopped() {
-        if locked
-            .entry
-            .restart_pending
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    if let Err(refused) = locked.check(Verb::Stop) {
+        if matches!(refused, EngineError::ContainerStopped(_))
+            && locked
+                .entry
+                .restart_pending
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
         {
             return Ok(None);
         }
-        return Err(EngineError::ContainerStopped(locked.id().to_string()));
-    }
-    if !before.state.can_stop() {
-        return Err(locked.invalid("stop"));
+        return Err(refused);
     }
     // A created process never ran the user's command; it has no handler for anything.
     let signal = if before.state == State::Created {
@@ -494,8 +472,7 @@ async fn begin_stop(locked: &Locked<'_>) -> Result<Option<u32>> {
             .unwrap_or(15)
     };
     let mut stopping = before.clone();
-    stopping.state = State::Stopping;
-    stopping.stopped_by_user = true;
+    stopping.stopping()?;
     locked.commit(stopping, Vec::new()).await?;
     if let Err(error) = send_signal(locked, signal).await {
         locked.commit(before, Vec::new()).await?;
@@ -505,46 +482,6 @@ async fn begin_stop(locked: &Locked<'_>) -> Result<Option<u32>> {
     Ok(Some(before.pid))
 }
 
-/// Signals the container's main process. A process that has just exited on its own (the
-/// runtime says it is gone, its exit file may still be on the way) is not a failure.
-async fn send_signal(locked: &Locked<'_>, signal: i32) -> Result<()> {
-    let runtime = locked.engine().backends.runtime.clone();
-    let id = locked.id().to_string();
-    blocking(move || match runtime.kill(&id, signal) {
-        Ok(()) => Ok(()),
-        Err(error) => match runtime.state(&id) {
-            Ok(None | Some(crate::runtime::RuntimeStatus::Stopped)) => Ok(()),
-            _ => Err(error.into()),
-        },
-    })
-    .await
-}
-
-/// Waits for the exit file of the run with main pid `pid` up to `timeout` seconds, then
-/// SIGKILLs and waits again.
-async fn await_exit_or_kill(
-    backends: &super::Backends,
-    entry: &super::Entry,
-    pid: u32,
-    timeout: u32,
-) -> Result<()> {
-    if super::exit::exit_file_written(entry, pid, Duration::from_secs(u64::from(timeout))).await {
-        return Ok(());
-    }
-    let runtime = backends.runtime.clone();
-    let id = entry.config.id.clone();
-    let killed =
-        blocking(move || Ok(runtime.kill(&id, nix::sys::signal::Signal::SIGKILL as i32)?)).await;
-    if super::exit::exit_file_written(entry, pid, KILL_GRACE).await {
-        return Ok(());
-    }
-    killed.and(Err(EngineError::Runtime(format!(
-        "container {} did not exit {}s after SIGKILL",
-        entry.config.id,
-        KILL_GRACE.as_secs()
-    ))))
-}
-
 /// Last half of `Stop`: records the exit with the `stop` event in one transaction (unless
 /// the exit watcher recorded it first). `after_exit` runs AutoRemove/restart handling, which
 /// a composite verb must not do midway.
@@ -552,7 +489,7 @@ async fn finish_stop(locked: &Locked<'_>, caller: Caller, after_exit: bool) -> R
     let stop = event("stop", locked.config(), caller, &[]);
     if super::exit::record_exit_locked(locked, caller, vec![stop.clone()]).await? {
         if after_exit {
-            super::exit::after_exit_locked(locked).await?;
+            after_exit_locked(locked).await?;
         }
         return Ok(());
     }
@@ -569,33 +506,13 @@ pub(crate) async fn stop_locked(locked: &Locked<'_>, caller: Caller, timeout: u3
     Ok(())
 }
 
-/// SIGKILLs a live container and records its exit (force-remove); no-op for others.
-pub(crate) async fn kill_and_reap(locked: &Locked<'_>, caller: Caller) -> Result<()> {
-    let status = locked.status();
-    if status.pid == 0 {
-        return Ok(());
-    }
-    if status.state == State::Paused {
-        let runtime = locked.engine().backends.runtime.clone();
-        let id = locked.id().to_string();
-        let _ = blocking(move || Ok(runtime.resume(&id)?)).await;
-    }
-    let _ = send_signal(locked, nix::sys::signal::Signal::SIGKILL as i32).await;
-    await_exit_or_kill(&locked.engine().backends, &locked.entry, status.pid, 0).await?;
-    super::exit::record_exit_locked(locked, caller, Vec::new()).await?;
-    Ok(())
-}
-
 pub(crate) async fn restart_locked(
     locked: &Locked<'_>,
     caller: Caller,
     timeout: u32,
 ) -> Result<()> {
-    let state = locked.status().state;
-    if !state.can_restart() {
-        return Err(locked.invalid("restart"));
-    }
-    if state.can_stop() {
+    let state = locked.check(Verb::Restart)?;
+    if Verb::Stop.accepts(state) {
         stop_locked(locked, caller, timeout).await?;
     }
     start_locked(locked, caller, false).await?;
@@ -607,9 +524,7 @@ pub(crate) async fn restart_locked(
 pub(crate) async fn kill_locked(locked: &Locked<'_>, caller: Caller, signal: &str) -> Result<()> {
     let (number, name) = parse_signal(signal)
         .ok_or_else(|| EngineError::InvalidArgument(format!("unknown signal {signal:?}")))?;
-    if !locked.status().state.can_kill() {
-        return Err(locked.invalid("kill"));
-    }
+    locked.check(Verb::Kill)?;
     send_signal(locked, number).await?;
     crate::failpoint::hit("kill.after-signal");
     locked
@@ -623,31 +538,85 @@ pub(crate) async fn kill_locked(locked: &Locked<'_>, caller: Caller, signal: &st
 }
 
 pub(crate) async fn pause_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
-    if !locked.status().state.can_pause() {
-        return Err(locked.invalid("pause"));
-    }
+    locked.check(Verb::Pause)?;
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();
     blocking(move || Ok(runtime.pause(&id)?)).await?;
     crate::failpoint::hit("pause.after-runc-pause");
     let mut status = locked.status();
-    status.state = State::Paused;
+    status.paused()?;
     locked
         .commit(status, vec![event("pause", locked.config(), caller, &[])])
         .await
 }
 
 pub(crate) async fn unpause_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
-    if !locked.status().state.can_unpause() {
-        return Err(locked.invalid("unpause"));
-    }
+    locked.check(Verb::Unpause)?;
     let runtime = locked.engine().backends.runtime.clone();
     let id = locked.id().to_string();
     blocking(move || Ok(runtime.resume(&id)?)).await?;
     crate::failpoint::hit("unpause.after-runc-resume");
     let mut status = locked.status();
-    status.state = State::Running;
+    status.resumed()?;
     locked
         .commit(status, vec![event("unpause", locked.config(), caller, &[])])
         .await
+}
+
+/// After an exit has been recorded: `AutoRemove`, or the restart policy. Runs once per exit,
+/// from whoever recorded it (the exit watcher or a plain `Stop`), never inside a composite
+/// verb such as `Restart`.
+pub(crate) async fn after_exit_locked(locked: &Locked<'_>) -> Result<()> {
+    let status = locked.status();
+    if status.state != State::Exited || locked.entry.restarting.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    let config = locked.config();
+    if config.auto_remove {
+        return super::create::remove_locked(locked, Caller::ENGINE, false).await;
+    }
+    if !config.restart_policy.wants_restart(
+        status.exit_code,
+        status.restart_count,
+        status.stopped_by_user,
+    ) {
+        return Ok(());
+    }
+    // Back off as Docker does (100 ms doubling, at most ~25 s) so a crash loop cannot spin.
+    let delay = Duration::from_millis(100 << status.restart_count.min(8));
+    let engine = Engine {
+        inner: locked.engine().clone(),
+    };
+    let id = locked.id().to_string();
+    let busy = engine.busy();
+    locked.entry.restart_pending.store(true, Ordering::SeqCst);
+    tokio::spawn(async move {
+        let _busy = busy;
+        tokio::time::sleep(delay).await;
+        let Ok(locked) = engine.inner().lock(&id).await else {
+            return;
+        };
+        // A `Stop`, `Start` or `Remove` meanwhile cancels the pending restart.
+        if !locked.entry.restart_pending.swap(false, Ordering::SeqCst)
+            || locked.status().state != State::Exited
+        {
+            return;
+        }
+        let mut counted = locked.status();
+        counted.restart_count += 1;
+        if locked.commit(counted, Vec::new()).await.is_err() {
+            return;
+        }
+        match super::lifecycle::start_locked(&locked, Caller::ENGINE, false).await {
+            Ok(()) => {
+                let _ = locked
+                    .record(vec![event("restart", locked.config(), Caller::ENGINE, &[])])
+                    .await;
+            }
+            Err(error) => {
+                tracing::warn!(id = %id, %error, "restart policy could not start the container")
+            }
+        }
+    });
+    Ok(())
 }

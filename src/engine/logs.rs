@@ -89,7 +89,7 @@ impl Engine {
                 entry.config.log_driver
             )));
         }
-        let path = self.inner().container_dir(id).join("ctr.log");
+        let path = self.inner().paths.container(id).log();
         // Only our end is non-blocking; the client reads its end however it likes.
         let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| EngineError::Internal(format!("pipe: {e}")))?;

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use super::{blocking, event, Caller, Engine, EngineError, Locked, Result, State};
+use super::state::RunEnd;
+use super::{blocking, event, Caller, Engine, EngineError, Locked, Result, State, Verb};
 use crate::runtime::RuntimeStatus;
 
 /// One step of a `Batch`, run under the container's lock.
@@ -76,9 +77,7 @@ async fn run_op(locked: &Locked<'_>, caller: Caller, op: BatchOp) -> Result<()> 
 /// libpod's Cleanup: refuses running and paused containers; deletes the runtime state and
 /// drops the runtime's mount.
 pub(crate) async fn cleanup_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
-    if !locked.status().state.can_cleanup() {
-        return Err(locked.invalid("clean up"));
-    }
+    locked.check(Verb::Cleanup)?;
     // The seed's rule; sessions end with the container, so this holds only in a race.
     if locked.status().exec_sessions.values().any(|s| s.running) {
         return Err(EngineError::InvalidArgument(format!(
@@ -123,12 +122,12 @@ pub(crate) async fn sync_locked(locked: &Locked<'_>, caller: Caller) -> Result<(
             Some(_) if !monitor_alive => monitor_lost(locked, caller).await?,
             Some(RuntimeStatus::Paused) if status.state == State::Running => {
                 let mut paused = status.clone();
-                paused.state = State::Paused;
+                paused.paused()?;
                 locked.commit(paused, Vec::new()).await?;
             }
             Some(RuntimeStatus::Running) if status.state == State::Paused => {
                 let mut running = status.clone();
-                running.state = State::Running;
+                running.resumed()?;
                 locked.commit(running, Vec::new()).await?;
             }
             Some(_) => {}
@@ -156,7 +155,11 @@ pub(crate) async fn monitor_lost(locked: &Locked<'_>, caller: Caller) -> Result<
         caller,
         &[("exitCode", "-1".to_string())],
     );
-    super::exit::record_stopped(locked, -1, false, crate::clock::now_micros(), vec![died]).await?;
+    let end = RunEnd::Exit {
+        code: -1,
+        oom_killed: false,
+    };
+    super::exit::record_stopped(locked, end, crate::clock::now_micros(), vec![died]).await?;
     let mut status = locked.status();
     status.error =
         "the container's monitor was lost; it was stopped and its exit code is unknown".into();
@@ -167,22 +170,16 @@ pub(crate) async fn monitor_lost(locked: &Locked<'_>, caller: Caller) -> Result<
 /// it was in (created, running or paused).
 pub(crate) async fn refresh_locked(locked: &Locked<'_>, caller: Caller) -> Result<()> {
     use super::lifecycle::*;
-    let before = locked.status().state;
+    let before = locked.check(Verb::Refresh)?;
     if before == State::Paused {
         unpause_locked(locked, caller).await?;
     }
-    if locked.status().state.can_stop() {
+    if Verb::Stop.accepts(locked.status().state) {
         stop_locked(locked, caller, locked.config().stop_timeout).await?;
     }
     super::exit::release_runtime(locked, caller).await?;
     let mut status = locked.status();
-    if matches!(
-        status.state,
-        State::Exited | State::Stopped | State::Unknown
-    ) {
-        status.state = State::Configured;
-    }
-    status.error.clear();
+    status.refreshed()?;
     locked
         .commit(status, vec![event("refresh", locked.config(), caller, &[])])
         .await?;

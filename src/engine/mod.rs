@@ -24,6 +24,7 @@ mod logs;
 mod maintenance;
 mod monitors;
 mod networking;
+mod paths;
 mod pull;
 mod reconcile;
 mod recover;
@@ -45,21 +46,20 @@ pub use crate::storage::images::{ImageRecord, ImportOptions};
 pub use crate::storage::volumes::VolumeRecord;
 pub use attach::{AttachOptions, Attached};
 pub use checkpoint::{criu_problem, CheckpointRequest, RestoreRequest};
-pub use config::{ContainerConfig, ContainerStatus, CreateRequest, ExecSession, MountSpec};
+pub use config::{ContainerConfig, CreateRequest, HealthRequest, MountSpec};
 pub use error::EngineError;
 pub use exec::ExecRequest;
-pub use health::HealthRequest;
 pub use logs::LogOptions;
 pub use maintenance::BatchOp;
 pub use networking::NetworkRequest;
+pub use paths::{ContainerPaths, Paths};
 pub use pull::{PullOptions, PullPolicy};
-pub use state::State;
+pub use state::{ContainerStatus, ExecSession, State, Verb};
 
 use crate::clock::now_micros;
 use crate::db::{Change, Db, EventRecord, NewEvent};
 use crate::monitor::control::{ControlError, Reply, Request};
 use crate::monitor::launcher::MonitorLauncher;
-use crate::monitor::protocol::RunPaths;
 use crate::runtime::OciRuntime;
 use crate::storage::rootfs::Mounter;
 
@@ -196,7 +196,7 @@ pub(crate) struct Inner {
     db: Arc<Db>,
     backends: Backends,
     options: EngineOptions,
-    paths: RunPaths,
+    paths: Paths,
     containers: RwLock<HashMap<String, Arc<Entry>>>,
     notify: Arc<Notifier>,
     /// Image records by id; their layers are in `layers`.
@@ -240,13 +240,8 @@ impl Engine {
         options: EngineOptions,
         backends: Backends,
     ) -> Result<(Engine, mpsc::UnboundedReceiver<Notification>)> {
-        let paths = RunPaths::new(&options.runroot);
-        for dir in [
-            options.root.join("containers"),
-            paths.exits_dir(),
-            paths.runtime_root(),
-            options.runroot.join("containers"),
-        ] {
+        let paths = Paths::new(&options.root, &options.runroot);
+        for dir in paths.dirs_to_create() {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| EngineError::Internal(format!("create {}: {e}", dir.display())))?;
         }
@@ -476,10 +471,6 @@ impl Inner {
         })
         .await
     }
-
-    pub(crate) fn container_dir(&self, id: &str) -> PathBuf {
-        self.options.root.join("containers").join(id)
-    }
 }
 
 /// Runs blocking work (SQLite with fsync, runtime commands) off the async workers.
@@ -500,7 +491,7 @@ pub(crate) async fn control(
     fds: impl FnOnce() -> Vec<OwnedFd> + Send + 'static,
 ) -> Result<Option<(Reply, Vec<OwnedFd>)>> {
     let launcher = locked.engine().backends.launcher.clone();
-    let bundle = locked.engine().paths.bundle(locked.id());
+    let bundle = locked.paths().bundle().to_path_buf();
     blocking(move || {
         let fds = fds();
         let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
@@ -557,12 +548,22 @@ impl Locked<'_> {
         self.engine
     }
 
-    pub fn invalid(&self, verb: &'static str) -> EngineError {
-        EngineError::InvalidState {
-            id: self.id().to_string(),
-            state: self.status().state,
-            verb,
-        }
+    /// Where the container's files are.
+    pub fn paths(&self) -> ContainerPaths {
+        self.engine.paths.container(self.id())
+    }
+
+    /// The verb's guard on the current state: the state when the verb accepts it, else the
+    /// verb's typed error.
+    pub fn check(&self, verb: Verb) -> Result<State> {
+        let state = self.status().state;
+        verb.check(self.id(), state)?;
+        Ok(state)
+    }
+
+    /// `InvalidState` for `verb` in the current state: a refusal found once the verb ran.
+    pub fn refused(&self, verb: Verb) -> EngineError {
+        verb.refused(self.id(), self.status().state).into()
     }
 
     /// Commits a new status with its events in one transaction, then publishes both.

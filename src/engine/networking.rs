@@ -159,56 +159,15 @@ impl Engine {
     ) -> Result<NetworkRecord> {
         let state = &self.inner().networks;
         let _changes = state.changes.lock().await;
-        let invalid = |message: String| EngineError::InvalidArgument(message);
-        if !is_valid_name(name) {
-            return Err(invalid(format!("network name {name:?} is not valid")));
-        }
-        if matches!(name, "none" | "host" | "bridge") {
-            return Err(invalid(format!(
-                "network name {name:?} is reserved for a network mode"
-            )));
-        }
-        if state.records().contains_key(name) {
-            return Err(EngineError::NameInUse(name.to_string()));
-        }
-        let existing: Vec<(String, Subnet)> = state
-            .records()
-            .values()
-            .filter_map(|r| Subnet::parse(&r.subnet).ok().map(|s| (r.name.clone(), s)))
-            .collect();
-        let routes = address::host_routes();
-        let subnet = match &request.subnet {
-            Some(text) => {
-                let subnet = Subnet::parse(text).map_err(|e| invalid(format!("Subnet: {e}")))?;
-                if let Some((other, taken)) = existing.iter().find(|(_, s)| s.overlaps(&subnet)) {
-                    return Err(invalid(format!(
-                        "Subnet: {subnet} overlaps {taken} of network {other}"
-                    )));
-                }
-                if let Some(route) = routes.iter().find(|route| route.overlaps(&subnet)) {
-                    return Err(invalid(format!(
-                        "Subnet: {subnet} overlaps the host's route to {route}"
-                    )));
-                }
-                subnet
-            }
-            None => {
-                if request.gateway.is_some() {
-                    return Err(invalid("Gateway: needs a Subnet".to_string()));
-                }
-                let mut used = routes;
-                used.extend(existing.iter().map(|(_, s)| *s));
-                address::free_subnet(0, &used)
-                    .ok_or_else(|| invalid("Subnet: no free subnet is left".to_string()))?
-            }
-        };
+        check_new_network_name(state, name)?;
+        let subnet = new_subnet(state, &request)?;
         let gateway = match &request.gateway {
             Some(text) => {
-                let gateway: Ipv4Addr = text
-                    .parse()
-                    .map_err(|_| invalid(format!("Gateway: {text:?} is not an IPv4 address")))?;
+                let gateway: Ipv4Addr = text.parse().map_err(|_| {
+                    invalid_network(format!("Gateway: {text:?} is not an IPv4 address"))
+                })?;
                 if !subnet.is_host(gateway) {
-                    return Err(invalid(format!(
+                    return Err(invalid_network(format!(
                         "Gateway: {gateway} is outside the subnet {subnet}"
                     )));
                 }
@@ -216,35 +175,11 @@ impl Engine {
             }
             None => subnet.first_host(),
         };
-        let interfaces: HashSet<String> = state
-            .records()
-            .values()
-            .map(|r| r.interface.clone())
-            .collect();
-        let interface = match &request.interface {
-            Some(interface) => {
-                if !is_valid_interface(interface) {
-                    return Err(invalid(format!(
-                        "Interface: {interface:?} is not a valid interface name"
-                    )));
-                }
-                if interfaces.contains(interface) || host_has_interface(interface) {
-                    return Err(invalid(format!(
-                        "Interface: {interface:?} is already in use"
-                    )));
-                }
-                interface.clone()
-            }
-            None => (1..)
-                .map(|n| format!("berth{n}"))
-                .find(|name| !interfaces.contains(name) && !host_has_interface(name))
-                .unwrap_or_default(),
-        };
         let record = NetworkRecord {
             name: name.to_string(),
             id: random_id(),
             driver: "bridge".to_string(),
-            interface,
+            interface: new_interface(state, &request)?,
             subnet: subnet.to_string(),
             gateway: gateway.to_string(),
             internal: request.internal,
@@ -394,46 +329,7 @@ impl Engine {
                 networks.push(name);
             }
         }
-        let mut published = HashSet::new();
-        for mapping in &options.port_mappings {
-            if mapping.container_port == 0 {
-                return Err(invalid(
-                    "PortMappings: container port 0 is not a port".to_string(),
-                ));
-            }
-            if !matches!(mapping.protocol.as_str(), "tcp" | "udp") {
-                return Err(invalid(format!(
-                    "PortMappings: protocol {:?} is neither tcp nor udp",
-                    mapping.protocol
-                )));
-            }
-            if !mapping.host_ip.is_empty() && mapping.host_ip.parse::<Ipv4Addr>().is_err() {
-                return Err(invalid(format!(
-                    "PortMappings: host ip {:?} is not an IPv4 address",
-                    mapping.host_ip
-                )));
-            }
-            if mapping.host_port != 0
-                && !published.insert((mapping.host_port, mapping.protocol.clone()))
-            {
-                return Err(invalid(format!(
-                    "PortMappings: host port {} is published twice",
-                    mapping.host_side()
-                )));
-            }
-        }
-        if let Some(bad) = options.aliases.iter().find(|alias| !is_valid_name(alias)) {
-            return Err(invalid(format!(
-                "NetworkAliases: {bad:?} is not a valid name"
-            )));
-        }
-        if let Some(bad) = options
-            .dns_servers
-            .iter()
-            .find(|server| server.parse::<IpAddr>().is_err())
-        {
-            return Err(invalid(format!("DnsServers: {bad:?} is not an IP address")));
-        }
+        check_network_options(&options)?;
         Ok((
             mode,
             ContainerNetworks {
@@ -528,11 +424,7 @@ fn setup(inner: &Inner, config: &ContainerConfig) -> Result<(Attachment, Prepare
             }
         }
     }
-    let netns = inner
-        .options
-        .runroot
-        .join("netns")
-        .join(format!("netns-{}", config.id));
+    let netns = inner.paths.container(&config.id).netns();
     if let Err(error) = state.driver.create_namespace(&netns) {
         let _ = inner.db.release_leases(&config.id);
         return Err(EngineError::Runtime(error.to_string()));
@@ -604,7 +496,7 @@ fn write_files(
     attachment: &Attachment,
     aardvark: &[String],
 ) -> Result<Vec<MountSpec>> {
-    let dir = inner.container_dir(&config.id);
+    let paths = inner.paths.container(&config.id);
     let host_resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let contents = [
         (
@@ -629,7 +521,7 @@ fn write_files(
     ];
     let mut mounts = Vec::new();
     for (file, destination, text) in contents {
-        let path = dir.join(file);
+        let path = paths.network_file(file);
         std::fs::write(&path, text)
             .map_err(|e| EngineError::Internal(format!("write {}: {e}", path.display())))?;
         mounts.push(MountSpec {
@@ -806,6 +698,136 @@ pub(crate) fn network_settings(attachment: &Attachment) -> Value {
         "SandboxKey": attachment.netns,
         "Networks": networks,
     })
+}
+
+fn invalid_network(message: String) -> EngineError {
+    EngineError::InvalidArgument(message)
+}
+
+/// A new network's name: valid, not a network mode, not taken.
+fn check_new_network_name(state: &NetworkState, name: &str) -> Result<()> {
+    if !is_valid_name(name) {
+        return Err(invalid_network(format!(
+            "network name {name:?} is not valid"
+        )));
+    }
+    if matches!(name, "none" | "host" | "bridge") {
+        return Err(invalid_network(format!(
+            "network name {name:?} is reserved for a network mode"
+        )));
+    }
+    if state.records().contains_key(name) {
+        return Err(EngineError::NameInUse(name.to_string()));
+    }
+    Ok(())
+}
+
+/// The `Subnet` asked for, if it overlaps no other network and no host route; else the first
+/// free one.
+fn new_subnet(state: &NetworkState, request: &NetworkRequest) -> Result<Subnet> {
+    let existing: Vec<(String, Subnet)> = state
+        .records()
+        .values()
+        .filter_map(|r| Subnet::parse(&r.subnet).ok().map(|s| (r.name.clone(), s)))
+        .collect();
+    let routes = address::host_routes();
+    let Some(text) = &request.subnet else {
+        if request.gateway.is_some() {
+            return Err(invalid_network("Gateway: needs a Subnet".to_string()));
+        }
+        let mut used = routes;
+        used.extend(existing.iter().map(|(_, s)| *s));
+        return address::free_subnet(0, &used)
+            .ok_or_else(|| invalid_network("Subnet: no free subnet is left".to_string()));
+    };
+    let subnet = Subnet::parse(text).map_err(|e| invalid_network(format!("Subnet: {e}")))?;
+    if let Some((other, taken)) = existing.iter().find(|(_, s)| s.overlaps(&subnet)) {
+        return Err(invalid_network(format!(
+            "Subnet: {subnet} overlaps {taken} of network {other}"
+        )));
+    }
+    if let Some(route) = routes.iter().find(|route| route.overlaps(&subnet)) {
+        return Err(invalid_network(format!(
+            "Subnet: {subnet} overlaps the host's route to {route}"
+        )));
+    }
+    Ok(subnet)
+}
+
+/// The bridge's `Interface` asked for, if valid and free; else the first free `berthN`.
+fn new_interface(state: &NetworkState, request: &NetworkRequest) -> Result<String> {
+    let interfaces: HashSet<String> = state
+        .records()
+        .values()
+        .map(|r| r.interface.clone())
+        .collect();
+    match &request.interface {
+        Some(interface) => {
+            if !is_valid_interface(interface) {
+                return Err(invalid_network(format!(
+                    "Interface: {interface:?} is not a valid interface name"
+                )));
+            }
+            if interfaces.contains(interface) || host_has_interface(interface) {
+                return Err(invalid_network(format!(
+                    "Interface: {interface:?} is already in use"
+                )));
+            }
+            Ok(interface.clone())
+        }
+        None => Ok((1..)
+            .map(|n| format!("berth{n}"))
+            .find(|name| !interfaces.contains(name) && !host_has_interface(name))
+            .unwrap_or_default()),
+    }
+}
+
+/// `PortMappings` (a real container port, tcp or udp, an IPv4 host address, no host port
+/// twice), `NetworkAliases` and `DnsServers`.
+fn check_network_options(options: &ContainerNetworks) -> Result<()> {
+    let mut published = HashSet::new();
+    for mapping in &options.port_mappings {
+        if mapping.container_port == 0 {
+            return Err(invalid_network(
+                "PortMappings: container port 0 is not a port".to_string(),
+            ));
+        }
+        if !matches!(mapping.protocol.as_str(), "tcp" | "udp") {
+            return Err(invalid_network(format!(
+                "PortMappings: protocol {:?} is neither tcp nor udp",
+                mapping.protocol
+            )));
+        }
+        if !mapping.host_ip.is_empty() && mapping.host_ip.parse::<Ipv4Addr>().is_err() {
+            return Err(invalid_network(format!(
+                "PortMappings: host ip {:?} is not an IPv4 address",
+                mapping.host_ip
+            )));
+        }
+        if mapping.host_port != 0
+            && !published.insert((mapping.host_port, mapping.protocol.clone()))
+        {
+            return Err(invalid_network(format!(
+                "PortMappings: host port {} is published twice",
+                mapping.host_side()
+            )));
+        }
+    }
+    if let Some(bad) = options.aliases.iter().find(|alias| !is_valid_name(alias)) {
+        return Err(invalid_network(format!(
+            "NetworkAliases: {bad:?} is not a valid name"
+        )));
+    }
+    if let Some(bad) = options
+        .dns_servers
+        .iter()
+        .find(|server| server.parse::<IpAddr>().is_err())
+    {
+        return Err(invalid_network(format!(
+            "DnsServers: {bad:?} is not an IP address"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -103,7 +103,7 @@ impl From<RegistryError> for EngineError {
             RegistryError::ManifestUnknown(_) => EngineError::NoSuchImage(message),
             RegistryError::Registry(_) => EngineError::RegistryError(message),
             RegistryError::Cancelled => EngineError::Cancelled(message),
-            RegistryError::Local(_) => EngineError::Internal(message),
+            RegistryError::Local { what, source } => EngineError::io(what, source),
         }
     }
 }

@@ -24,8 +24,8 @@ impl Engine {
         if status.state == State::Stopped {
             // The exit was recorded but not cleaned up (berthd died, or a reboot wiped
             // `--runroot`): release the runtime and the mount now.
-            super::exit::release_runtime(&locked, Caller::ENGINE).await?;
-            return super::exit::after_exit_locked(&locked).await;
+            super::exit::clean_up_exit(&locked).await?;
+            return super::lifecycle::after_exit_locked(&locked).await;
         }
         if !status.state.has_process() && !super::recover::recover_unrecorded_run(&locked).await? {
             return Ok(());
@@ -39,7 +39,7 @@ impl Engine {
         }
         // An exit that happened while berthd was away: record it now, in order.
         if super::exit::record_exit_locked(&locked, Caller::ENGINE, Vec::new()).await? {
-            return super::exit::after_exit_locked(&locked).await;
+            return super::lifecycle::after_exit_locked(&locked).await;
         }
         if self
             .inner()
@@ -51,13 +51,13 @@ impl Engine {
             self.watch_monitor(id, status.monitor_pid);
             if status.state == State::Stopping {
                 let mut running = status.clone();
-                running.state = State::Running;
+                running.stop_abandoned()?;
                 locked.commit(running, Vec::new()).await?;
             }
             return super::recover::adopt_runtime_state(&locked).await;
         }
         // The monitor is gone: the runtime tells whether the process went too.
         super::maintenance::sync_locked(&locked, Caller::ENGINE).await?;
-        super::exit::after_exit_locked(&locked).await
+        super::lifecycle::after_exit_locked(&locked).await
     }
 }

@@ -5,9 +5,10 @@
 //! no container, or to no recorded run, are cleaned up.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::{blocking, event, Caller, Engine, Locked, Result, State};
+use super::filesystem::is_mounted;
+use super::{blocking, event, Caller, Engine, Inner, Locked, Result, State};
 use crate::clock::now_micros;
 use crate::runtime::RuntimeStatus;
 
@@ -20,18 +21,6 @@ fn entries(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Whether `path` is a mount point (`/proc/self/mountinfo`'s fifth field).
-pub(crate) fn is_mounted(path: &Path) -> bool {
-    let wanted = path.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|table| {
-            table
-                .lines()
-                .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
-        })
-        .unwrap_or(false)
 }
 
 /// How long recovery waits for a monitor's launch that was in flight when berthd died.
@@ -56,51 +45,30 @@ fn runtime_ids(runtime_root: &Path) -> HashSet<String> {
 }
 
 impl Engine {
-    /// Removes what belongs to no container in the database: runtime containers (with their
-    /// monitors), bundles, container directories (unmounted first) and exit files.
+    /// Removes what belongs to no container in the database: everything a container's paths
+    /// name (runtime container and monitor, bundle, directory unmounted first, exit files,
+    /// sidecar state) for every id found on disk or in the runtime that no container has.
     pub(crate) async fn sweep_orphans(&self) {
         let known: HashSet<String> = self.container_ids().into_iter().collect();
         let inner = self.inner().clone();
         let swept = blocking(move || {
             let paths = &inner.paths;
-            for id in runtime_ids(&paths.runtime_root()) {
-                if known.contains(&id) {
-                    continue;
-                }
-                tracing::warn!(id = %id, "deleting a runtime container no container owns");
-                if let Some(monitor) = inner.backends.launcher.find(&id) {
-                    kill_monitor(monitor);
-                }
-                if let Err(error) = inner.backends.runtime.delete(&id, true) {
-                    tracing::warn!(id = %id, %error, "deleting an orphan runtime container failed");
-                }
-            }
-            for id in entries(&paths.runroot.join("containers")) {
-                if !known.contains(&id) {
-                    let _ = std::fs::remove_dir_all(paths.bundle(&id));
-                }
-            }
-            for id in entries(&inner.options.root.join("containers")) {
-                if known.contains(&id) {
-                    continue;
-                }
-                let dir = inner.container_dir(&id);
-                let merged = dir.join("merged");
-                if is_mounted(&merged) {
-                    if let Err(error) = inner.backends.mounter.unmount(&merged) {
-                        tracing::warn!(id = %id, %error, "unmounting an orphan rootfs failed");
-                        continue;
-                    }
-                }
-                tracing::warn!(id = %id, "removing the directory of no container");
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-            for name in entries(&paths.exits_dir()) {
-                let id = name.trim_start_matches('.');
-                let id = id.split('.').next().unwrap_or_default();
-                if !known.contains(id) {
-                    let _ = std::fs::remove_file(paths.exits_dir().join(&name));
-                }
+            let in_runtime = runtime_ids(&paths.runtime_root());
+            let exit_files = entries(&paths.exits_dir());
+            let mut found: HashSet<String> = in_runtime.clone();
+            found.extend(entries(&paths.bundles_dir()));
+            found.extend(entries(&paths.containers_dir()));
+            found.extend(
+                exit_files
+                    .iter()
+                    .map(|name| exit_file_owner(name).to_string()),
+            );
+            for id in found.difference(&known) {
+                let owned: Vec<&String> = exit_files
+                    .iter()
+                    .filter(|name| exit_file_owner(name) == id)
+                    .collect();
+                sweep_orphan(&inner, id, in_runtime.contains(id), &owned);
             }
             Ok(())
         })
@@ -109,6 +77,46 @@ impl Engine {
             tracing::warn!(%error, "sweeping orphans failed");
         }
     }
+}
+
+/// The container an exit file belongs to: `<id>`, `<id>.<session>`, or a monitor's
+/// temporary `.<name>.tmp`.
+fn exit_file_owner(name: &str) -> &str {
+    let name = name.trim_start_matches('.');
+    name.split('.').next().unwrap_or_default()
+}
+
+/// Removes what is left of container `id`, which the database does not have.
+fn sweep_orphan(inner: &Inner, id: &str, in_runtime: bool, exit_files: &[&String]) {
+    let paths = inner.paths.container(id);
+    if in_runtime {
+        tracing::warn!(id = %id, "deleting a runtime container no container owns");
+        if let Some(monitor) = inner.backends.launcher.find(id) {
+            kill_monitor(monitor);
+        }
+        if let Err(error) = inner.backends.runtime.delete(id, true) {
+            tracing::warn!(id = %id, %error, "deleting an orphan runtime container failed");
+        }
+    }
+    let _ = std::fs::remove_dir_all(paths.bundle());
+    let merged = paths.merged();
+    let unmounted = !is_mounted(&merged)
+        || inner
+            .backends
+            .mounter
+            .unmount(&merged)
+            .map_err(|error| {
+                tracing::warn!(id = %id, %error, "unmounting an orphan rootfs failed");
+            })
+            .is_ok();
+    if unmounted && paths.dir().exists() {
+        tracing::warn!(id = %id, "removing the directory of no container");
+        let _ = std::fs::remove_dir_all(paths.dir());
+    }
+    for name in exit_files {
+        let _ = std::fs::remove_file(inner.paths.exits_dir().join(name));
+    }
+    let _ = std::fs::remove_file(paths.sidecar_state());
 }
 
 /// A container whose recorded state has no process: adopts a run the runtime and a live
@@ -122,13 +130,14 @@ pub(crate) async fn recover_unrecorded_run(locked: &Locked<'_>) -> Result<bool> 
         // A monitor runs in its bundle, made before it is launched: without a bundle there is
         // no monitor to find, and the scan of /proc (about a millisecond a container, at
         // every start-up) is skipped.
-        let monitor = if inner.paths.bundle(&id).exists() {
+        let paths = inner.paths.container(&id);
+        let monitor = if paths.bundle().exists() {
             launcher.find(&id)
         } else {
             None
         };
         let read_pid = || {
-            std::fs::read_to_string(inner.paths.pid_file(&id))
+            std::fs::read_to_string(paths.pid_file())
                 .ok()
                 .and_then(|text| text.trim().parse::<u32>().ok())
         };
@@ -177,8 +186,7 @@ pub(crate) async fn recover_unrecorded_run(locked: &Locked<'_>) -> Result<bool> 
         return Ok(true);
     }
     release_unrecorded_mount(locked).await?;
-    let exit_file = locked.engine().paths.exit_file(locked.id());
-    let _ = std::fs::remove_file(exit_file);
+    let _ = std::fs::remove_file(locked.paths().exit_file());
     Ok(false)
 }
 
@@ -189,29 +197,19 @@ async fn adopt(locked: &Locked<'_>, seen: RuntimeStatus, monitor_pid: u32, pid: 
     let mut status = locked.status();
     if status.mount_count == status.user_mounts {
         // The runtime's mount reference was taken but not recorded.
-        let merged = locked.engine().container_dir(locked.id()).join("merged");
+        let merged = locked.paths().merged();
         status.mount_count += 1;
         status.mountpoint = merged.display().to_string();
     }
-    status.state = State::Created;
-    status.pid = pid;
-    status.monitor_pid = monitor_pid;
-    status.exit_code = 0;
-    status.oom_killed = false;
-    status.finished_at = 0;
-    status.error.clear();
-    status.stopped_by_user = false;
-    status.exec_sessions.clear();
-    status.checkpointed = false;
+    status.launched(pid, monitor_pid)?;
     let config = locked.config();
     let mut events = vec![event("init", config, Caller::ENGINE, &[])];
     if matches!(seen, RuntimeStatus::Running | RuntimeStatus::Paused) {
-        status.state = State::Running;
-        status.started_at = now_micros();
+        status.started(now_micros())?;
         events.push(event("start", config, Caller::ENGINE, &[]));
     }
     if seen == RuntimeStatus::Paused {
-        status.state = State::Paused;
+        status.paused()?;
         events.push(event("pause", config, Caller::ENGINE, &[]));
     }
     locked.commit(status, events).await?;
@@ -231,7 +229,7 @@ async fn release_unrecorded_mount(locked: &Locked<'_>) -> Result<()> {
         return locked.commit(status, Vec::new()).await;
     }
     if status.mount_count == 0 {
-        let merged: PathBuf = locked.engine().container_dir(locked.id()).join("merged");
+        let merged = locked.paths().merged();
         let mounter = locked.engine().backends.mounter.clone();
         blocking(move || {
             if is_mounted(&merged) {
@@ -255,16 +253,21 @@ pub(crate) async fn adopt_runtime_state(locked: &Locked<'_>) -> Result<()> {
     let seen = blocking(move || Ok(runtime.state(&id)?)).await?;
     let mut status = locked.status();
     let config = locked.config();
-    let (state, kind) = match (status.state, seen) {
-        (State::Created, Some(RuntimeStatus::Running)) => (State::Running, "start"),
-        (State::Running | State::Stopping, Some(RuntimeStatus::Paused)) => (State::Paused, "pause"),
-        (State::Paused, Some(RuntimeStatus::Running)) => (State::Running, "unpause"),
+    let kind = match (status.state, seen) {
+        (State::Created, Some(RuntimeStatus::Running)) => {
+            status.started(now_micros())?;
+            "start"
+        }
+        (State::Running | State::Stopping, Some(RuntimeStatus::Paused)) => {
+            status.paused()?;
+            "pause"
+        }
+        (State::Paused, Some(RuntimeStatus::Running)) => {
+            status.resumed()?;
+            "unpause"
+        }
         _ => return Ok(()),
     };
-    if kind == "start" {
-        status.started_at = now_micros();
-    }
-    status.state = state;
     locked
         .commit(status, vec![event(kind, config, Caller::ENGINE, &[])])
         .await

@@ -306,6 +306,108 @@ async fn on_failure_restarts_a_failing_container_and_counts_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_answers_once_the_exit_is_cleaned_up() {
+    let setup = setup().await;
+    let id = container_in(&setup, "waited", State::Running).await;
+    let engine = setup.engine.clone();
+    let waiting = {
+        let id = id.clone();
+        tokio::spawn(async move { engine.wait(&id).await })
+    };
+    setup.world.exit(&id, 3);
+    let code = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 3);
+    // A verb sent right after the answer finds the container cleaned up, not `stopped`.
+    assert_eq!(setup.engine.status(&id).unwrap().state, State::Exited);
+    setup.engine.start(ROOT, &id, false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_answers_when_the_cleanup_after_an_exit_fails() {
+    let setup = setup().await;
+    let id = container_in(&setup, "stuck", State::Running).await;
+    *setup.world.fail_delete.lock().unwrap() = true;
+    let engine = setup.engine.clone();
+    let waiting = {
+        let id = id.clone();
+        tokio::spawn(async move { engine.wait(&id).await })
+    };
+    setup.world.exit(&id, 4);
+    let code = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("Wait answers although the cleanup failed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 4);
+    let status = setup.engine.status(&id).unwrap();
+    assert_eq!(status.state, State::Stopped);
+    assert!(!status.error.is_empty());
+}
+
+async fn inspect_state(engine: &Engine, id: &str) -> serde_json::Value {
+    let json = engine.inspect(id, false, false).await.unwrap();
+    serde_json::from_str::<serde_json::Value>(&json).unwrap()["State"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_shows_restarting_while_the_restart_policy_backs_off() {
+    let setup = setup().await;
+    let mut request = request(&setup, "backoff");
+    request.restart_policy = Some("always".into());
+    let id = setup.engine.create(ROOT, request).await.unwrap();
+    setup.engine.start(ROOT, &id, false).await.unwrap();
+    assert_eq!(inspect_state(&setup.engine, &id).await["Restarting"], false);
+    let first_pid = setup.engine.status(&id).unwrap().pid;
+    setup.world.exit(&id, 1);
+    reach(&setup.engine, &id, State::Exited).await;
+    // The policy's first delay is 100 ms: Restarting shows within it, before the new run.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut seen = inspect_state(&setup.engine, &id).await;
+    while seen["Restarting"] != true && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        seen = inspect_state(&setup.engine, &id).await;
+    }
+    assert_eq!(seen["Restarting"], true, "{seen}");
+    assert_eq!(seen["Status"], "exited");
+    let entry = setup.engine.inner().entry(&id).unwrap();
+    let mut receiver = entry.status.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        receiver.wait_for(|s| s.state == State::Running && s.pid != first_pid),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(inspect_state(&setup.engine, &id).await["Restarting"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_shows_dead_for_a_removal_that_could_not_finish() {
+    let setup = setup().await;
+    let id = container_in(&setup, "busy", State::Exited).await;
+    setup.engine.mount(ROOT, &id).await.unwrap();
+    assert_eq!(inspect_state(&setup.engine, &id).await["Dead"], false);
+    *setup.world.fail_unmount.lock().unwrap() = true;
+    setup.engine.remove(ROOT, &id, true).await.unwrap_err();
+    let state = inspect_state(&setup.engine, &id).await;
+    assert_eq!(
+        (&state["Status"], &state["Dead"]),
+        (&"removing".into(), &true.into())
+    );
+    // Once the mount is free, the removal finishes.
+    *setup.world.fail_unmount.lock().unwrap() = false;
+    setup.engine.remove(ROOT, &id, true).await.unwrap();
+    assert!(matches!(
+        setup.engine.status(&id),
+        Err(EngineError::NoSuchContainer(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_container_is_not_restarted_by_its_policy() {
     let setup = setup().await;
     let mut request = request(&setup, "always");

@@ -646,8 +646,15 @@ mod tests {
 
         // The runtime gets bind mounts of the volumes' directories.
         engine.start(ROOT, &id, false).await.unwrap();
-        let spec =
-            std::fs::read_to_string(engine.inner().paths.bundle(&id).join("config.json")).unwrap();
+        let spec = std::fs::read_to_string(
+            engine
+                .inner()
+                .paths
+                .container(&id)
+                .bundle()
+                .join("config.json"),
+        )
+        .unwrap();
         let data = engine.volume_mountpoint("v").display().to_string();
         assert!(spec.contains(&data), "{spec}");
         assert!(!spec.contains("nocopy"));

@@ -1,7 +1,7 @@
 //! What berthd and a monitor exchange: the start-up report and the exit file.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,42 +28,6 @@ pub struct ExitRecord {
     /// death, so no `died`, no `Exited`, no restart policy.
     #[serde(default)]
     pub checkpointed: bool,
-}
-
-/// The runtime-side files of a container under `--runroot`.
-#[derive(Debug, Clone)]
-pub struct RunPaths {
-    pub runroot: PathBuf,
-}
-
-impl RunPaths {
-    pub fn new(runroot: &Path) -> RunPaths {
-        RunPaths {
-            runroot: runroot.to_path_buf(),
-        }
-    }
-
-    /// runc's `--root`.
-    pub fn runtime_root(&self) -> PathBuf {
-        self.runroot.join("runtime")
-    }
-
-    pub fn exits_dir(&self) -> PathBuf {
-        self.runroot.join("exits")
-    }
-
-    pub fn exit_file(&self, id: &str) -> PathBuf {
-        self.exits_dir().join(id)
-    }
-
-    /// The OCI bundle (config.json) and the monitor's working files.
-    pub fn bundle(&self, id: &str) -> PathBuf {
-        self.runroot.join("containers").join(id)
-    }
-
-    pub fn pid_file(&self, id: &str) -> PathBuf {
-        self.bundle(id).join("pid")
-    }
 }
 
 /// Writes `record` to `path` atomically: a temporary file in the same directory, fsync,

@@ -358,7 +358,10 @@ impl Client {
         cancel: &watch::Receiver<bool>,
         mut progress: impl FnMut(u64),
     ) -> Result<(), RegistryError> {
-        let local = |e: std::io::Error| RegistryError::Local(format!("{}: {e}", file.display()));
+        let local = |source: std::io::Error| RegistryError::Local {
+            what: file.display().to_string(),
+            source,
+        };
         let mut out = tokio::io::BufWriter::with_capacity(
             1 << 20,
             tokio::fs::File::create(file).await.map_err(local)?,

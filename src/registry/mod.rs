@@ -25,9 +25,12 @@ pub enum RegistryError {
     Registry(String),
     #[error("pull cancelled")]
     Cancelled,
-    /// The local side (disk, unpacking).
-    #[error("{0}")]
-    Local(String),
+    /// The local side: writing the blob to disk.
+    #[error("{what}: {source}")]
+    Local {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 /// `os/arch[/variant]` (`linux/amd64`, `linux/arm/v7`).

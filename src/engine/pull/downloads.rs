@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::watch;
 
+use super::super::error::is_no_space;
 use super::super::{blocking, EngineError, Result};
 use crate::registry::client::{Blob, Client};
 use crate::registry::RegistryError;
@@ -119,7 +120,7 @@ async fn fetch_layer(
     let staging = source
         .store
         .staging()
-        .map_err(|e| EngineError::Internal(format!("layer store: {e}")))?;
+        .map_err(|e| EngineError::io("layer store", e))?;
     let file = staging.path().join("blob");
     let dir = staging.path().join("layer");
     let download = source
@@ -142,14 +143,12 @@ async fn fetch_layer(
     let limits = source.limits;
     let unpack_dir = dir.clone();
     let unpacked = blocking(move || {
-        let opened = std::fs::File::open(&file)
-            .map_err(|e| EngineError::Internal(format!("{}: {e}", file.display())))?;
+        let opened = std::fs::File::open(&file).map_err(|e| EngineError::io(file.display(), e))?;
         let reader = Stoppable {
             inner: std::io::BufReader::with_capacity(1 << 20, opened),
             stop,
         };
-        std::fs::create_dir(&unpack_dir)
-            .map_err(|e| EngineError::Internal(format!("{}: {e}", unpack_dir.display())))?;
+        std::fs::create_dir(&unpack_dir).map_err(|e| EngineError::io(unpack_dir.display(), e))?;
         let layer = decompressed(reader).map_err(|e| layer_error(&digest, e))?;
         let unpacked = unpack_layer(layer, &unpack_dir, limits).map_err(|e| {
             if e.to_string().contains("pull cancelled") {
@@ -172,10 +171,11 @@ async fn fetch_layer(
 
 /// A layer that cannot be unpacked: a full disk is `NoSpace`, anything else the registry's
 /// fault (a blob whose digest matched but whose content is no layer).
-fn layer_error(digest: &str, error: impl std::fmt::Display) -> EngineError {
-    match EngineError::Internal(format!("layer {digest}: {error}")).classify() {
-        EngineError::Internal(text) => EngineError::RegistryError(text),
-        classified => classified,
+fn layer_error(digest: &str, error: impl std::error::Error + 'static) -> EngineError {
+    if is_no_space(&error) {
+        EngineError::NoSpace(format!("layer {digest}: {error}"))
+    } else {
+        EngineError::RegistryError(format!("layer {digest}: {error}"))
     }
 }
 
