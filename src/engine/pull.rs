@@ -396,13 +396,22 @@ impl Engine {
                             return Ok((index, None));
                         }
                     };
-                    let unpacked = follow(job, index, &download, &cancel, &aborted).await?;
+                    let unpacked = match follow(job, index, &download, &cancel, &aborted).await {
+                        Ok(unpacked) => unpacked,
+                        Err(error) => {
+                            download.release().await;
+                            return Err(error);
+                        }
+                    };
                     if unpacked.diff_id != expected {
-                        return Err(EngineError::RegistryError(format!(
+                        let error = EngineError::RegistryError(format!(
                             "layer {blob_digest}: uncompressed digest {} is not the config's \
                              {expected}",
                             unpacked.diff_id
-                        )));
+                        ));
+                        drop(unpacked);
+                        download.release().await;
+                        return Err(error);
                     }
                     job.update(|s| s.layers[index].status = "done");
                     Ok::<_, EngineError>((index, Some((download, unpacked))))

@@ -29,6 +29,8 @@ pub(crate) struct Downloads {
 pub(crate) struct Download {
     status: watch::Receiver<DownloadStatus>,
     stop: watch::Sender<bool>,
+    /// Closed when the download's task has ended (its staging directory gone, unless done).
+    ended: watch::Receiver<()>,
 }
 
 impl Drop for Download {
@@ -91,14 +93,20 @@ impl Downloads {
         }
         let (status_sender, status) = watch::channel(DownloadStatus::Downloading(0));
         let (stop, stopped) = watch::channel(false);
+        let (task_running, ended) = watch::channel(());
         tokio::spawn(async move {
             let outcome = fetch_layer(&source, &status_sender, stopped).await;
             status_sender.send_replace(match outcome {
                 Ok(unpacked) => DownloadStatus::Done(Arc::new(unpacked)),
                 Err(error) => DownloadStatus::Failed(Arc::new(error)),
             });
+            drop(task_running);
         });
-        let download = Arc::new(Download { status, stop });
+        let download = Arc::new(Download {
+            status,
+            stop,
+            ended,
+        });
         list.insert(digest, Arc::downgrade(&download));
         Claim::Download(download)
     }
@@ -107,6 +115,18 @@ impl Downloads {
 impl Download {
     pub(crate) fn subscribe(&self) -> watch::Receiver<DownloadStatus> {
         self.status.clone()
+    }
+
+    /// Lets go of the download for a pull that failed or was cancelled. When this pull was
+    /// its last holder, the download stops and this waits until its task has ended, so the
+    /// pull's failure is reported only once its staging directory is gone; a download other
+    /// pulls still hold goes on for them.
+    pub(crate) async fn release(self: Arc<Self>) {
+        if let Some(download) = Arc::into_inner(self) {
+            let mut ended = download.ended.clone();
+            drop(download);
+            while ended.changed().await.is_ok() {}
+        }
     }
 }
 
