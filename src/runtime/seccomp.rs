@@ -3,7 +3,9 @@
 //! as containers/common's `setupSeccomp` does: by the native architecture, the container's
 //! bounding capabilities and the running kernel.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use oci_spec::runtime::LinuxSeccomp;
 use serde::Deserialize;
@@ -115,9 +117,36 @@ pub fn load(path: &Path, capabilities: &[String]) -> Result<LinuxSeccomp, Seccom
         path: path.display().to_string(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-    let profile: Profile = serde_json::from_str(&text).map_err(|e| error(e.to_string()))?;
+    let profile = parsed(path).map_err(error)?;
     convert(&profile, capabilities, native_arch(), kernel_version()).map_err(error)
+}
+
+/// What identifies one version of a profile file: inode, size, modification time.
+type Stamp = (u64, u64, Option<std::time::SystemTime>);
+
+/// The profile at `path`, parsed once and kept while its file stays the same: every create
+/// and start asks for it, and podman's is 30 KB of JSON.
+fn parsed(path: &Path) -> Result<Arc<Profile>, String> {
+    use std::os::unix::fs::MetadataExt;
+    static PARSED: Mutex<BTreeMap<PathBuf, (Stamp, Arc<Profile>)>> = Mutex::new(BTreeMap::new());
+    let metadata = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let stamp = (metadata.ino(), metadata.len(), metadata.modified().ok());
+    let cached = |parsed: &BTreeMap<PathBuf, (Stamp, Arc<Profile>)>| {
+        parsed
+            .get(path)
+            .filter(|(seen, _)| *seen == stamp)
+            .map(|(_, profile)| profile.clone())
+    };
+    if let Some(profile) = cached(&PARSED.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(profile);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let profile: Arc<Profile> = Arc::new(serde_json::from_str(&text).map_err(|e| e.to_string())?);
+    PARSED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(path.to_path_buf(), (stamp, profile.clone()));
+    Ok(profile)
 }
 
 /// Checks that `path` holds a profile berth can use (at create, so that a bad one is
@@ -274,6 +303,21 @@ mod tests {
             profile_path(Some("/etc/p.json"), true),
             Some(PathBuf::from("/etc/p.json"))
         );
+    }
+
+    #[test]
+    fn a_profile_is_parsed_again_only_when_its_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seccomp.json");
+        std::fs::write(&path, PROFILE).unwrap();
+        let first = parsed(&path).unwrap();
+        assert!(Arc::ptr_eq(&first, &parsed(&path).unwrap()));
+        let changed = PROFILE.replace("\"defaultErrnoRet\": 38", "\"defaultErrnoRet\": 1");
+        std::fs::write(&path, changed).unwrap();
+        let seccomp = load(&path, &[]).unwrap();
+        assert_eq!(seccomp.default_errno_ret(), Some(1));
+        std::fs::write(&path, "not json").unwrap();
+        assert!(load(&path, &[]).is_err());
     }
 
     #[test]
