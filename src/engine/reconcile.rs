@@ -2,19 +2,25 @@
 //! and the runtime (containerd's shim re-adoption). Cheap checks only — /proc and a stat —
 //! so a start-up with many containers stays fast.
 
+use std::collections::HashMap;
+
 use super::{Caller, Engine, State};
 
 impl Engine {
     pub(crate) async fn reconcile(&self) {
         self.sweep_orphans().await;
+        let launcher = self.inner().backends.launcher.clone();
+        let monitors = super::blocking(move || Ok(launcher.find_all()))
+            .await
+            .unwrap_or_default();
         for id in self.container_ids() {
-            if let Err(error) = self.reconcile_one(&id).await {
+            if let Err(error) = self.reconcile_one(&id, &monitors).await {
                 tracing::warn!(id = %id, %error, "reconciling a container failed");
             }
         }
     }
 
-    async fn reconcile_one(&self, id: &str) -> super::Result<()> {
+    async fn reconcile_one(&self, id: &str, monitors: &HashMap<String, u32>) -> super::Result<()> {
         let locked = self.inner().lock(id).await?;
         let status = locked.status();
         if status.state == State::Removing {
@@ -27,7 +33,9 @@ impl Engine {
             super::exit::clean_up_exit(&locked).await?;
             return super::lifecycle::after_exit_locked(&locked).await;
         }
-        if !status.state.has_process() && !super::recover::recover_unrecorded_run(&locked).await? {
+        if !status.state.has_process()
+            && !super::recover::recover_unrecorded_run(&locked, monitors).await?
+        {
             return Ok(());
         }
         let status = locked.status();

@@ -4,7 +4,7 @@
 //! runtime containers, monitors, mounts, bundles, directories and exit files that belong to
 //! no container, or to no recorded run, are cleaned up.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::filesystem::is_mounted;
@@ -122,20 +122,22 @@ fn sweep_orphan(inner: &Inner, id: &str, in_runtime: bool, exit_files: &[&String
 /// A container whose recorded state has no process: adopts a run the runtime and a live
 /// monitor still have (berthd died before recording it), or cleans up what is left of one.
 /// Returns whether a run was adopted.
-pub(crate) async fn recover_unrecorded_run(locked: &Locked<'_>) -> Result<bool> {
+///
+/// `monitors` are the live monitors by container id, found once for the whole start-up
+/// ([`MonitorLauncher::find_all`]): a scan of /proc per container cost about a millisecond
+/// each.
+///
+/// [`MonitorLauncher::find_all`]: crate::monitor::launcher::MonitorLauncher::find_all
+pub(crate) async fn recover_unrecorded_run(
+    locked: &Locked<'_>,
+    monitors: &HashMap<String, u32>,
+) -> Result<bool> {
     let inner = locked.engine().clone();
     let id = locked.id().to_string();
+    let monitor = monitors.get(&id).copied();
     let found = blocking(move || {
         let launcher = &inner.backends.launcher;
-        // A monitor runs in its bundle, made before it is launched: without a bundle there is
-        // no monitor to find, and the scan of /proc (about a millisecond a container, at
-        // every start-up) is skipped.
         let paths = inner.paths.container(&id);
-        let monitor = if paths.bundle().exists() {
-            launcher.find(&id)
-        } else {
-            None
-        };
         let read_pid = || {
             std::fs::read_to_string(paths.pid_file())
                 .ok()

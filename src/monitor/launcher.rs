@@ -1,5 +1,6 @@
 //! berthd's side of starting a monitor: the `MonitorLauncher` seam and its real process form.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -133,6 +134,12 @@ pub trait MonitorLauncher: Send + Sync {
     /// berthd started but died before recording).
     fn find(&self, _id: &str) -> Option<u32> {
         None
+    }
+
+    /// Every live monitor, by the id of its container, from one look at the processes:
+    /// start-up recovery asks about every container at once.
+    fn find_all(&self) -> HashMap<String, u32> {
+        HashMap::new()
     }
 
     /// A pidfd on the monitor of container `id` (readable once it exits), or `None` when it is
@@ -274,6 +281,25 @@ impl MonitorLauncher for ProcessLauncher {
             })
     }
 
+    fn find_all(&self) -> HashMap<String, u32> {
+        let Ok(processes) = std::fs::read_dir("/proc") else {
+            return HashMap::new();
+        };
+        processes
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|pid| {
+                let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let text = String::from_utf8_lossy(&bytes);
+                if !text.contains("berth-monitor") {
+                    return None;
+                }
+                let mut args = text.split('\0');
+                args.find(|arg| *arg == "--id")?;
+                Some((args.next()?.to_string(), pid))
+            })
+            .collect()
+    }
+
     fn export(&self, root: &Path, destination: std::fs::File) -> Result<(), LaunchError> {
         let program = self.monitor_binary.display().to_string();
         let output = Command::new(&self.monitor_binary)
@@ -355,4 +381,40 @@ pub fn process_mentions(pid: u32, needle: &str) -> bool {
         && std::fs::read(format!("/proc/{pid}/cmdline"))
             .map(|bytes| String::from_utf8_lossy(&bytes).contains(needle))
             .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn every_live_monitor_is_found_by_its_container_id_in_one_scan() {
+        let id = format!("find-all-test-{}", std::process::id());
+        // A process whose command line reads as a monitor's (`sh` keeps running itself,
+        // as `sleep` is not its last command).
+        let mut child = Command::new("sh")
+            .arg0("berth-monitor")
+            .args(["-c", "sleep 30; true", "--id", &id])
+            .spawn()
+            .unwrap();
+        let launcher = ProcessLauncher {
+            monitor_binary: PathBuf::from("berth-monitor"),
+            runc: crate::runtime::RuncCommand::new("runc", PathBuf::from("/nonexistent"), false),
+            notify_bus: None,
+        };
+        // Read until it shows (bounded), so a slow exec on a loaded machine is no failure.
+        let mut found = None;
+        for _ in 0..100 {
+            found = launcher.find_all().get(&id).copied();
+            if found.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found, Some(child.id()));
+        assert_eq!(launcher.find_all().get(&id), None);
+    }
 }

@@ -3,7 +3,9 @@
 //! as containers/common's `setupSeccomp` does: by the native architecture, the container's
 //! bounding capabilities and the running kernel.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use oci_spec::runtime::LinuxSeccomp;
 use serde::Deserialize;
@@ -101,6 +103,39 @@ fn parse_version(text: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// The sub-architectures of the profile that the running kernel cannot run: x32 where the
+/// kernel was built without it (`# CONFIG_X86_X32_ABI is not set` in `/proc/config.gz` or
+/// `/boot/config-<release>`). runc compiles the filter for every architecture it names, at
+/// every start and exec (about a third of the cost with x86_64, x86 and x32); an x32 system
+/// call cannot run on such a kernel anyway (it is refused with SIGSYS instead of ENOSYS).
+/// Where the configuration cannot be read, nothing is left out.
+fn architectures_the_kernel_lacks() -> &'static [&'static str] {
+    static LACKS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    LACKS.get_or_init(|| {
+        let unset = "# CONFIG_X86_X32_ABI is not set";
+        match kernel_config() {
+            Some(config) if config.lines().any(|line| line == unset) => vec!["SCMP_ARCH_X32"],
+            _ => Vec::new(),
+        }
+    })
+}
+
+/// The running kernel's build configuration, where the system keeps one.
+fn kernel_config() -> Option<String> {
+    use std::io::Read;
+    if let Ok(file) = std::fs::File::open("/proc/config.gz") {
+        let mut text = String::new();
+        if flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .is_ok()
+        {
+            return Some(text);
+        }
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    std::fs::read_to_string(format!("/boot/config-{}", release.trim())).ok()
+}
+
 fn kernel_at_least(min: &str, kernel: Option<(u32, u32)>) -> bool {
     match (parse_version(min), kernel) {
         (Some(min), Some(kernel)) => kernel >= min,
@@ -115,9 +150,48 @@ pub fn load(path: &Path, capabilities: &[String]) -> Result<LinuxSeccomp, Seccom
         path: path.display().to_string(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-    let profile: Profile = serde_json::from_str(&text).map_err(|e| error(e.to_string()))?;
-    convert(&profile, capabilities, native_arch(), kernel_version()).map_err(error)
+    let profile = parsed(path).map_err(error)?;
+    let kernel = Kernel {
+        version: kernel_version(),
+        lacks: architectures_the_kernel_lacks(),
+    };
+    convert(&profile, capabilities, native_arch(), &kernel).map_err(error)
+}
+
+/// What the running kernel has, as far as a profile's rules ask.
+struct Kernel<'a> {
+    /// (major, minor).
+    version: Option<(u32, u32)>,
+    /// Sub-architectures it cannot run (libseccomp names).
+    lacks: &'a [&'a str],
+}
+
+/// What identifies one version of a profile file: inode, size, modification time.
+type Stamp = (u64, u64, Option<std::time::SystemTime>);
+
+/// The profile at `path`, parsed once and kept while its file stays the same: every create
+/// and start asks for it, and podman's is 30 KB of JSON.
+fn parsed(path: &Path) -> Result<Arc<Profile>, String> {
+    use std::os::unix::fs::MetadataExt;
+    static PARSED: Mutex<BTreeMap<PathBuf, (Stamp, Arc<Profile>)>> = Mutex::new(BTreeMap::new());
+    let metadata = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let stamp = (metadata.ino(), metadata.len(), metadata.modified().ok());
+    let cached = |parsed: &BTreeMap<PathBuf, (Stamp, Arc<Profile>)>| {
+        parsed
+            .get(path)
+            .filter(|(seen, _)| *seen == stamp)
+            .map(|(_, profile)| profile.clone())
+    };
+    if let Some(profile) = cached(&PARSED.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(profile);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let profile: Arc<Profile> = Arc::new(serde_json::from_str(&text).map_err(|e| e.to_string())?);
+    PARSED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(path.to_path_buf(), (stamp, profile.clone()));
+    Ok(profile)
 }
 
 /// Checks that `path` holds a profile berth can use (at create, so that a bad one is
@@ -142,8 +216,9 @@ fn convert(
     profile: &Profile,
     capabilities: &[String],
     (go_arch, seccomp_arch): (&str, &str),
-    kernel: Option<(u32, u32)>,
+    running: &Kernel<'_>,
 ) -> Result<LinuxSeccomp, String> {
+    let kernel = running.version;
     if !profile.architectures.is_empty() && !profile.arch_map.is_empty() {
         return Err("both architectures and archMap are given".into());
     }
@@ -154,7 +229,13 @@ fn convert(
         .find(|entry| entry.architecture == seccomp_arch)
     {
         architectures.push(entry.architecture.clone());
-        architectures.extend(entry.sub_architectures.iter().cloned());
+        architectures.extend(
+            entry
+                .sub_architectures
+                .iter()
+                .filter(|sub| !running.lacks.contains(&sub.as_str()))
+                .cloned(),
+        );
     }
     let has = |cap: &String| capabilities.contains(cap);
     let mut syscalls = Vec::new();
@@ -240,7 +321,11 @@ mod tests {
     #[test]
     fn rules_are_kept_by_architecture_capability_and_kernel() {
         let profile: Profile = serde_json::from_str(PROFILE).unwrap();
-        let seccomp = convert(&profile, &[], ("amd64", "SCMP_ARCH_X86_64"), Some((6, 1))).unwrap();
+        let kernel = Kernel {
+            version: Some((6, 1)),
+            lacks: &[],
+        };
+        let seccomp = convert(&profile, &[], ("amd64", "SCMP_ARCH_X86_64"), &kernel).unwrap();
         assert_eq!(seccomp.default_action(), LinuxSeccompAction::ScmpActErrno);
         assert_eq!(seccomp.default_errno_ret(), Some(38));
         assert_eq!(
@@ -252,14 +337,22 @@ mod tests {
             ["read", "write", "bpf", "arch_prctl", "personality"]
         );
         let admin = vec!["CAP_SYS_ADMIN".to_string()];
-        let seccomp = convert(
-            &profile,
-            &admin,
-            ("arm64", "SCMP_ARCH_AARCH64"),
-            Some((6, 1)),
-        )
-        .unwrap();
+        let seccomp = convert(&profile, &admin, ("arm64", "SCMP_ARCH_AARCH64"), &kernel).unwrap();
         assert_eq!(names(&seccomp), ["read", "write", "mount", "personality"]);
+    }
+
+    #[test]
+    fn a_sub_architecture_the_kernel_lacks_is_left_out() {
+        let profile: Profile = serde_json::from_str(PROFILE).unwrap();
+        let kernel = Kernel {
+            version: Some((6, 1)),
+            lacks: &["SCMP_ARCH_X32"],
+        };
+        let seccomp = convert(&profile, &[], ("amd64", "SCMP_ARCH_X86_64"), &kernel).unwrap();
+        assert_eq!(
+            seccomp.architectures().clone().unwrap(),
+            vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86]
+        );
     }
 
     #[test]
@@ -274,6 +367,21 @@ mod tests {
             profile_path(Some("/etc/p.json"), true),
             Some(PathBuf::from("/etc/p.json"))
         );
+    }
+
+    #[test]
+    fn a_profile_is_parsed_again_only_when_its_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seccomp.json");
+        std::fs::write(&path, PROFILE).unwrap();
+        let first = parsed(&path).unwrap();
+        assert!(Arc::ptr_eq(&first, &parsed(&path).unwrap()));
+        let changed = PROFILE.replace("\"defaultErrnoRet\": 38", "\"defaultErrnoRet\": 1");
+        std::fs::write(&path, changed).unwrap();
+        let seccomp = load(&path, &[]).unwrap();
+        assert_eq!(seccomp.default_errno_ret(), Some(1));
+        std::fs::write(&path, "not json").unwrap();
+        assert!(load(&path, &[]).is_err());
     }
 
     #[test]
