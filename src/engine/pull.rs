@@ -24,6 +24,10 @@ use crate::storage::images::{finish, Staged};
 use crate::storage::unpack::UnpackLimits;
 use downloads::{Claim, Download, DownloadStatus, Source, Unpacked};
 
+/// The layers a pull fetched, by their index in the manifest, held until the image is
+/// committed: a pull that joins one meanwhile finds it, and the staging directories stay.
+type Fetched = HashMap<usize, (Arc<Download>, Arc<Unpacked>)>;
+
 /// Layers fetched at once (podman's default is 6 for the whole copy; 3 keeps two cores busy
 /// unpacking while the next blobs arrive).
 const PARALLEL_LAYERS: usize = 3;
@@ -314,6 +318,31 @@ impl Engine {
                 diff_ids.len()
             )));
         }
+        let fetched = self
+            .fetch_missing_layers(job, client, reference, &manifest, &diff_ids, cancel)
+            .await?;
+        job.update(|s| s.detail = "storing".into());
+        let record = self
+            .commit_layers(&manifest, &diff_ids, config, &fetched, new_names.clone())
+            .await?;
+        drop(fetched);
+        self.record(plan.caller, record, new_names, repo_digest, job)
+            .await
+    }
+
+    /// Fetches the layers of `manifest` the store lacks — by the diff id its config names,
+    /// or by blob digest — several at once, joining the downloads other pulls run. Sets the
+    /// job's byte total and per-layer progress; the first failure (or a cancel) stops the
+    /// others. The fetched layers, by index, are held until the image is committed.
+    async fn fetch_missing_layers(
+        &self,
+        job: &Arc<Job>,
+        client: &Client,
+        reference: &oci_client::Reference,
+        manifest: &ImageManifest,
+        diff_ids: &[String],
+        cancel: watch::Receiver<bool>,
+    ) -> Result<Fetched> {
         // What the store has: by the diff id the (verified) config names, or by blob digest.
         let known: HashMap<String, String> = self
             .images()
@@ -424,9 +453,7 @@ impl Engine {
             }
         });
         let results = futures_util::future::join_all(fetches).await;
-        // Held until the image is committed: a pull that joins one of these meanwhile finds
-        // it, and the staging directories stay until then.
-        let mut fetched: HashMap<usize, (Arc<Download>, Arc<Unpacked>)> = HashMap::new();
+        let mut fetched = Fetched::new();
         let mut first_error = None;
         for result in results {
             match result {
@@ -455,7 +482,20 @@ impl Engine {
         if let Some(error) = first_error {
             return Err(error);
         }
-        job.update(|s| s.detail = "storing".into());
+        Ok(fetched)
+    }
+
+    /// Moves the fetched layers into the store and writes the image record, under the image
+    /// lock; a layer that vanished from the store meanwhile fails the pull.
+    async fn commit_layers(
+        &self,
+        manifest: &ImageManifest,
+        diff_ids: &[String],
+        config: Vec<u8>,
+        fetched: &Fetched,
+        new_names: Vec<String>,
+    ) -> Result<crate::storage::images::ImageRecord> {
+        let store = self.inner().layers.clone();
         let staged: Vec<Staged> = manifest
             .layers
             .iter()
@@ -487,16 +527,13 @@ impl Engine {
                 missing.blob_digest
             )));
         }
-        let names = new_names.clone();
         let record = blocking(move || {
-            finish(&store, &config, staged, names)
+            finish(&store, &config, staged, new_names)
                 .map_err(|e| EngineError::RegistryError(format!("{e}")))
         })
         .await?;
         drop(serial);
-        drop(fetched);
-        self.record(plan.caller, record, new_names, repo_digest, job)
-            .await
+        Ok(record)
     }
 
     /// Stores the pulled image (or gives an existing one the names and repo digest) with its
