@@ -2,25 +2,24 @@
 //! and the runtime (containerd's shim re-adoption). Cheap checks only — /proc and a stat —
 //! so a start-up with many containers stays fast.
 
-use std::collections::HashMap;
-
+use super::recover::Survey;
 use super::{Caller, Engine, State};
 
 impl Engine {
     pub(crate) async fn reconcile(&self) {
         self.sweep_orphans().await;
-        let launcher = self.inner().backends.launcher.clone();
-        let monitors = super::blocking(move || Ok(launcher.find_all()))
+        let inner = self.inner().clone();
+        let survey = super::blocking(move || Ok(Survey::take(&inner)))
             .await
             .unwrap_or_default();
         for id in self.container_ids() {
-            if let Err(error) = self.reconcile_one(&id, &monitors).await {
+            if let Err(error) = self.reconcile_one(&id, &survey).await {
                 tracing::warn!(id = %id, %error, "reconciling a container failed");
             }
         }
     }
 
-    async fn reconcile_one(&self, id: &str, monitors: &HashMap<String, u32>) -> super::Result<()> {
+    async fn reconcile_one(&self, id: &str, survey: &Survey) -> super::Result<()> {
         let locked = self.inner().lock(id).await?;
         let status = locked.status();
         if status.state == State::Removing {
@@ -34,7 +33,7 @@ impl Engine {
             return super::lifecycle::after_exit_locked(&locked).await;
         }
         if !status.state.has_process()
-            && !super::recover::recover_unrecorded_run(&locked, monitors).await?
+            && !super::recover::recover_unrecorded_run(&locked, survey).await?
         {
             return Ok(());
         }

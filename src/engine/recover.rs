@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::filesystem::is_mounted;
 use super::{blocking, event, Caller, Engine, Inner, Locked, Result, State};
@@ -42,6 +43,24 @@ fn kill_monitor(monitor: u32) {
 /// The container ids runc knows under berth's runtime root.
 fn runtime_ids(runtime_root: &Path) -> HashSet<String> {
     entries(runtime_root).into_iter().collect()
+}
+
+/// What runs at start-up, looked at once for every container: the live monitors by
+/// container id (one scan of /proc) and the runtime's containers (one read of its root).
+/// Asking per container cost about a millisecond each.
+#[derive(Default)]
+pub(crate) struct Survey {
+    monitors: HashMap<String, u32>,
+    runtime: HashSet<String>,
+}
+
+impl Survey {
+    pub(crate) fn take(inner: &Inner) -> Survey {
+        Survey {
+            monitors: inner.backends.launcher.find_all(),
+            runtime: runtime_ids(&inner.paths.runtime_root()),
+        }
+    }
 }
 
 impl Engine {
@@ -123,19 +142,36 @@ fn sweep_orphan(inner: &Inner, id: &str, in_runtime: bool, exit_files: &[&String
 /// monitor still have (berthd died before recording it), or cleans up what is left of one.
 /// Returns whether a run was adopted.
 ///
-/// `monitors` are the live monitors by container id, found once for the whole start-up
-/// ([`MonitorLauncher::find_all`]): a scan of /proc per container cost about a millisecond
-/// each.
-///
-/// [`MonitorLauncher::find_all`]: crate::monitor::launcher::MonitorLauncher::find_all
-pub(crate) async fn recover_unrecorded_run(
-    locked: &Locked<'_>,
-    monitors: &HashMap<String, u32>,
-) -> Result<bool> {
+/// `survey` is what runs, looked at once for the whole start-up.
+pub(crate) async fn recover_unrecorded_run(locked: &Locked<'_>, survey: &Survey) -> Result<bool> {
     let inner = locked.engine().clone();
     let id = locked.id().to_string();
-    let monitor = monitors.get(&id).copied();
-    let found = blocking(move || {
+    let monitor = survey.monitors.get(&id).copied();
+    let in_runtime = survey.runtime.contains(&id);
+    // Most containers at start-up: no monitor, no runtime container, so nothing to adopt.
+    let found = if monitor.is_none() && !in_runtime {
+        None
+    } else {
+        find_unrecorded_run(inner, id, monitor).await?
+    };
+    if let Some((seen, monitor_pid, pid)) = found {
+        adopt(locked, seen, monitor_pid, pid).await?;
+        return Ok(true);
+    }
+    release_unrecorded_mount(locked).await?;
+    let _ = std::fs::remove_file(locked.paths().exit_file());
+    Ok(false)
+}
+
+/// The run of container `id` that the runtime and a live `monitor` both have, waiting out
+/// a launch that was in flight; a runtime container or monitor without the other is
+/// removed.
+async fn find_unrecorded_run(
+    inner: Arc<Inner>,
+    id: String,
+    monitor: Option<u32>,
+) -> Result<Option<(RuntimeStatus, u32, u32)>> {
+    blocking(move || {
         let launcher = &inner.backends.launcher;
         let paths = inner.paths.container(&id);
         let read_pid = || {
@@ -154,6 +190,7 @@ pub(crate) async fn recover_unrecorded_run(
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
+        // A launch that was in flight may have made its runtime container since the survey.
         if !runtime_ids(&inner.paths.runtime_root()).contains(&id) {
             if let Some(monitor) = monitor.filter(|m| launcher.is_alive(*m, &id)) {
                 kill_monitor(monitor);
@@ -182,14 +219,7 @@ pub(crate) async fn recover_unrecorded_run(
             }
         }
     })
-    .await?;
-    if let Some((seen, monitor_pid, pid)) = found {
-        adopt(locked, seen, monitor_pid, pid).await?;
-        return Ok(true);
-    }
-    release_unrecorded_mount(locked).await?;
-    let _ = std::fs::remove_file(locked.paths().exit_file());
-    Ok(false)
+    .await
 }
 
 /// Records a run berthd started but died before recording: `created` (with `init`), then
@@ -232,6 +262,10 @@ async fn release_unrecorded_mount(locked: &Locked<'_>) -> Result<()> {
     }
     if status.mount_count == 0 {
         let merged = locked.paths().merged();
+        // Most containers never mounted here, or had the directory removed: one stat.
+        if !merged.exists() {
+            return Ok(());
+        }
         let mounter = locked.engine().backends.mounter.clone();
         blocking(move || {
             if is_mounted(&merged) {
