@@ -363,7 +363,7 @@ impl Client {
             source,
         };
         let mut out = tokio::io::BufWriter::with_capacity(
-            1 << 20,
+            256 << 10,
             tokio::fs::File::create(file).await.map_err(local)?,
         );
         let mut stream = self.open(reference, blob).await?;

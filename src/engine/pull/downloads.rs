@@ -165,7 +165,7 @@ async fn fetch_layer(
     let unpacked = blocking(move || {
         let opened = std::fs::File::open(&file).map_err(|e| EngineError::io(file.display(), e))?;
         let reader = Stoppable {
-            inner: std::io::BufReader::with_capacity(1 << 20, opened),
+            inner: std::io::BufReader::with_capacity(256 << 10, opened),
             stop,
         };
         std::fs::create_dir(&unpack_dir).map_err(|e| EngineError::io(unpack_dir.display(), e))?;
