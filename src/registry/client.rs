@@ -367,39 +367,20 @@ impl Client {
             tokio::fs::File::create(file).await.map_err(local)?,
         );
         let mut stream = self.open(reference, blob).await?;
-        let mut hasher = Sha256::new();
-        let mut written = 0u64;
-        loop {
-            let mut cancelled = cancel.clone();
-            let next = tokio::select! {
-                next = stream.next() => next,
-                _ = cancelled.wait_for(|c| *c) => return Err(RegistryError::Cancelled),
-            };
-            let Some(chunk) = next else { break };
-            // Also between chunks that are ready at once (the select above may never wait).
-            if *cancel.borrow() {
-                return Err(RegistryError::Cancelled);
-            }
-            let chunk = chunk.map_err(|e| {
-                RegistryError::Registry(format!("blob {}: {}", blob.digest, chain(&e)))
-            })?;
-            written += chunk.len() as u64;
-            if written > blob.size {
-                return Err(larger(blob));
-            }
-            hasher.update(&chunk);
+        while let Some(chunk) = stream.next(cancel).await? {
             out.write_all(&chunk).await.map_err(local)?;
             progress(chunk.len() as u64);
         }
-        out.flush().await.map_err(local)?;
-        verify(blob, written, &hasher.finalize())
+        out.flush().await.map_err(local)
     }
 
-    async fn open(
+    /// Starts fetching `blob`; a registry that announces more bytes than its descriptor says is
+    /// refused before any arrives.
+    async fn open<'a>(
         &self,
         reference: &Reference,
-        blob: &Blob,
-    ) -> Result<oci_client::client::SizedStream, RegistryError> {
+        blob: &'a Blob,
+    ) -> Result<BlobStream<'a>, RegistryError> {
         let descriptor = OciDescriptor {
             media_type: blob.media_type.clone(),
             digest: blob.digest.clone(),
@@ -424,7 +405,12 @@ impl Client {
         {
             return Err(larger(blob));
         }
-        Ok(stream)
+        Ok(BlobStream {
+            blob,
+            stream,
+            hasher: Sha256::new(),
+            written: 0,
+        })
     }
 
     async fn stream(
@@ -435,26 +421,10 @@ impl Client {
         mut sink: impl FnMut(&[u8]) -> Result<(), RegistryError>,
     ) -> Result<(), RegistryError> {
         let mut stream = self.open(reference, blob).await?;
-        let mut hasher = Sha256::new();
-        let mut written = 0u64;
-        loop {
-            let mut cancelled = cancel.clone();
-            let next = tokio::select! {
-                next = stream.next() => next,
-                _ = cancelled.wait_for(|c| *c) => return Err(RegistryError::Cancelled),
-            };
-            let Some(chunk) = next else { break };
-            let chunk = chunk.map_err(|e| {
-                RegistryError::Registry(format!("blob {}: {}", blob.digest, chain(&e)))
-            })?;
-            written += chunk.len() as u64;
-            if written > blob.size {
-                return Err(larger(blob));
-            }
-            hasher.update(&chunk);
+        while let Some(chunk) = stream.next(cancel).await? {
             sink(&chunk)?;
         }
-        verify(blob, written, &hasher.finalize())
+        Ok(())
     }
 }
 
@@ -531,6 +501,47 @@ fn registry_message(body: &[u8]) -> String {
             format!(": {}", entries.join("; "))
         }
         _ => String::new(),
+    }
+}
+
+/// A blob arriving: every chunk counted against the size its descriptor says and hashed,
+/// the whole checked against its digest at the end.
+struct BlobStream<'a> {
+    blob: &'a Blob,
+    stream: oci_client::client::SizedStream,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl BlobStream<'_> {
+    /// The next chunk, or `None` once the whole blob arrived and was verified; stops once
+    /// `cancel` is set.
+    async fn next(
+        &mut self,
+        cancel: &watch::Receiver<bool>,
+    ) -> Result<Option<impl std::ops::Deref<Target = [u8]> + use<>>, RegistryError> {
+        let mut cancelled = cancel.clone();
+        let next = tokio::select! {
+            next = self.stream.next() => next,
+            _ = cancelled.wait_for(|c| *c) => return Err(RegistryError::Cancelled),
+        };
+        // Also between chunks that are ready at once (the select above may never wait).
+        if *cancel.borrow() {
+            return Err(RegistryError::Cancelled);
+        }
+        let Some(chunk) = next else {
+            verify(self.blob, self.written, &self.hasher.finalize_reset())?;
+            return Ok(None);
+        };
+        let chunk = chunk.map_err(|e| {
+            RegistryError::Registry(format!("blob {}: {}", self.blob.digest, chain(&e)))
+        })?;
+        self.written += chunk.len() as u64;
+        if self.written > self.blob.size {
+            return Err(larger(self.blob));
+        }
+        self.hasher.update(&chunk);
+        Ok(Some(chunk))
     }
 }
 
