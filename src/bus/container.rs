@@ -292,7 +292,9 @@ impl ContainerObject {
             .await
     }
 
-    /// Runs a command in the running container; returns the ExecSession object.
+    /// Runs a command in the running container; returns the ExecSession object. Options:
+    /// `Env` as, `User` s, `WorkingDir` s, `Terminal` b, `TerminalSize` (qq), `Privileged` b,
+    /// and the process's `Stdin`, `Stdout`, `Stderr` as h (otherwise /dev/null).
     async fn exec(
         &self,
         #[zbus(header)] header: Header<'_>,

@@ -19,7 +19,7 @@ use crate::runtime::CheckpointOptions;
 /// How long the process may take to go once CRIU has dumped it.
 const EXIT_AFTER_DUMP: Duration = Duration::from_secs(30);
 
-/// `Checkpoint` options (DESIGN §2.2).
+/// `Checkpoint` options, as the Container interface's `Checkpoint` documents them.
 #[derive(Debug, Default)]
 pub struct CheckpointRequest {
     /// Keep CRIU's work files and log.

@@ -1,4 +1,5 @@
-//! Engine errors: one variant per condition a caller can tell apart (DESIGN §2.4).
+//! Engine errors: one variant per condition a caller can tell apart (each a D-Bus error name,
+//! listed in the README).
 
 use super::state::{IllegalTransition, Refused, State};
 use crate::db::DbError;

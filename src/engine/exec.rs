@@ -22,7 +22,8 @@ use crate::monitor::protocol::{read_exit_file, ExitRecord};
 use crate::runtime::signal::parse_signal;
 use crate::storage::users;
 
-/// What `Exec` asks for (DESIGN §2.2 options).
+/// What `Exec` asks for: the command and its options (the Container interface's `Exec` in
+/// `dbus/org.berth.Engine1.Container.xml`).
 #[derive(Debug, Default)]
 pub struct ExecRequest {
     pub command: Vec<String>,

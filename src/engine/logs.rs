@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::{Engine, EngineError, Result};
 
-/// `Logs` options (DESIGN §2.2).
+/// `Logs` options, as the Container interface's `Logs` documents them.
 #[derive(Debug, Clone, Default)]
 pub struct LogOptions {
     pub follow: bool,

@@ -415,7 +415,7 @@ impl Engine {
         Ok(self.inner.db.set_event_limit(limit)?)
     }
 
-    /// The durable event log after `after` (DESIGN §2.1 `GetEvents`).
+    /// The durable event log after `after` (the Manager's `GetEvents`).
     pub async fn events(&self, after: u64, limit: u32) -> Result<Vec<EventRecord>> {
         let db = self.inner.db.clone();
         blocking(move || db.events_after(after, limit).map_err(EngineError::from)).await

@@ -123,7 +123,8 @@ fn outcome(result: Result<()>) -> Outcome {
     }
 }
 
-/// DESIGN §2.2's table, written out independently of `State`'s predicates.
+/// Which state each verb accepts, as the Container interface documents each verb, written out
+/// independently of `State`'s predicates.
 fn expected(verb: &str, state: State) -> Outcome {
     use State::*;
     let accepted = match verb {
