@@ -37,8 +37,10 @@ impl ContainerObject {
         Ok(property.read(&ContainerView::of(&self.engine, &self.id)?))
     }
 
-    fn config(&self) -> Result<ContainerConfig, BusError> {
-        Ok(self.engine.config(&self.id)?)
+    /// A value of the container's configuration, read in place (a property read does not
+    /// copy the whole configuration).
+    fn config<T>(&self, read: impl FnOnce(&ContainerConfig) -> T) -> Result<T, BusError> {
+        Ok(self.engine.with_config(&self.id, read)?)
     }
 }
 
@@ -66,7 +68,8 @@ impl ContainerView {
         Ok(ContainerView {
             id: id.to_string(),
             status: engine.status(id)?,
-            configured_ports: engine.config(id)?.network_options.port_mappings,
+            configured_ports: engine
+                .with_config(id, |c| c.network_options.port_mappings.clone())?,
         })
     }
 }
@@ -498,52 +501,57 @@ impl ContainerObject {
 
     #[zbus(property(emits_changed_signal = "const"))]
     fn name(&self) -> Result<String, BusError> {
-        Ok(self.config()?.name)
+        self.config(|c| c.name.clone())
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
     fn image(&self) -> Result<String, BusError> {
-        Ok(self.config()?.image)
+        self.config(|c| c.image.clone())
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
     fn image_id(&self) -> Result<String, BusError> {
-        Ok(self.config()?.image_id)
+        self.config(|c| c.image_id.clone())
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
     fn command(&self) -> Result<Vec<String>, BusError> {
-        Ok(self.config()?.process_args())
+        self.config(ContainerConfig::process_args)
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
     fn created_at(&self) -> Result<u64, BusError> {
-        Ok(self.config()?.created_at)
+        self.config(|c| c.created_at)
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
     fn terminal(&self) -> Result<bool, BusError> {
-        Ok(self.config()?.terminal)
+        self.config(|c| c.terminal)
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
     fn stop_timeout(&self) -> Result<u32, BusError> {
-        Ok(self.config()?.stop_timeout)
+        self.config(|c| c.stop_timeout)
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
     fn stop_signal(&self) -> Result<String, BusError> {
-        Ok(self.config()?.stop_signal)
+        self.config(|c| c.stop_signal.clone())
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
     fn restart_policy(&self) -> Result<String, BusError> {
-        Ok(self.config()?.restart_policy.to_string())
+        self.config(|c| c.restart_policy.to_string())
     }
 
     #[zbus(property(emits_changed_signal = "invalidates"))]
     fn labels(&self) -> Result<HashMap<String, String>, BusError> {
-        Ok(self.config()?.labels.into_iter().collect())
+        self.config(|c| {
+            c.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
     }
 
     #[zbus(property)]

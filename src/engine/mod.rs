@@ -405,6 +405,11 @@ impl Engine {
         Ok(self.inner.entry(id)?.config.clone())
     }
 
+    /// Reads from a container's configuration in place, without copying all of it.
+    pub fn with_config<T>(&self, id: &str, read: impl FnOnce(&ContainerConfig) -> T) -> Result<T> {
+        Ok(read(&self.inner.entry(id)?.config))
+    }
+
     pub fn status(&self, id: &str) -> Result<ContainerStatus> {
         Ok(self.inner.entry(id)?.status())
     }
