@@ -1,15 +1,19 @@
-//! Measurements for `scripts/bench` (a client that stays connected, as the issue asks).
+//! Measurements for `scripts/bench`, from a client that stays connected.
 //! Prints `name value` lines; the script puts them next to runc and podman.
 //!
 //! Usage: bench MODE N [ADDRESS ROOTFS] [-- COMMAND…]
 //!   exec N -- CMD       runs CMD N times (ms per run): bare runc, podman
 //!   lifecycle N A R [-- CMD]  create+start+wait+remove of /bin/true, N times (ms per
-//!                       run), alternating with CMD when given (`{n}`: the run number)
+//!                       run, and each call's share), alternating with CMD when given
+//!                       (`{n}`: the run number)
 //!   roundtrip N A R     Get State vs a bare zbus echo method on the same bus (µs per call)
 //!   exit N A R          exit → Exited signal latency (ms)
+//!   execrt N A R        Exec of /bin/true to its exit code in one running container (ms)
 //!   populate N A R      creates N configured containers
 //!   monitors N A R      PSS of N running containers' monitors (KiB)
 //!   startup 1 A R -- BERTHD…  spawn to name owned (ms); leaves berthd running
+//!
+//! `BERTH_BENCH_SECCOMP=unconfined` (or a profile path) sets the containers' `SeccompProfile`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -55,14 +59,20 @@ fn read_to_end(fd: std::os::fd::OwnedFd) -> u64 {
     }
 }
 
+/// A container of `command` on `rootfs`; with `BERTH_BENCH_SECCOMP` set, its `SeccompProfile`
+/// (`unconfined` measures berth without the filter runc compiles at every start and exec).
 fn spec<'a>(rootfs: &str, command: &[&str]) -> HashMap<&'a str, Variant<'a>> {
-    HashMap::from([
+    let mut spec = HashMap::from([
         ("Rootfs", Variant::from(rootfs.to_string())),
         (
             "Command",
             Variant::from(command.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
         ),
-    ])
+    ]);
+    if let Ok(profile) = std::env::var("BERTH_BENCH_SECCOMP") {
+        spec.insert("SeccompProfile", Variant::from(profile));
+    }
+    spec
 }
 
 async fn container<'a>(
@@ -119,6 +129,8 @@ async fn main() {
             // noisy machine weighs on both alike.
             let mut samples = Vec::new();
             let mut compared = Vec::new();
+            // Each call's share: CreateContainer, Start, Wait, Remove.
+            let mut phases: [Vec<f64>; 4] = Default::default();
             for run in 0..count + 2 {
                 if !command.is_empty() {
                     // `{n}` in the command becomes the run number (unique container names).
@@ -136,12 +148,23 @@ async fn main() {
                 }
                 let started = Instant::now();
                 let c = container(&connection, &manager, rootfs, &["/bin/true"]).await;
+                let created = Instant::now();
                 c.start(false).await.expect("start");
+                let running = Instant::now();
                 assert_eq!(c.wait().await.expect("wait"), 0);
+                let waited = Instant::now();
                 c.remove(false).await.expect("remove");
+                let ms = |from: Instant, to: Instant| (to - from).as_secs_f64() * 1e3;
+                phases[0].push(ms(started, created));
+                phases[1].push(ms(created, running));
+                phases[2].push(ms(running, waited));
+                phases[3].push(ms(waited, Instant::now()));
                 samples.push(started.elapsed().as_secs_f64() * 1e3);
             }
             stats("berth_lifecycle", "ms", samples[2..].to_vec());
+            for (name, phase) in ["create", "start", "wait", "remove"].iter().zip(phases) {
+                stats(&format!("berth_phase_{name}"), "ms", phase[2..].to_vec());
+            }
             if !compared.is_empty() {
                 stats("runc", "ms", compared[2..].to_vec());
             }
