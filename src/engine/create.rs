@@ -1,5 +1,6 @@
 //! `CreateContainer` and `Remove`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -134,28 +135,7 @@ impl Engine {
                 image.config,
             ),
         };
-        // The image's config fills what the spec leaves out, as podman does: a given
-        // entrypoint drops the image's command; environment and labels merge, the spec's win.
-        // An `Entrypoint` given, even empty (podman's `--entrypoint ""`), replaces the image's.
-        let command = match (request.command.is_empty(), &request.entrypoint) {
-            (false, _) => request.command,
-            (true, Some(_)) => Vec::new(),
-            (true, None) => suggested.cmd,
-        };
-        let entrypoint = request.entrypoint.unwrap_or(suggested.entrypoint);
-        if command.is_empty() && entrypoint.is_empty() {
-            return Err(invalid(
-                "Command: neither the spec nor the image gives a command",
-            ));
-        }
-        let mut env = suggested.env;
-        env.extend(request.env);
-        let mut labels = suggested.labels;
-        labels.extend(request.labels);
-        let working_dir = request
-            .working_dir
-            .or(Some(suggested.working_dir).filter(|dir| !dir.is_empty()))
-            .unwrap_or_else(|| "/".to_string());
+        let process = Process::of(&mut request, suggested)?;
         Ok(ContainerConfig {
             hostname: request.hostname.unwrap_or_else(|| id[..12].to_string()),
             id,
@@ -164,14 +144,14 @@ impl Engine {
             image,
             image_id,
             layers,
-            command,
-            entrypoint,
-            env,
-            working_dir,
-            user: request.user.unwrap_or(suggested.user),
+            command: process.command,
+            entrypoint: process.entrypoint,
+            env: process.env,
+            working_dir: process.working_dir,
+            user: process.user,
             terminal: request.terminal,
             stdin: request.stdin,
-            labels,
+            labels: process.labels,
             annotations: request.annotations,
             stop_signal,
             stop_timeout: request.stop_timeout.unwrap_or(10),
@@ -329,6 +309,52 @@ pub(crate) async fn remove_locked(locked: &Locked<'_>, caller: Caller, force: bo
 }
 
 /// The `StopSignal` key as a canonical name without `SIG`; `TERM` by default.
+/// What the container runs and with what: the spec's, with what it leaves out taken from
+/// the image's config as podman does. A given entrypoint drops the image's command;
+/// environment and labels merge, the spec's win. An `Entrypoint` given, even empty
+/// (podman's `--entrypoint ""`), replaces the image's.
+struct Process {
+    command: Vec<String>,
+    entrypoint: Vec<String>,
+    env: Vec<String>,
+    labels: BTreeMap<String, String>,
+    working_dir: String,
+    user: String,
+}
+
+impl Process {
+    fn of(request: &mut CreateRequest, suggested: ImageConfig) -> Result<Process> {
+        let command = match (request.command.is_empty(), &request.entrypoint) {
+            (false, _) => std::mem::take(&mut request.command),
+            (true, Some(_)) => Vec::new(),
+            (true, None) => suggested.cmd,
+        };
+        let entrypoint = request.entrypoint.take().unwrap_or(suggested.entrypoint);
+        if command.is_empty() && entrypoint.is_empty() {
+            return Err(invalid(
+                "Command: neither the spec nor the image gives a command",
+            ));
+        }
+        let mut env = suggested.env;
+        env.append(&mut request.env);
+        let mut labels = suggested.labels;
+        labels.append(&mut request.labels);
+        let working_dir = request
+            .working_dir
+            .take()
+            .or(Some(suggested.working_dir).filter(|dir| !dir.is_empty()))
+            .unwrap_or_else(|| "/".to_string());
+        Ok(Process {
+            command,
+            entrypoint,
+            env,
+            labels,
+            working_dir,
+            user: request.user.take().unwrap_or(suggested.user),
+        })
+    }
+}
+
 fn stop_signal(requested: Option<&str>) -> Result<String> {
     match requested {
         None => Ok("TERM".to_string()),

@@ -69,11 +69,8 @@ impl Engine {
         }
         let locked = self.inner().lock(id).await?;
         locked.check(Verb::Exec)?;
-        let status = locked.status();
         let session = new_session_id();
         let paths = locked.paths();
-        let bundle = paths.bundle().to_path_buf();
-        let process_file = paths.exec_process(&session);
         let ExecRequest {
             command,
             env,
@@ -84,21 +81,16 @@ impl Engine {
             privileged,
             stdio,
         } = request;
-        {
-            let bundle = bundle.clone();
-            let rootfs = PathBuf::from(&status.mountpoint);
-            let process_file = process_file.clone();
-            let options = ProcessOptions {
-                command: command.clone(),
-                env,
-                user,
-                working_dir,
-                terminal,
-                console_size,
-                privileged,
-            };
-            blocking(move || write_process(&bundle, &rootfs, &options, &process_file)).await?;
-        }
+        let options = ProcessOptions {
+            command: command.clone(),
+            env,
+            user,
+            working_dir,
+            terminal,
+            console_size,
+            privileged,
+        };
+        let process_file = prepare_process(&locked, &session, options).await?;
         let request = Request::Exec {
             session: session.clone(),
             process: process_file.clone(),
@@ -119,15 +111,7 @@ impl Engine {
         crate::failpoint::hit("exec.after-launch");
         let _ = std::fs::remove_file(&process_file);
         let started = now_micros();
-        let mut record = ExecSession {
-            command: command.clone(),
-            terminal,
-            running: true,
-            pid: 0,
-            exit_code: 0,
-            started_at: started,
-            finished_at: 0,
-        };
+        let mut record = ExecSession::starting(command.clone(), terminal, started);
         let exec_event = |config: &ContainerConfig| {
             event(
                 "exec",
@@ -419,6 +403,21 @@ struct ProcessOptions {
     terminal: bool,
     console_size: Option<(u16, u16)>,
     privileged: bool,
+}
+
+/// Writes the session's OCI process file beside the bundle; returns its path.
+async fn prepare_process(
+    locked: &Locked<'_>,
+    session: &str,
+    options: ProcessOptions,
+) -> Result<PathBuf> {
+    let paths = locked.paths();
+    let bundle = paths.bundle().to_path_buf();
+    let rootfs = PathBuf::from(&locked.status().mountpoint);
+    let process_file = paths.exec_process(session);
+    let destination = process_file.clone();
+    blocking(move || write_process(&bundle, &rootfs, &options, &destination)).await?;
+    Ok(process_file)
 }
 
 /// Writes the session's OCI process: the container's, with the session's command and

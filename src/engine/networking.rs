@@ -18,7 +18,9 @@ use super::{
 use crate::clock::now_micros;
 use crate::db::Db;
 use crate::network::address::{self, Subnet};
-use crate::network::driver::{NetworkInfo, NetworkOptions, PerNetworkOptions, PortMappingOptions};
+use crate::network::driver::{
+    NetworkInfo, NetworkOptions, PerNetworkOptions, PortMappingOptions, StatusBlock,
+};
 use crate::network::ports::{self, Reservation};
 use crate::network::{
     files, Attachment, Endpoint, NetworkDriver, NetworkRecord, PortMapping, DEFAULT_NETWORK,
@@ -398,8 +400,47 @@ fn setup(inner: &Inner, config: &ContainerConfig) -> Result<(Attachment, Prepare
         endpoints: Vec::new(),
         ports,
     };
+    let addresses = lease_addresses(inner, config)?;
+    let netns = inner.paths.container(&config.id).netns();
+    if let Err(error) = state.driver.create_namespace(&netns) {
+        let _ = inner.db.release_leases(&config.id);
+        return Err(EngineError::Runtime(error.to_string()));
+    }
+    attachment.netns = netns.display().to_string();
+    let request = netavark_options(state, config, &addresses, &attachment.ports);
+    let answer = match state.driver.setup(&netns, &request) {
+        Ok(answer) => answer,
+        Err(error) => {
+            let _ = state.driver.remove_namespace(&netns);
+            let _ = inner.db.release_leases(&config.id);
+            return Err(EngineError::Runtime(error.to_string()));
+        }
+    };
+    let aardvark = record_endpoints(&mut attachment, options, &answer);
+    match write_files(inner, config, &attachment, &aardvark) {
+        Ok(mounts) => {
+            state.hold_ports(&config.id, reservations);
+            Ok((
+                attachment,
+                Prepared {
+                    netns: netns.clone(),
+                    mounts,
+                },
+            ))
+        }
+        Err(error) => {
+            teardown(inner, config, &attachment);
+            Err(error)
+        }
+    }
+}
+
+/// An address on each of the container's networks, leased in the database; none is left
+/// leased on failure.
+fn lease_addresses(inner: &Inner, config: &ContainerConfig) -> Result<BTreeMap<String, Ipv4Addr>> {
+    let state = &inner.networks;
     let mut addresses = BTreeMap::new();
-    for name in &options.networks {
+    for name in &config.network_options.networks {
         let record = state.record(name)?;
         let subnet = Subnet::parse(&record.subnet).map_err(EngineError::Internal)?;
         let gateway: Ipv4Addr = record.gateway.parse().map_err(|_| {
@@ -424,21 +465,16 @@ fn setup(inner: &Inner, config: &ContainerConfig) -> Result<(Attachment, Prepare
             }
         }
     }
-    let netns = inner.paths.container(&config.id).netns();
-    if let Err(error) = state.driver.create_namespace(&netns) {
-        let _ = inner.db.release_leases(&config.id);
-        return Err(EngineError::Runtime(error.to_string()));
-    }
-    attachment.netns = netns.display().to_string();
-    let request = netavark_options(state, config, &addresses, &attachment.ports);
-    let answer = match state.driver.setup(&netns, &request) {
-        Ok(answer) => answer,
-        Err(error) => {
-            let _ = state.driver.remove_namespace(&netns);
-            let _ = inner.db.release_leases(&config.id);
-            return Err(EngineError::Runtime(error.to_string()));
-        }
-    };
+    Ok(addresses)
+}
+
+/// Records netavark's answer in the attachment, an endpoint per network (`eth0`, `eth1`…);
+/// returns the DNS servers (aardvark-dns) the networks gave.
+fn record_endpoints(
+    attachment: &mut Attachment,
+    options: &ContainerNetworks,
+    answer: &BTreeMap<String, StatusBlock>,
+) -> Vec<String> {
     let mut aardvark = Vec::new();
     for (index, name) in options.networks.iter().enumerate() {
         let interface = format!("eth{index}");
@@ -471,22 +507,7 @@ fn setup(inner: &Inner, config: &ContainerConfig) -> Result<(Attachment, Prepare
             aliases: options.aliases.clone(),
         });
     }
-    match write_files(inner, config, &attachment, &aardvark) {
-        Ok(mounts) => {
-            state.hold_ports(&config.id, reservations);
-            Ok((
-                attachment,
-                Prepared {
-                    netns: netns.clone(),
-                    mounts,
-                },
-            ))
-        }
-        Err(error) => {
-            teardown(inner, config, &attachment);
-            Err(error)
-        }
-    }
+    aardvark
 }
 
 /// Writes the three files into the container's directory; returns their bind mounts.

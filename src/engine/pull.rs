@@ -20,13 +20,17 @@ use super::{blocking, Caller, Engine, EngineError, Result};
 use crate::registry::client::{Blob, Client, ImageManifest};
 use crate::registry::conf::RegistriesConf;
 use crate::registry::{auth, names, read_cert_dir, Connection, Platform, RegistryError};
-use crate::storage::images::{finish, Staged};
+use crate::storage::images::{finish, LayerStore, Staged};
 use crate::storage::unpack::UnpackLimits;
-use downloads::{Claim, Download, DownloadStatus, Source, Unpacked};
+use downloads::{Claim, Download, DownloadStatus, Downloads, Source, Unpacked};
 
 /// The layers a pull fetched, by their index in the manifest, held until the image is
 /// committed: a pull that joins one meanwhile finds it, and the staging directories stay.
-type Fetched = HashMap<usize, (Arc<Download>, Arc<Unpacked>)>;
+type Fetched = HashMap<usize, FetchedLayer>;
+
+/// A layer a pull fetched: its download, held until the image is committed, and what it
+/// unpacked.
+type FetchedLayer = (Arc<Download>, Arc<Unpacked>);
 
 /// Layers fetched at once (podman's default is 6 for the whole copy; 3 keeps two cores busy
 /// unpacking while the next blobs arrive).
@@ -343,7 +347,53 @@ impl Engine {
         diff_ids: &[String],
         cancel: watch::Receiver<bool>,
     ) -> Result<Fetched> {
-        // What the store has: by the diff id the (verified) config names, or by blob digest.
+        let store = self.inner().layers.clone();
+        let to_fetch = self.missing_layers(&store, manifest, diff_ids);
+        show_layers(job, manifest, &to_fetch);
+        // Set on the first failure (or a cancel), so the other layers stop too.
+        let (abort, aborted) = watch::channel(false);
+        let permits = Arc::new(Semaphore::new(PARALLEL_LAYERS));
+        let fetches = to_fetch.iter().map(|&index| {
+            let layer = LayerFetch {
+                job,
+                index,
+                expected: &diff_ids[index],
+                source: Source {
+                    client: client.clone(),
+                    reference: reference.clone(),
+                    blob: manifest.layers[index].clone(),
+                    store: store.clone(),
+                    limits: UnpackLimits::default(),
+                },
+                downloads: &self.inner().jobs.downloads,
+                permits: &permits,
+                cancel: &cancel,
+                aborted: &aborted,
+            };
+            let abort = &abort;
+            async move {
+                let result = layer.fetch().await;
+                if result.is_err() {
+                    abort.send_replace(true);
+                }
+                result
+            }
+        });
+        let results = futures_util::future::join_all(fetches).await;
+        if *cancel.borrow() {
+            return Err(RegistryError::Cancelled.into());
+        }
+        gather(results)
+    }
+
+    /// The indexes of the manifest's layers the store has neither by the diff id the
+    /// (verified) config names nor by blob digest.
+    fn missing_layers(
+        &self,
+        store: &LayerStore,
+        manifest: &ImageManifest,
+        diff_ids: &[String],
+    ) -> Vec<usize> {
         let known: HashMap<String, String> = self
             .images()
             .iter()
@@ -355,134 +405,15 @@ impl Engine {
                     .zip(image.layers.iter().cloned())
             })
             .collect();
-        let store = self.inner().layers.clone();
         let is_present = |index: usize, blob: &Blob| {
             store.has(&diff_ids[index])
                 || known
                     .get(&blob.digest)
                     .is_some_and(|diff_id| *diff_id == diff_ids[index] && store.has(diff_id))
         };
-        let to_fetch: Vec<usize> = (0..manifest.layers.len())
+        (0..manifest.layers.len())
             .filter(|&i| !is_present(i, &manifest.layers[i]))
-            .collect();
-        let total: u64 = to_fetch.iter().map(|&i| manifest.layers[i].size).sum();
-        job.update(|s| {
-            s.bytes_total = Some(total);
-            s.layers = manifest
-                .layers
-                .iter()
-                .enumerate()
-                .map(|(i, blob)| LayerProgress {
-                    digest: blob.digest.clone(),
-                    status: if to_fetch.contains(&i) {
-                        "waiting"
-                    } else {
-                        "present"
-                    },
-                    done: 0,
-                    total: blob.size,
-                })
-                .collect();
-            s.detail = format!(
-                "fetching {} of {} layers",
-                to_fetch.len(),
-                manifest.layers.len()
-            );
-        });
-        // Set on the first failure (or a cancel), so the other layers stop too.
-        let (abort, aborted) = watch::channel(false);
-        let limits = UnpackLimits::default();
-        let permits = Arc::new(Semaphore::new(PARALLEL_LAYERS));
-        let downloads = &self.inner().jobs.downloads;
-        let fetches = to_fetch.iter().map(|&index| {
-            let source = Source {
-                client: client.clone(),
-                reference: reference.clone(),
-                blob: manifest.layers[index].clone(),
-                store: store.clone(),
-                limits,
-            };
-            let expected = diff_ids[index].clone();
-            let permits = permits.clone();
-            let aborted = aborted.clone();
-            let abort = &abort;
-            let cancel = cancel.clone();
-            let store = &store;
-            async move {
-                let result = async {
-                    let _permit = permits
-                        .acquire()
-                        .await
-                        .map_err(|e| EngineError::Internal(e.to_string()))?;
-                    if *aborted.borrow() {
-                        return Err(RegistryError::Cancelled.into());
-                    }
-                    let blob_digest = source.blob.digest.clone();
-                    let download = match downloads.claim(source, || store.has(&expected)) {
-                        Claim::Download(download) => download,
-                        Claim::Present => {
-                            job.update(|s| s.layers[index].status = "present");
-                            return Ok((index, None));
-                        }
-                    };
-                    let unpacked = match follow(job, index, &download, &cancel, &aborted).await {
-                        Ok(unpacked) => unpacked,
-                        Err(error) => {
-                            download.release().await;
-                            return Err(error);
-                        }
-                    };
-                    if unpacked.diff_id != expected {
-                        let error = EngineError::RegistryError(format!(
-                            "layer {blob_digest}: uncompressed digest {} is not the config's \
-                             {expected}",
-                            unpacked.diff_id
-                        ));
-                        drop(unpacked);
-                        download.release().await;
-                        return Err(error);
-                    }
-                    job.update(|s| s.layers[index].status = "done");
-                    Ok::<_, EngineError>((index, Some((download, unpacked))))
-                }
-                .await;
-                if result.is_err() {
-                    abort.send_replace(true);
-                }
-                result
-            }
-        });
-        let results = futures_util::future::join_all(fetches).await;
-        let mut fetched = Fetched::new();
-        let mut first_error = None;
-        for result in results {
-            match result {
-                Ok((index, Some(layer))) => {
-                    fetched.insert(index, layer);
-                }
-                Ok((_, None)) => {}
-                // A layer stopped because another failed says "cancelled"; the cause wins.
-                Err(error) => {
-                    let replace = match &first_error {
-                        None => true,
-                        Some(EngineError::Cancelled(_)) => {
-                            !matches!(error, EngineError::Cancelled(_))
-                        }
-                        Some(_) => false,
-                    };
-                    if replace {
-                        first_error = Some(error);
-                    }
-                }
-            }
-        }
-        if *cancel.borrow() {
-            return Err(RegistryError::Cancelled.into());
-        }
-        if let Some(error) = first_error {
-            return Err(error);
-        }
-        Ok(fetched)
+            .collect()
     }
 
     /// Moves the fetched layers into the store and writes the image record, under the image
@@ -565,6 +496,126 @@ impl Engine {
         changed.extend(losers);
         inner.store_images(changed, vec![event], added).await?;
         Ok(image.id)
+    }
+}
+
+/// Sets the job's byte total and each layer's line: `waiting` for those to fetch, `present`
+/// for the others.
+fn show_layers(job: &Job, manifest: &ImageManifest, to_fetch: &[usize]) {
+    let total: u64 = to_fetch.iter().map(|&i| manifest.layers[i].size).sum();
+    job.update(|s| {
+        s.bytes_total = Some(total);
+        s.layers = manifest
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, blob)| LayerProgress {
+                digest: blob.digest.clone(),
+                status: if to_fetch.contains(&i) {
+                    "waiting"
+                } else {
+                    "present"
+                },
+                done: 0,
+                total: blob.size,
+            })
+            .collect();
+        s.detail = format!(
+            "fetching {} of {} layers",
+            to_fetch.len(),
+            manifest.layers.len()
+        );
+    });
+}
+
+/// One layer of a pull: its download claimed (or joined), followed and checked against the
+/// diff id the config names.
+struct LayerFetch<'a> {
+    job: &'a Job,
+    index: usize,
+    expected: &'a str,
+    source: Source,
+    downloads: &'a Downloads,
+    /// Bounds how many layers of the pull fetch at once.
+    permits: &'a Semaphore,
+    cancel: &'a watch::Receiver<bool>,
+    /// Set when another layer of the pull failed.
+    aborted: &'a watch::Receiver<bool>,
+}
+
+impl LayerFetch<'_> {
+    /// The layer's download and what it unpacked, or `None` when the store has it already.
+    async fn fetch(self) -> Result<(usize, Option<FetchedLayer>)> {
+        let (job, index) = (self.job, self.index);
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        if *self.aborted.borrow() {
+            return Err(RegistryError::Cancelled.into());
+        }
+        let blob_digest = self.source.blob.digest.clone();
+        let store = self.source.store.clone();
+        let download = match self
+            .downloads
+            .claim(self.source, || store.has(self.expected))
+        {
+            Claim::Download(download) => download,
+            Claim::Present => {
+                job.update(|s| s.layers[index].status = "present");
+                return Ok((index, None));
+            }
+        };
+        let unpacked = match follow(job, index, &download, self.cancel, self.aborted).await {
+            Ok(unpacked) if unpacked.diff_id == self.expected => unpacked,
+            Ok(unpacked) => {
+                let error = EngineError::RegistryError(format!(
+                    "layer {blob_digest}: uncompressed digest {} is not the config's {}",
+                    unpacked.diff_id, self.expected
+                ));
+                drop(unpacked);
+                download.release().await;
+                return Err(error);
+            }
+            Err(error) => {
+                download.release().await;
+                return Err(error);
+            }
+        };
+        job.update(|s| s.layers[index].status = "done");
+        Ok((index, Some((download, unpacked))))
+    }
+}
+
+/// The layers fetched, by index; or the first failure, where a layer that stopped because
+/// another failed ("cancelled") gives way to the cause.
+fn gather(
+    results: Vec<Result<(usize, Option<FetchedLayer>)>>,
+) -> Result<Fetched> {
+    let mut fetched = Fetched::new();
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok((index, Some(layer))) => {
+                fetched.insert(index, layer);
+            }
+            Ok((_, None)) => {}
+            Err(error) => {
+                let replace = match &first_error {
+                    None => true,
+                    Some(EngineError::Cancelled(_)) => !matches!(error, EngineError::Cancelled(_)),
+                    Some(_) => false,
+                };
+                if replace {
+                    first_error = Some(error);
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(fetched),
     }
 }
 

@@ -168,6 +168,19 @@ pub struct ExecSession {
 }
 
 impl ExecSession {
+    /// A session whose process is being started now.
+    pub fn starting(command: Vec<String>, terminal: bool, started_at: u64) -> ExecSession {
+        ExecSession {
+            command,
+            terminal,
+            running: true,
+            pid: 0,
+            exit_code: 0,
+            started_at,
+            finished_at: 0,
+        }
+    }
+
     pub fn state(&self) -> &'static str {
         if self.running {
             "running"
