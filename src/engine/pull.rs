@@ -590,9 +590,7 @@ impl LayerFetch<'_> {
 
 /// The layers fetched, by index; or the first failure, where a layer that stopped because
 /// another failed ("cancelled") gives way to the cause.
-fn gather(
-    results: Vec<Result<(usize, Option<FetchedLayer>)>>,
-) -> Result<Fetched> {
+fn gather(results: Vec<Result<(usize, Option<FetchedLayer>)>>) -> Result<Fetched> {
     let mut fetched = Fetched::new();
     let mut first_error = None;
     for result in results {
