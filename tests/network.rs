@@ -769,3 +769,84 @@ async fn a_network_in_use_cannot_be_removed_until_its_containers_are_gone() {
     let gone = manager.get_network("busynet").await.unwrap_err();
     assert_eq!(error_name(&gone), "org.berth.Engine1.Error.NoSuchNetwork");
 }
+
+/// Two engines on one host may both have a network of the same name (berth's `berth` in
+/// every berthd, or a name podman also uses): netavark names firewall chains after the
+/// network, so berth hands it the network's id, and one engine's teardown never touches the
+/// other's rules.
+#[tokio::test(flavor = "multi_thread")]
+async fn networks_of_the_same_name_in_two_berthds_keep_their_own_firewall_chains() {
+    let (Some(first), Some(second)) = (
+        network_harness("same_name_first"),
+        network_harness("same_name_second"),
+    ) else {
+        return;
+    };
+    // netavark's NAT: `-A POSTROUTING -s SUBNET -j NETAVARK-…`; the chain it jumps to.
+    let chain_of = |subnet: &str| {
+        iptables(&[subnet])
+            .iter()
+            .find_map(|rule| {
+                rule.strip_prefix(&format!("-A POSTROUTING -s {subnet} -j "))
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
+    };
+    let mut running = Vec::new();
+    for (harness, seed, tag) in [(&first, 91, "sa"), (&second, 101, "sb")] {
+        let connection = harness.connection().await;
+        let subnet = free_subnet(seed);
+        create_network(
+            &connection,
+            "shared",
+            vec![
+                ("Subnet", Variant::from(subnet.clone())),
+                ("Interface", Variant::from(bridge_name(tag))),
+            ],
+        )
+        .await;
+        let user = container(
+            harness,
+            &connection,
+            "user",
+            &["sleep", "1000"],
+            on("shared"),
+        )
+        .await;
+        user.start(false).await.unwrap();
+        running.push((subnet, user));
+    }
+    let (first_chain, second_chain) = (chain_of(&running[0].0), chain_of(&running[1].0));
+    assert!(
+        first_chain.starts_with("NETAVARK"),
+        "{:?}",
+        iptables(&[&running[0].0])
+    );
+    assert!(
+        second_chain.starts_with("NETAVARK"),
+        "{:?}",
+        iptables(&[&running[1].0])
+    );
+    assert_ne!(
+        first_chain, second_chain,
+        "both engines' networks share one chain"
+    );
+
+    let (first_subnet, first_user) = running.remove(0);
+    first_user.remove(true).await.unwrap();
+    assert!(
+        iptables(&[&first_subnet]).is_empty(),
+        "{:?}",
+        iptables(&[&first_subnet])
+    );
+    let (second_subnet, second_user) = running.remove(0);
+    assert_eq!(chain_of(&second_subnet), second_chain);
+    assert!(
+        iptables(&[&second_chain])
+            .iter()
+            .any(|rule| rule.starts_with(&format!("-A {second_chain} -d {second_subnet}"))),
+        "{:?}",
+        iptables(&[&second_chain])
+    );
+    second_user.remove(true).await.unwrap();
+}

@@ -102,16 +102,45 @@ impl NetworkDriver for Netavark {
         netns: &Path,
         options: &NetworkOptions,
     ) -> Result<BTreeMap<String, StatusBlock>, NetworkError> {
-        let stdout = self.run("setup", netns, options)?;
-        serde_json::from_str(&stdout).map_err(|e| NetworkError::Netavark {
-            command: "setup".into(),
-            message: format!("unreadable answer {stdout:?}: {e}"),
-        })
+        let (by_id, names) = by_id(options);
+        let stdout = self.run("setup", netns, &by_id)?;
+        let answer: BTreeMap<String, StatusBlock> =
+            serde_json::from_str(&stdout).map_err(|e| NetworkError::Netavark {
+                command: "setup".into(),
+                message: format!("unreadable answer {stdout:?}: {e}"),
+            })?;
+        Ok(answer
+            .into_iter()
+            .map(|(id, block)| (names.get(&id).cloned().unwrap_or(id), block))
+            .collect())
     }
 
     fn teardown(&self, netns: &Path, options: &NetworkOptions) -> Result<(), NetworkError> {
-        self.run("teardown", netns, options).map(|_| ())
+        self.run("teardown", netns, &by_id(options).0).map(|_| ())
     }
+}
+
+/// netavark names a network's firewall chains after the network's name, which is unique only
+/// within one engine: berth's `berth`, a network podman also has, or the default network of a
+/// second berthd on the host would share chains, and the teardown of one would remove rules
+/// (or the chain) the other is using. netavark is given each network under its id instead;
+/// returns the options so renamed and the names by id, to map netavark's answer back.
+fn by_id(options: &NetworkOptions) -> (NetworkOptions, BTreeMap<String, String>) {
+    let mut renamed = options.clone();
+    renamed.networks.clear();
+    renamed.network_info.clear();
+    let mut names = BTreeMap::new();
+    for (name, info) in &options.network_info {
+        let id = info.id.clone();
+        if let Some(per_network) = options.networks.get(name) {
+            renamed.networks.insert(id.clone(), per_network.clone());
+        }
+        let mut info = info.clone();
+        info.name = id.clone();
+        renamed.network_info.insert(id.clone(), info);
+        names.insert(id, name.clone());
+    }
+    (renamed, names)
 }
 
 #[cfg(test)]
@@ -125,5 +154,57 @@ mod tests {
             "IO error: bad netns"
         );
         assert_eq!(error_message("", "boom\n"), "boom");
+    }
+
+    #[test]
+    fn netavark_sees_each_network_under_its_id() {
+        use crate::network::driver::{NetworkInfo, PerNetworkOptions};
+        let info = |name: &str, id: &str| NetworkInfo {
+            name: name.into(),
+            id: id.into(),
+            driver: "bridge".into(),
+            network_interface: Some(format!("{name}0")),
+            subnets: None,
+            ipv6_enabled: false,
+            internal: false,
+            dns_enabled: true,
+            options: None,
+            ipam_options: None,
+        };
+        let per_network = |interface: &str| PerNetworkOptions {
+            aliases: Some(vec!["web".into()]),
+            interface_name: interface.into(),
+            static_ips: Some(vec!["10.90.0.2".into()]),
+            static_mac: None,
+        };
+        let options = NetworkOptions {
+            container_id: "c".into(),
+            container_name: "web".into(),
+            networks: BTreeMap::from([
+                ("berth".to_string(), per_network("eth0")),
+                ("backend".to_string(), per_network("eth1")),
+            ]),
+            network_info: BTreeMap::from([
+                ("berth".to_string(), info("berth", "aaa")),
+                ("backend".to_string(), info("backend", "bbb")),
+            ]),
+            port_mappings: None,
+            dns_servers: None,
+        };
+        let (renamed, names) = by_id(&options);
+        assert_eq!(
+            renamed.networks.keys().collect::<Vec<_>>(),
+            ["aaa", "bbb"],
+            "{renamed:?}"
+        );
+        assert_eq!(renamed.networks["bbb"], per_network("eth1"));
+        assert_eq!(renamed.network_info["aaa"].name, "aaa");
+        assert_eq!(
+            renamed.network_info["aaa"].network_interface.as_deref(),
+            Some("berth0")
+        );
+        assert_eq!(names["aaa"], "berth");
+        assert_eq!(names["bbb"], "backend");
+        assert_eq!(renamed.container_name, "web");
     }
 }
