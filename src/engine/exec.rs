@@ -71,26 +71,11 @@ impl Engine {
         locked.check(Verb::Exec)?;
         let session = new_session_id();
         let paths = locked.paths();
-        let ExecRequest {
-            command,
-            env,
-            user,
-            working_dir,
-            terminal,
-            console_size,
-            privileged,
-            stdio,
-        } = request;
-        let options = ProcessOptions {
-            command: command.clone(),
-            env,
-            user,
-            working_dir,
-            terminal,
-            console_size,
-            privileged,
-        };
-        let process_file = prepare_process(&locked, &session, options).await?;
+        let mut request = request;
+        // The descriptors go to the monitor; the rest makes the session's process file.
+        let stdio = std::mem::take(&mut request.stdio);
+        let (command, terminal) = (request.command.clone(), request.terminal);
+        let process_file = prepare_process(&locked, &session, request).await?;
         let request = Request::Exec {
             session: session.clone(),
             process: process_file.clone(),
@@ -394,22 +379,11 @@ pub(crate) fn end_unreported_sessions(
     events
 }
 
-/// Options the process JSON is built from.
-struct ProcessOptions {
-    command: Vec<String>,
-    env: Vec<String>,
-    user: Option<String>,
-    working_dir: Option<String>,
-    terminal: bool,
-    console_size: Option<(u16, u16)>,
-    privileged: bool,
-}
-
 /// Writes the session's OCI process file beside the bundle; returns its path.
 async fn prepare_process(
     locked: &Locked<'_>,
     session: &str,
-    options: ProcessOptions,
+    options: ExecRequest,
 ) -> Result<PathBuf> {
     let paths = locked.paths();
     let bundle = paths.bundle().to_path_buf();
@@ -425,7 +399,7 @@ async fn prepare_process(
 fn write_process(
     bundle: &Path,
     rootfs: &Path,
-    options: &ProcessOptions,
+    options: &ExecRequest,
     destination: &Path,
 ) -> Result<()> {
     use crate::runtime::spec::{capability_set, console_box};
